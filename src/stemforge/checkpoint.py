@@ -1,0 +1,110 @@
+"""Checkpoints: one safetensors file whose header carries JSON metadata and a hash of the weights.
+
+The metadata is enough to rebuild the model (architecture + config), so a checkpoint is self-describing:
+
+    {"format": "stemforge-checkpoint/1", "architecture": ..., "config": {...}, "sources": [...],
+     "sample_rate": ..., "weights_sha256": ..., plus free-form "training" / "metrics" / ... entries}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from stemforge.errors import ModelError
+from stemforge.models.base import ARCHITECTURES, StemModel
+
+FORMAT = "stemforge-checkpoint/1"
+_HEADER_KEY = "stemforge"
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hash of names, dtypes, shapes and bytes of every tensor, in name order (layout independent)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: StemModel, path: str | os.PathLike[str], **extra: Any) -> dict[str, Any]:
+    """Write ``model`` to ``path`` atomically; ``extra`` (JSON-serialisable) is stored in the metadata."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "architecture": model.architecture,
+        "config": model.config.to_dict(),
+        "sources": model.sources,
+        "sample_rate": model.sample_rate,
+        "channels": model.channels,
+        "num_parameters": model.num_parameters(),
+        "weights_sha256": weights_sha256(state),
+        **extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={_HEADER_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return meta
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's metadata without loading the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size <= 0 or size > 100_000_000:
+                raise ValueError("bad header size")
+            header = json.loads(fh.read(size))
+        meta = json.loads(header["__metadata__"][_HEADER_KEY])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ModelError(f"not a stemforge checkpoint (corrupt or wrong format): {path}") from exc
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"unsupported checkpoint format {meta.get('format')!r}: {path}")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> tuple[StemModel, dict[str, Any]]:
+    """Rebuild the model from the metadata alone, load the weights and verify their hash."""
+    meta = read_metadata(path)
+    arch = meta.get("architecture")
+    cls = ARCHITECTURES.get(arch)
+    if cls is None:
+        import stemforge.models  # noqa: F401  (registers built-in architectures)
+
+        cls = ARCHITECTURES.get(arch)
+    if cls is None:
+        raise ModelError(f"checkpoint {path} uses unknown architecture {arch!r}")
+    try:
+        state = load_file(str(path), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"checkpoint is corrupt or truncated: {path}") from exc
+    if weights_sha256(state) != meta.get("weights_sha256"):
+        raise ModelError(f"checkpoint weights do not match their recorded sha256 (tampered or corrupt): {path}")
+    try:
+        model = cls(cls.config_class.from_dict(meta["config"]))
+        model.load_state_dict(state, strict=True)
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"checkpoint does not match its architecture {arch!r}: {path}: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return model, meta

@@ -1,0 +1,1 @@
+"""Pure signal-processing functions (no I/O, no models)."""
