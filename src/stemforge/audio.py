@@ -325,6 +325,7 @@ class AudioWriter:
             else:
                 self._sf.close()
             self._closed = True
+            os.chmod(self._tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
             os.replace(self._tmp, self.path)
         except Exception as exc:
             self.abort()
@@ -352,6 +353,13 @@ class AudioWriter:
             self.commit()
         else:
             self.abort()
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save(path: str | os.PathLike[str], wav: np.ndarray, sample_rate: int, bits: str | int = 16,
