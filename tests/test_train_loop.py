@@ -128,3 +128,19 @@ def test_schedule_warms_up_then_decays():
     assert factors[0] == 0.1 and factors[9] == 1.0
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert abs(factors[-1] - 0.01) < 1e-3
+
+
+def test_cli_trains_and_resumes(tmp_path, data, capsys):
+    from stemforge.cli import main
+
+    args = ["train", "--model", "test-tinymask", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
+            "--segment", "0.25", "--batch-size", "2", "--loss", "l1", "--loss", "mrstft=0.5", "--no-progress",
+            "--epoch-steps", "2"]
+    assert main(args) == 0
+    assert "best validation SDR" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert cfg["loss"] == {"l1": 1.0, "mrstft": 0.5} and cfg["steps"] == 2
+    assert main(args[:-2] + ["--steps", "3", "--resume"]) == 0  # extend the run by one step
+    assert json.loads((tmp_path / "cli" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+    assert main(["train", "--model", "test-tinymask", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    assert "error: no training data" in capsys.readouterr().err
