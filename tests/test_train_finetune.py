@@ -60,3 +60,13 @@ def test_freeze_pattern_that_matches_nothing_is_an_error():
 def test_duplicate_stems_refused():
     with pytest.raises(ModelError, match="duplicate"):
         with_sources(_model(), ["drums", "drums"])
+
+
+def test_checkpoint_of_model_with_zero_dim_buffers_round_trips(tmp_path):
+    from safetensors.torch import load_file
+
+    model = _model()
+    model.register_buffer("counter", torch.tensor(7, dtype=torch.long))  # like BatchNorm's num_batches_tracked
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    state = load_file(str(tmp_path / "m.safetensors"))
+    assert state["counter"].item() == 7
