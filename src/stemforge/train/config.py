@@ -74,6 +74,7 @@ class TrainConfig:
     mode: str = "supervised"  # "supervised", "mixit" (mixtures only) or "both"
     mixit_weight: float = 1.0  # weight of the MixIT loss in mode "both"
     snr_max: float = 30.0  # MixIT soft SNR cap (dB)
+    validate_first: bool = False  # also score the untrained model at step 0 (a baseline in the log)
     time_limit: float = 0.0  # minutes of training after which the run checkpoints and stops; 0: no limit
     progress: bool = True
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -276,6 +276,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
         tic = time.perf_counter()
         step = start
+        if start == 0 and cfg.validate_first:
+            self._validate(0)
         for stems, pairs in self._batches(start):
             loss = self._loss(stems, pairs)
             if not torch.isfinite(loss):
