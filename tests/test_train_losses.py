@@ -21,9 +21,20 @@ def test_l1_equals_mean_abs_error():
 def test_sdr_loss_matches_energy_ratio():
     est, ref = _pair()
     expected = -(10 * torch.log10(ref.flatten(2).square().sum(-1) / (ref - est).flatten(2).square().sum(-1))).mean()
-    assert torch.allclose(sdr_loss(est, ref), expected, atol=1e-4)
+    assert torch.allclose(sdr_loss(est, ref, floor=0.0), expected, atol=1e-4)
     # 0.3 noise on unit-variance references: SDR = 10 log10(1 / 0.09) = 10.46 dB.
     assert abs(sdr_loss(est, ref).item() + 10.46) < 0.1
+
+
+def test_sdr_loss_bounds_a_silent_stem():
+    ref = torch.ones(1, 2, 1, 100)
+    ref[:, 1] = 0  # silent stem, estimated with a little leakage
+    est = ref.clone()
+    est[:, 1] = 0.1
+    # Offset d = 1e-3 * mean energy = 0.05: perfect stem 0 scores 10 log10(100.05 / 0.05) = 33 dB, not infinity;
+    # silent stem 1 with error energy 1 scores 10 log10(0.05 / 1.05) = -13.2 dB, not -70 dB.
+    expected = -(10 * torch.log10(torch.tensor([100.05 / 0.05, 0.05 / 1.05]))).mean()
+    assert torch.allclose(sdr_loss(est, ref), expected, atol=1e-4)
 
 
 def test_mrstft_zero_at_perfect_estimate_and_grows_with_error():

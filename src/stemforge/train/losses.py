@@ -52,17 +52,20 @@ def multi_resolution_stft(
     return total / len(resolutions)
 
 
-def sdr_loss(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def sdr_loss(estimate: torch.Tensor, reference: torch.Tensor, floor: float = 1e-3, eps: float = 1e-8) -> torch.Tensor:
     """Negative signal-to-distortion ratio in dB (MDX-style energy ratio), averaged over batch and sources.
 
-    SDR = 10 log10((|s|^2 + eps) / (|s - s_hat|^2 + eps)) per (batch, source), channels and time pooled.
+    SDR = 10 log10((|s|^2 + d) / (|s - s_hat|^2 + d)) per (batch, source), channels and time pooled, with
+    ``d = floor * mean_j |s_j|^2 + eps`` taken over the item's sources: a silent stem then scores at most
+    about -10 log10(floor) (30 dB) instead of dominating the batch, as windows with a silent stem are not
+    scored by BSS Eval either. ``floor=0`` gives the plain energy ratio.
     """
     _check(estimate, reference)
     ref = reference.float().flatten(2)
     err = ref - estimate.float().flatten(2)
-    num = ref.square().sum(-1) + eps
-    den = err.square().sum(-1) + eps
-    return -(10.0 * torch.log10(num / den)).mean()
+    energy = ref.square().sum(-1)  # (B, S)
+    offset = floor * energy.mean(1, keepdim=True) + eps
+    return -(10.0 * torch.log10((energy + offset) / (err.square().sum(-1) + offset))).mean()
 
 
 LOSSES: dict[str, Loss] = {"l1": l1_waveform, "mrstft": multi_resolution_stft, "sdr": sdr_loss}
