@@ -92,12 +92,14 @@ class Trainer:
         self.device = torch.device(config.device)
 
     def _stored_config(self, config: TrainConfig) -> TrainConfig:
-        """On resume the run's own config wins, except ``steps`` (a run may be extended) and ``progress``."""
+        """On resume the run's own config wins, except ``steps`` (a run may be extended) and how it runs here:
+        ``progress``, ``threads`` and ``time_limit`` (a changed thread count can change float round-off)."""
         path = self.out / "config.json"
         if not (self.out / "state.pt").is_file() or not path.is_file():
             raise StemforgeError(f"nothing to resume in {self.out} (no state.pt / config.json)")
         stored = TrainConfig.from_dict(json.loads(path.read_text()))
-        return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress)
+        return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress,
+                                   threads=config.threads or stored.threads, time_limit=config.time_limit)
 
     # ----- setup -------------------------------------------------------------------------------------------
     def _build_model(self) -> StemModel:
