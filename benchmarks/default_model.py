@@ -47,7 +47,7 @@ def v4_sdr(references: np.ndarray, estimates: np.ndarray, window: int = 44100) -
     ref = references[..., :length].astype(np.float64).reshape(*references.shape[:2], count, -1)
     est = estimates[..., :length].astype(np.float64).reshape(*estimates.shape[:2], count, -1)
     active = (ref.sum(1) != 0).any(-1).all(0) & (est.sum(1) != 0).any(-1).all(0)  # (windows,)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         sdr = 10 * np.log10(np.sum(ref**2, axis=(1, 3)) / np.sum((est - ref) ** 2, axis=(1, 3)))
     return nanmedian(np.where(active, sdr, np.nan))
 
