@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import soundfile as sf
+from scipy.io import wavfile
 
 from stemforge.data.synth import mixing
 from stemforge.data.synth.composition import SongPlan, compose
@@ -120,6 +121,11 @@ def render_song(seed: int, seconds: float, sample_rate: int = 44100,
     return render_song_with_plan(seed, seconds, sample_rate, stems)[0]
 
 
+def _write_float_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    """32-bit float WAV without libsndfile's PEAK chunk (it holds a timestamp, so bytes would differ)."""
+    wavfile.write(path, sample_rate, np.ascontiguousarray(wav.T, dtype=np.float32))
+
+
 def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, metadata: dict[str, Any],
                bits: int | str = 16) -> None:
     """Write ``mixture.wav`` + one wav per stem + ``song.json`` into ``folder`` (MUSDB18 layout).
@@ -142,8 +148,8 @@ def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, met
         mixture = np.zeros_like(stems[names[0]])
         for n in names:
             mixture = mixture + stems[n]
-            sf.write(folder / f"{n}.wav", stems[n].T, sample_rate, subtype="FLOAT")
-        sf.write(folder / "mixture.wav", mixture.T, sample_rate, subtype="FLOAT")
+            _write_float_wav(folder / f"{n}.wav", stems[n], sample_rate)
+        _write_float_wav(folder / "mixture.wav", mixture, sample_rate)
     else:
         raise StemforgeError(f"bits must be 16 or '32f', got {bits!r}")
     (folder / "song.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
