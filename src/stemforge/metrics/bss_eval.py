@@ -77,8 +77,9 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
 def _lagged_correlations(shifted: torch.Tensor, fixed: torch.Tensor, lags: int, block: int = 1 << 16) -> torch.Tensor:
     """X[a, b, k] = sum_n shifted[a, n + k] * fixed[b, n] for k in [0, lags) (zero outside the signals).
 
-    shifted: (A, time), fixed: (B, time) -> (A, B, lags). Blocked FFT cross-spectra summed over blocks,
-    so memory does not grow with the track length.
+    shifted: (A, time), fixed: (B, time) -> (A, B, lags). Cross-spectra of blocks (each block of
+    ``shifted`` extended by ``lags - 1`` samples so no product is lost at block edges) are summed over
+    blocks with one batched matrix product per frequency, so memory does not grow with the track length.
     """
     length = shifted.shape[-1]
     step = block - lags + 1
@@ -86,12 +87,12 @@ def _lagged_correlations(shifted: torch.Tensor, fixed: torch.Tensor, lags: int, 
     pad = blocks * step + lags - 1 - length
     ext = torch.nn.functional.pad(shifted, (0, pad)).unfold(-1, step + lags - 1, step)  # (A, blocks, step+lags-1)
     base = torch.nn.functional.pad(fixed, (0, pad))[..., : blocks * step].reshape(fixed.shape[0], blocks, step)
-    cross = torch.zeros(shifted.shape[0], fixed.shape[0], block // 2 + 1, dtype=torch.complex128, device=shifted.device)
-    for start in range(0, blocks, 8):
-        a = torch.fft.rfft(ext[:, start : start + 8], n=block)
-        b = torch.fft.rfft(base[:, start : start + 8], n=block)
-        cross += torch.einsum("anf,bnf->abf", a, b.conj())
-    return torch.fft.irfft(cross, n=block)[..., :lags]
+    cross = torch.zeros(block // 2 + 1, shifted.shape[0], fixed.shape[0], dtype=torch.complex128, device=shifted.device)
+    for start in range(0, blocks, 16):
+        a = torch.fft.rfft(ext[:, start : start + 16], n=block).permute(2, 1, 0).contiguous()  # (F, n, A)
+        b = torch.fft.rfft(base[:, start : start + 16], n=block).permute(2, 1, 0).contiguous()  # (F, n, B)
+        cross += torch.bmm(a.transpose(1, 2), b.conj())
+    return torch.fft.irfft(cross, n=block, dim=0)[:lags].permute(1, 2, 0)
 
 
 def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -135,14 +136,23 @@ def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filter
     return all_filters, own_filters
 
 
-def _energy(spectrum: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Sum of squares of the real signal whose rfft (size n_fft, last axis) is ``spectrum`` (Parseval)."""
-    power = spectrum.real**2 + spectrum.imag**2
-    weights = torch.full((power.shape[-1],), 2.0, dtype=power.dtype, device=power.device)
-    weights[0] = 1.0
+def _energy(spectrum: torch.Tensor, weights: torch.Tensor, sources: int) -> torch.Tensor:
+    """Per-window, per-source energy of real signals from their rfft (Parseval).
+
+    spectrum: (freq, windows, sources * channels) complex, weights: (freq,) -> (sources, windows).
+    """
+    power = torch.view_as_real(spectrum).pow(2).sum(-1)
+    energy = torch.tensordot(weights, power, dims=([0], [0]))  # (windows, sources * channels)
+    return energy.reshape(energy.shape[0], sources, -1).sum(-1).T
+
+
+def _parseval_weights(n_fft: int, device: torch.device) -> torch.Tensor:
+    """Weights w such that sum(x**2) == sum(w * |rfft(x, n_fft)|**2)."""
+    weights = torch.full((n_fft // 2 + 1,), 2.0 / n_fft, dtype=torch.float64, device=device)
+    weights[0] = 1.0 / n_fft
     if n_fft % 2 == 0:
-        weights[-1] = 1.0
-    return (power * weights).sum(-1) / n_fft
+        weights[-1] = 1.0 / n_fft
+    return weights
 
 
 def _db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -173,9 +183,14 @@ def bss_eval_v4(
 
     width = min(window, length)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
-    # Filters to the frequency domain: (est, c_out, ref*c_ref, F) and (src, c_out, c_ref, F).
-    all_f = torch.fft.rfft(all_filters.permute(3, 4, 0, 1, 2).reshape(sources, channels, sources * channels, filters_len), n=n_fft)
-    own_f = torch.fft.rfft(own_filters.permute(0, 3, 1, 2), n=n_fft)
+    weights = _parseval_weights(n_fft, refs.device)
+    # One filter matrix per frequency: reference channel -> [all-source projection | own-source projection]
+    # of every output channel, so each window's projections are a single batched matrix product.
+    n = sources * channels
+    own = torch.zeros(sources, channels, filters_len, sources, channels, dtype=refs.dtype, device=refs.device)
+    own[torch.arange(sources), :, :, torch.arange(sources)] = own_filters
+    filters = torch.cat([all_filters.reshape(n, filters_len, n), own.reshape(n, filters_len, n)], dim=-1)
+    filters_f = torch.fft.rfft(filters, n=n_fft, dim=1).permute(1, 0, 2).contiguous()  # (F, n, 2n)
 
     ref_frames = _frames(refs, window, hop)  # (S, C, W, width)
     est_frames = _frames(ests, window, hop)
@@ -192,14 +207,18 @@ def bss_eval_v4(
     sar = torch.empty_like(sdr)
     for start in range(0, windows, windows_per_chunk):
         chunk = slice(start, start + windows_per_chunk)
-        ref_f = torch.fft.rfft(ref_frames[:, :, chunk].permute(2, 0, 1, 3), n=n_fft)  # (w, S, C, F)
-        est_f = torch.fft.rfft(est_frames[:, :, chunk].permute(2, 0, 1, 3), n=n_fft)
-        proj_all = torch.einsum("ecaf,waf->wecf", all_f, ref_f.reshape(ref_f.shape[0], sources * channels, -1))
-        proj_own = torch.einsum("jcdf,wjdf->wjcf", own_f, ref_f)
-        e_true = ref_energy[:, chunk].T
-        isr[:, chunk] = _db(e_true, _energy(proj_own - ref_f, n_fft).sum(-1)).T
-        sir[:, chunk] = _db(_energy(proj_own, n_fft).sum(-1), _energy(proj_all - proj_own, n_fft).sum(-1)).T
-        sar[:, chunk] = _db(_energy(proj_all, n_fft).sum(-1), _energy(est_f - proj_all, n_fft).sum(-1)).T
+
+        def spectrum(frames: torch.Tensor) -> torch.Tensor:
+            flat = frames[:, :, chunk].permute(2, 0, 1, 3).reshape(-1, n, width)
+            return torch.fft.rfft(flat, n=n_fft).permute(2, 0, 1).contiguous()  # (F, w, n)
+
+        ref_f = spectrum(ref_frames)
+        est_f = spectrum(est_frames)
+        proj = torch.bmm(ref_f, filters_f)  # (F, w, 2n)
+        proj_all, proj_own = proj[..., :n], proj[..., n:]
+        isr[:, chunk] = _db(ref_energy[:, chunk], _energy(proj_own - ref_f, weights, sources))
+        sir[:, chunk] = _db(_energy(proj_own, weights, sources), _energy(proj_all - proj_own, weights, sources))
+        sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(est_f - proj_all, weights, sources))
 
     nan = torch.tensor(float("nan"), dtype=sdr.dtype, device=sdr.device)
     scores = [torch.where(valid, m, nan).cpu().numpy() for m in (sdr, isr, sir, sar)]
