@@ -39,3 +39,11 @@ def random_audio(seconds: float, rate: int = 44100, channels: int = 2, seed: int
     """(1, channels, time) noise at a music-like level."""
     gen = torch.Generator().manual_seed(seed)
     return 0.3 * torch.randn(1, channels, int(seconds * rate), generator=gen)
+
+
+def assert_parity(ours: torch.Tensor, expected: torch.Tensor) -> None:
+    """Issue 7's bar (max abs difference < 1e-4), plus a relative bar so small-signal bugs cannot hide under it."""
+    assert ours.shape == expected.shape
+    diff = (ours - expected).abs().max().item()
+    assert diff < 1e-4, diff
+    assert diff < 1e-3 * expected.std().item(), (diff, expected.std().item())

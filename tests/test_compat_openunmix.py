@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity_helpers import randomize_, random_audio, require
+from parity_helpers import assert_parity, randomize_, random_audio, require
 from stemforge.errors import ModelError
 from stemforge.models.compat import load_pretrained
 from stemforge.models.compat.openunmix import OpenUnmix
@@ -40,7 +40,7 @@ def test_umxhq_parity_on_10s(tmp_path) -> None:
         expected = reference(audio)
         ours = model(audio)
     assert ours.shape == expected.shape == (1, 4, 2, audio.shape[-1])
-    assert (ours - expected).abs().max().item() < 1e-4
+    assert_parity(ours, expected)
 
 
 def test_single_target_file_and_short_input(tmp_path) -> None:
