@@ -129,3 +129,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
         _synth(tmp_path, "--songs", "2", "--seed", str(EVALUATION_SEED_BASE - 1))
     with pytest.raises(StemforgeError, match="--songs"):
         _synth(tmp_path, "--songs", "0")
+
+
+def test_missing_soundfont_falls_back_to_numpy_or_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEMFORGE_SOUNDFONT", "/nonexistent/none.sf2")
+    soundfont.available.cache_clear()
+    try:
+        _, meta = render_song_with_plan(2, 1.0, backend="auto")
+        assert meta["backend"] == "numpy"
+        with pytest.raises(StemforgeError, match="apt-get install"):
+            render_song(2, 1.0, backend="soundfont")
+    finally:
+        monkeypatch.undo()
+        soundfont.available.cache_clear()
