@@ -187,7 +187,7 @@ def render_line(notes: list, length: int, sample_rate: int, voice: Voice, rng: n
         phase = 2 * np.pi * np.cumsum(f0_s) / sr + rng.uniform(0, 6.28)
         z = np.exp(1j * phase).astype(np.complex64)
         zk = np.ones(n, np.complex64)
-        max_k = int(min(40, 5500 / float(f0[a: b + 1].min())))
+        max_k = int(min(44, 6000 / float(f0[a: b + 1].min())))
         # Spectral envelope at each harmonic for each frame: (k, frames).
         ks = np.arange(1, max_k + 1)[:, None]
         fk = ks * f0[a: b + 1][None, :]
