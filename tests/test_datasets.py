@@ -180,3 +180,20 @@ def test_evaluation_split_is_cached_deterministic_and_disjoint_from_training(tmp
     assert min(evaluation_seeds()) == EVALUATION_SEED_BASE
     with pytest.raises(StemforgeError):
         training_seeds(10, start=EVALUATION_SEED_BASE - 5)
+
+
+def test_data_check_command_lists_songs_and_names_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from stemforge.commands import data as data_command
+
+    parser = argparse.ArgumentParser()
+    data_command.register(parser.add_subparsers(dest="command"))
+    _musdb_song(tmp_path / "good")
+    args = parser.parse_args(["data", "check", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "1 songs" in capsys.readouterr().out
+    (tmp_path / "good" / "other.wav").write_bytes(b"not audio at all")
+    args = parser.parse_args(["data", "check", str(tmp_path)])
+    with pytest.raises(AudioError, match=r"other\.wav"):
+        args.func(args)

@@ -1,4 +1,4 @@
-"""``stemforge data synth``: write synthetic multitrack songs as MUSDB18-style folders."""
+"""``stemforge data synth`` writes synthetic multitrack songs (MUSDB18 layout); ``data check`` checks datasets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from stemforge.data.datasets import discover_songs
 from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, SIX_STEMS, render_song_with_plan, write_song
 from stemforge.data.synth.render import resolve_backend
 from stemforge.errors import StemforgeError
@@ -34,6 +35,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--evaluation", action="store_true",
                        help=f"render evaluation songs (seeds from {EVALUATION_SEED_BASE} + --seed, held-out instruments)")
     synth.set_defaults(func=run_synth)
+
+    check = commands.add_parser("check", help="find and check the songs of stem datasets (rates, lengths, files)")
+    check.add_argument("roots", nargs="+", type=Path, help="dataset folders, .stem.mp4 files or .csv/.json manifests")
+    check.add_argument("--sources", default="drums,bass,other,vocals", help="comma-separated sources")
+    check.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print one line per song; a bad file raises a StemforgeError naming it (exit 1)."""
+    sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    songs = discover_songs(args.roots, sources)
+    total = 0.0
+    for song in songs:
+        present = [s for s in sources if song.sources.get(s)]
+        missing = [s for s in sources if not song.sources.get(s)]
+        note = f"  (silent: {', '.join(missing)})" if missing else ""
+        print(f"{song.name}: {song.sample_rate} Hz, {song.seconds:.1f} s, {', '.join(present)}{note}")
+        total += song.seconds
+    print(f"{len(songs)} songs, {total / 60:.1f} min, all files consistent")
+    return 0
 
 
 def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str]) -> float:
