@@ -130,15 +130,22 @@ def _write_stem_mp4(path: Path, stems: list[np.ndarray]) -> None:
 
 
 def test_stem_mp4_is_decoded(tmp_path: Path) -> None:
-    t = np.arange(44100) / 44100
+    from stemforge.data.datasets import _decode_stream, _read_stream
+
+    t = np.arange(3 * 44100) / 44100
     tones = [np.stack([0.2 * np.sin(2 * np.pi * f * t)] * 2, axis=1).astype(np.float32) for f in (100, 200, 300, 400)]
     _write_stem_mp4(tmp_path / "track.stem.mp4", [sum(tones)] + tones)
     songs = discover_songs(tmp_path)
     assert [s.name for s in songs] == ["track"] and songs[0].sample_rate == 44100
+    assert abs(songs[0].length - 3 * 44100) < 4096  # from the container metadata (AAC pads the end)
     stems = read_stems(songs[0], SOURCES, 0, 22050, 44100)
     for i, freq in enumerate((100, 200, 300, 400)):  # drums, bass, other, vocals streams in MUSDB order
         spectrum = np.abs(np.fft.rfft(stems[i, 0, 4096:]))
         assert abs(np.argmax(spectrum) * 44100 / (22050 - 4096) - freq) < 5
+    full = _decode_stream(str(tmp_path / "track.stem.mp4"), 2)[0]
+    for start in (0, 5000, 44100, 100000):  # seeking reads exactly what a full decode gives
+        chunk = _read_stream(str(tmp_path / "track.stem.mp4"), 2, start, 10000)
+        assert np.array_equal(chunk, full[:, start: start + 10000])
 
 
 def test_random_chunks_are_reproducible_finite_and_remixed(tmp_path: Path) -> None:
@@ -197,3 +204,9 @@ def test_data_check_command_lists_songs_and_names_bad_files(tmp_path: Path, caps
     args = parser.parse_args(["data", "check", str(tmp_path)])
     with pytest.raises(AudioError, match=r"other\.wav"):
         args.func(args)
+
+
+def test_corrupt_stem_mp4_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "broken.stem.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 10)
+    with pytest.raises(AudioError, match=r"broken\.stem\.mp4"):
+        discover_songs(tmp_path)

@@ -76,8 +76,7 @@ class Song:
 def _probe(file: AudioFile) -> tuple[int, int, int]:
     """(sample_rate, frames, channels) of a file; AudioError naming the file when it is unreadable."""
     if file.stream is not None:
-        data = _decode_stream(str(file.path), file.stream)
-        return data[1], data[0].shape[1], data[0].shape[0]
+        return _probe_stream(str(file.path), file.stream)
     try:
         info = sf.info(str(file.path))
     except Exception as exc:  # soundfile raises several types for corrupt files
@@ -87,9 +86,86 @@ def _probe(file: AudioFile) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
+def _audio_stream(container, path: str, stream: int):
+    streams = [s for s in container.streams if s.type == "audio"]
+    if stream >= len(streams):
+        raise AudioError(f"{path} has {len(streams)} audio streams, stream {stream} is missing")
+    return streams[stream]
+
+
+def _probe_stream(path: str, stream: int) -> tuple[int, int, int]:
+    """(rate, frames, channels) of one stream from the container's metadata (decodes only if it has none)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            st = _audio_stream(container, path, stream)
+            rate = int(st.codec_context.sample_rate)
+            channels = int(st.codec_context.channels)
+            if st.duration is not None and st.time_base is not None:
+                return rate, int(round(st.duration * st.time_base * rate)), channels
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"cannot read {path} (stream {stream}): {exc}") from None
+    data, rate = _decode_stream(path, stream)
+    return rate, data.shape[1], data.shape[0]
+
+
+def _frame_array(frame) -> np.ndarray:
+    """A decoded PyAV audio frame -> (channels, samples) float32."""
+    array = frame.to_ndarray()
+    if not frame.format.is_planar:
+        array = array.reshape(-1, len(frame.layout.channels)).T
+    if np.issubdtype(array.dtype, np.integer):
+        array = array / np.float32(np.iinfo(array.dtype).max)
+    return array.astype(np.float32)
+
+
+def _read_stream(path: str, stream: int, start: int, frames: int) -> np.ndarray:
+    """Frames [start, start + frames) of one stream, decoding only around them: (channels, <= frames).
+
+    Seeks 4096 samples early so the decoder's overlap state is primed, then keeps samples by their
+    timestamps; this matches a full decode sample for sample (checked in the tests).
+    """
+    import av
+
+    try:
+        with av.open(path) as container:
+            st = _audio_stream(container, path, stream)
+            rate = st.codec_context.sample_rate
+            base = st.time_base
+            if start > 4096:
+                container.seek(int(max(0, start - 4096) / rate / base), stream=st, backward=True)
+            chunks, first = [], None
+            for frame in container.decode(st):
+                if frame.pts is None:
+                    continue
+                frame_start = int(round(frame.pts * base * rate))
+                if frame_start + frame.samples <= start:
+                    continue
+                if first is None:
+                    first = frame_start
+                chunks.append(_frame_array(frame))
+                if frame_start + frame.samples >= start + frames:
+                    break
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(f"cannot decode {path} (stream {stream}): {exc}") from None
+    if not chunks:
+        return np.zeros((2, 0), np.float32)
+    data = np.concatenate(chunks, axis=1)
+    offset = start - first
+    if offset < 0:  # the stream starts later than asked: pad the front
+        data = np.pad(data, ((0, 0), (-offset, 0)))
+        offset = 0
+    return data[:, offset: offset + frames]
+
+
 @functools.lru_cache(maxsize=8)
 def _decode_stream(path: str, stream: int) -> tuple[np.ndarray, int]:
-    """Decode one audio stream of a container with PyAV -> ((channels, time) float32, rate); cached."""
+    """Decode a whole audio stream with PyAV -> ((channels, time) float32, rate); for files without duration."""
     import av
 
     try:
@@ -98,15 +174,8 @@ def _decode_stream(path: str, stream: int) -> tuple[np.ndarray, int]:
             if stream >= len(audio_streams):
                 raise AudioError(f"{path} has {len(audio_streams)} audio streams, stream {stream} is missing")
             st = audio_streams[stream]
-            chunks = []
             rate = st.codec_context.sample_rate
-            for frame in container.decode(st):
-                array = frame.to_ndarray()
-                if frame.format.is_planar:
-                    chunks.append(array.astype(np.float32))
-                else:
-                    chunks.append(array.reshape(-1, frame.layout.nb_channels if hasattr(frame.layout, "nb_channels")
-                                                else len(frame.layout.channels)).T.astype(np.float32))
+            chunks = [_frame_array(frame) for frame in container.decode(st)]
     except AudioError:
         raise
     except Exception as exc:
@@ -114,8 +183,6 @@ def _decode_stream(path: str, stream: int) -> tuple[np.ndarray, int]:
     if not chunks:
         raise AudioError(f"{path} (stream {stream}) has no audio frames")
     data = np.concatenate(chunks, axis=1)
-    if np.issubdtype(data.dtype, np.integer):
-        data = data / np.float32(np.iinfo(data.dtype).max)
     return np.ascontiguousarray(data, dtype=np.float32), int(rate)
 
 
@@ -275,7 +342,7 @@ def _stem_mp4_song(path: Path, sources: Sequence[str], name: str | None = None) 
 def _read_file(file: AudioFile, start: int, frames: int) -> np.ndarray:
     """(channels, frames) float32 from ``start``; zero-padded past the end."""
     if file.stream is not None:
-        data = _decode_stream(str(file.path), file.stream)[0][:, start: start + frames]
+        data = _read_stream(str(file.path), file.stream, start, frames)
     else:
         try:
             data = sf.read(str(file.path), start=start, frames=frames, dtype="float32", always_2d=True)[0].T
