@@ -142,7 +142,13 @@ def _section_of_bar(sections: list[Section], bar: int) -> Section:
     return sections[-1]
 
 
-def _bass_part(rng, plan_args, chords_by_bar, sections, preset: str) -> Part:
+#: (seconds per beat, beats per bar, drum style) shared by the part writers.
+Meter = tuple[float, int, str]
+
+
+def _bass_part(rng: np.random.Generator, plan_args: Meter, chords_by_bar: list[list[int]],
+               sections: list[Section], preset: str) -> Part:
+    """A bass line on the chord roots, in one of several patterns (walking for swing)."""
     beat, beats_per_bar, style = plan_args
     pattern = str(rng.choice(["whole", "eighths", "root_fifth", "syncopated", "walking", "octaves"]))
     if style == "swing":
@@ -171,7 +177,7 @@ def _bass_part(rng, plan_args, chords_by_bar, sections, preset: str) -> Part:
                 pitch = root if i % 2 == 0 else root + 7
                 notes.append(Note(t0 + i * beat, beat * 0.9, pitch, vel))
         elif pattern == "syncopated":
-            for step in (0, 3, 6, 8, 10, 14)[: beats_per_bar * 4 // 4 * 6 // 4 + 2]:
+            for step in (0, 3, 6, 8, 10, 14):  # 16th-note steps; those past the bar's end are dropped
                 if step >= beats_per_bar * 4:
                     continue
                 pitch = root + int(rng.choice([0, 0, 0, 12, 7, 10 if rng.random() < 0.3 else 0]))
@@ -186,7 +192,9 @@ def _bass_part(rng, plan_args, chords_by_bar, sections, preset: str) -> Part:
     return Part("bass", "bass", preset, notes)
 
 
-def _comping_part(rng, plan_args, chords_by_bar, sections, preset: str, stem: str, role: str) -> Part:
+def _comping_part(rng: np.random.Generator, plan_args: Meter, chords_by_bar: list[list[int]],
+                  sections: list[Section], preset: str, stem: str, role: str) -> Part:
+    """Chord accompaniment: sustained, strummed, arpeggiated, block or off-beat stabs; some sections rest."""
     beat, beats_per_bar, style = plan_args
     notes: list[Note] = []
     active_sections = {s for s in ("intro", "verse", "chorus", "bridge", "outro") if rng.random() < 0.8} | {"chorus"}
@@ -226,7 +234,10 @@ def _comping_part(rng, plan_args, chords_by_bar, sections, preset: str, stem: st
     return Part(preset, stem, preset, notes)
 
 
-def _vocal_parts(rng, plan_args, key, scale, chords_by_bar, sections) -> list[Part]:
+def _vocal_parts(rng: np.random.Generator, plan_args: Meter, key: int, scale: tuple[int, ...],
+                 chords_by_bar: list[list[int]], sections: list[Section]) -> list[Part]:
+    """Lead melody (stepwise, chord tones on downbeats, a repeated rhythmic motif, one syllable per note)
+    in verses, choruses and bridges, plus sustained backing "ooh/aah" chords in some choruses."""
     beat, beats_per_bar, _ = plan_args
     low = int(rng.choice([50, 55, 57]))  # voice range: male-ish to female-ish
     high = low + 17

@@ -17,7 +17,7 @@ import soundfile as sf
 from scipy.io import wavfile
 
 from stemforge.data.synth import mixing, soundfont
-from stemforge.data.synth.composition import SongPlan, compose
+from stemforge.data.synth.composition import compose
 from stemforge.data.synth.drums import DrumKit
 from stemforge.data.synth.instruments import render_part
 from stemforge.data.synth.singer import Voice, monophonic_lines, render_line
