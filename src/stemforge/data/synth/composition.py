@@ -254,32 +254,45 @@ def _vocal_parts(rng: np.random.Generator, plan_args: Meter, key: int, scale: tu
     want_backing = rng.random() < 0.6
     motif = [rhythms[i] for i in rng.integers(len(rhythms), size=4)]
     degree = int(rng.integers(0, 5))
+    # Songs repeat themselves: a chorus comes back with its melody and words, a verse with its melody
+    # and new words. ``memory`` holds each (section, bar-in-section) line the first time it is written.
+    memory: dict[tuple[str, int], list[tuple[float, float, int, float, str]]] = {}
     for bar, chord in enumerate(chords_by_bar):
         section = _section_of_bar(sections, bar)
         if section.name not in ("verse", "chorus", "bridge"):
             continue
         rel = bar - section.start_bar
-        if rel % 4 == 3 and rng.random() < 0.7:  # breathe at the end of a 4-bar phrase
-            continue
-        rhythm = motif[rel % 4] if section.name != "bridge" else rhythms[int(rng.integers(len(rhythms)))]
         t0 = bar * beats_per_bar * beat
-        for onset, length in rhythm:
-            if onset >= beats_per_bar:
-                continue
-            length = min(length, beats_per_bar - onset)
-            degree += int(rng.choice([-2, -1, -1, 0, 1, 1, 2, 3, -3]))
-            pitch = _scale_pitch(key, scale, degree, 60)
-            if onset == 0:  # strong beat: snap to nearest chord tone
-                pitch = min((c + 12 * o for c in chord for o in range(-2, 3)), key=lambda c: abs(c - pitch))
-            while pitch > high:
-                pitch -= 12
-                degree -= len(scale)
-            while pitch < low:
-                pitch += 12
-                degree += len(scale)
-            syllable = str(rng.choice(SYLLABLE_ONSETS)) + str(rng.choice(VOWELS))
-            vel = float(rng.uniform(0.7, 0.95))
-            lead.append(Note(t0 + onset * beat, length * beat * 0.92, int(pitch), vel, syllable))
+        remembered = memory.get((section.name, rel)) if section.name != "bridge" else None
+        if remembered is not None:
+            for onset, length, pitch, vel, syllable in remembered:
+                if section.name == "verse":
+                    syllable = str(rng.choice(SYLLABLE_ONSETS)) + str(rng.choice(VOWELS))
+                lead.append(Note(t0 + onset * beat, length * beat * 0.92, pitch, vel, syllable))
+        elif rel % 4 == 3 and rng.random() < 0.7:  # breathe at the end of a 4-bar phrase
+            memory[(section.name, rel)] = []
+        else:
+            line = []
+            rhythm = motif[rel % 4] if section.name != "bridge" else rhythms[int(rng.integers(len(rhythms)))]
+            for onset, length in rhythm:
+                if onset >= beats_per_bar:
+                    continue
+                length = min(length, beats_per_bar - onset)
+                degree += int(rng.choice([-2, -1, -1, 0, 1, 1, 2, 3, -3]))
+                pitch = _scale_pitch(key, scale, degree, 60)
+                if onset == 0:  # strong beat: snap to nearest chord tone
+                    pitch = min((c + 12 * o for c in chord for o in range(-2, 3)), key=lambda c: abs(c - pitch))
+                while pitch > high:
+                    pitch -= 12
+                    degree -= len(scale)
+                while pitch < low:
+                    pitch += 12
+                    degree += len(scale)
+                syllable = str(rng.choice(SYLLABLE_ONSETS)) + str(rng.choice(VOWELS))
+                vel = float(rng.uniform(0.7, 0.95))
+                line.append((onset, length, int(pitch), vel, syllable))
+                lead.append(Note(t0 + onset * beat, length * beat * 0.92, int(pitch), vel, syllable))
+            memory[(section.name, rel)] = line
         if want_backing and section.name == "chorus":
             vowel = str(rng.choice(["a", "o", "u"]))
             for p in chord[1:3]:
