@@ -35,6 +35,14 @@ def test_onnx_equals_torch(name: str, tmp_path: Path) -> None:
         assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
 
 
+def test_export_leaves_the_model_alone(tmp_path: Path) -> None:
+    model = build("hybrid").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "h.onnx", example_seconds=0.25)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_onnx_file_alone_rebuilds_the_model(tmp_path: Path) -> None:
     model = build("bsroformer", channels=1, sources=("vocals", "accompaniment")).eval()
     path = export_onnx(model, tmp_path / "m.onnx", example_seconds=0.25)

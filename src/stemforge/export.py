@@ -11,6 +11,7 @@ one entry point the CLI uses (``separate --backend``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -62,9 +63,8 @@ def export_onnx(model: StemModel, path: str | os.PathLike[str], example_seconds:
     """
     import onnx
 
-    neural = _require_neural(model)
-    was_training = neural.training
-    neural.eval()
+    # Exported from a CPU copy: the caller's model keeps its device and training mode.
+    neural = copy.deepcopy(_require_neural(model)).cpu().eval()
     example = torch.randn(1, neural.channels, max(1, int(example_seconds * neural.sample_rate)))
     inputs, input_names, output_names = _io_names(neural, example)
     # Every axis after the feature axes may change length: batch, and the time/frame axis (last).
@@ -72,15 +72,12 @@ def export_onnx(model: StemModel, path: str | os.PathLike[str], example_seconds:
     dynamic.update({name: {0: "batch", -1: f"{name}_time"} for name in output_names})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Network(neural).cpu(), inputs, str(path), input_names=input_names, output_names=output_names,
-                dynamic_axes=_fix_negative_axes(dynamic, neural, inputs), opset_version=opset, dynamo=False,
-            )
-    finally:
-        neural.train(was_training)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Network(neural), inputs, str(path), input_names=input_names, output_names=output_names,
+            dynamic_axes=_fix_negative_axes(dynamic, neural, inputs), opset_version=opset, dynamo=False,
+        )
     graph = onnx.load(str(path))
     meta = {"architecture": neural.architecture, "config": neural.config.to_dict()}
     graph.metadata_props.add(key=_META_KEY, value=json.dumps(meta))

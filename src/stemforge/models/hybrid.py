@@ -115,7 +115,7 @@ class HybridTransformer(NeuralStemModel):
         )
 
     def analyse(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
-        spec = self.spectrogram(mix)[..., :-1, :, ]  # drop Nyquist: F = n_fft / 2 divides by the strides
+        spec = self.spectrogram(mix)[..., :-1, :]  # drop Nyquist: F = n_fft / 2 divides by the strides
         wave = pad_to_multiple(mix.float(), STRIDE**self.config.depth)
         return (wave, complex_to_channels(spec)), mix.shape[-1]
 
