@@ -74,25 +74,39 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return x[..., : (num_windows(length, window, hop) - 1) * hop + width].unfold(-1, width, hop)
 
 
-def _lagged_correlations(shifted: torch.Tensor, fixed: torch.Tensor, lags: int, block: int = 1 << 16) -> torch.Tensor:
-    """X[a, b, k] = sum_n shifted[a, n + k] * fixed[b, n] for k in [0, lags) (zero outside the signals).
+def _lagged_correlations(signals: torch.Tensor, fixed: int, lags: int, block: int = 1 << 16) -> torch.Tensor:
+    """X[a, b, k] = sum_n signals[a, n + k] * signals[b, n] for b < ``fixed``, k in [0, lags).
 
-    shifted: (A, time), fixed: (B, time) -> (A, B, lags). Cross-spectra of blocks (each block of
-    ``shifted`` extended by ``lags - 1`` samples so no product is lost at block edges) are summed over
-    blocks with one batched matrix product per frequency, so memory does not grow with the track length.
+    signals: (A, time), zero outside -> (A, fixed, lags). The track is cut into blocks of ``block``
+    samples overlapping by ``lags - 1``; the circular cross-spectra of the blocks are summed (one
+    batched matrix product per frequency) and the wrapped-around products, which only involve the
+    ``lags - 1`` overlap samples, are subtracted with a short FFT. Memory does not grow with the track.
     """
-    length = shifted.shape[-1]
+    count, length = signals.shape
     step = block - lags + 1
     blocks = -(-length // step)
-    pad = blocks * step + lags - 1 - length
-    ext = torch.nn.functional.pad(shifted, (0, pad)).unfold(-1, step + lags - 1, step)  # (A, blocks, step+lags-1)
-    base = torch.nn.functional.pad(fixed, (0, pad))[..., : blocks * step].reshape(fixed.shape[0], blocks, step)
-    cross = torch.zeros(block // 2 + 1, shifted.shape[0], fixed.shape[0], dtype=torch.complex128, device=shifted.device)
-    for start in range(0, blocks, 16):
-        a = torch.fft.rfft(ext[:, start : start + 16], n=block).permute(2, 1, 0).contiguous()  # (F, n, A)
-        b = torch.fft.rfft(base[:, start : start + 16], n=block).permute(2, 1, 0).contiguous()  # (F, n, B)
-        cross += torch.bmm(a.transpose(1, 2), b.conj())
-    return torch.fft.irfft(cross, n=block, dim=0)[:lags].permute(1, 2, 0)
+    padded = torch.zeros(count, blocks * step + lags - 1, dtype=signals.dtype, device=signals.device)
+    padded[:, :length] = signals
+    ext = padded.unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
+    small = 2 * lags
+    cross = torch.zeros(block // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
+    wrapped = torch.zeros(small // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
+
+    def accumulate(total: torch.Tensor, shifted: torch.Tensor, kept: torch.Tensor, n_fft: int) -> None:
+        a = torch.fft.rfft(shifted, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, A)
+        b = torch.fft.rfft(kept, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, fixed)
+        total += torch.bmm(a.transpose(1, 2), b.conj())
+
+    for start in range(0, blocks, 8):
+        part = ext[:, start : start + 8]
+        spectra = torch.fft.rfft(part).permute(2, 1, 0).contiguous()  # (F, blocks, A)
+        cross += torch.bmm(spectra.transpose(1, 2), spectra[..., :fixed].conj())
+        # Circular products with n >= step: b's overlap tail against a's tail followed by a's head.
+        tails = torch.cat([part[..., step:], part[..., : lags - 1]], dim=-1)  # (A, blocks, 2 * (lags - 1))
+        accumulate(wrapped, tails, part[:fixed, :, step:], small)
+    full = torch.fft.irfft(cross, n=block, dim=0)[:lags]
+    edge = torch.fft.irfft(wrapped, n=small, dim=0)[:lags]
+    return (full - edge).permute(1, 2, 0)
 
 
 def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -115,16 +129,13 @@ def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filter
     """
     sources, channels, _ = references.shape
     n = sources * channels
-    refs = references.reshape(n, -1)
-    ests = estimates.reshape(n, -1)
-    corr = _lagged_correlations(torch.cat([refs, ests]), refs, filters_len)  # (2n, n, L)
-    ref_corr, est_corr = corr[:n], corr[n:]
-    lag = torch.arange(filters_len, device=refs.device)
-    delta = lag[None, :] - lag[:, None]  # q - p
-    forward = ref_corr[:, :, delta.clamp(min=0)]  # (n, n, L, L): corr_ab[q-p] for q >= p
-    backward = ref_corr.transpose(0, 1)[:, :, (-delta).clamp(min=0)]  # corr_ba[p-q] for q < p
-    gram = torch.where(delta >= 0, forward, backward)  # (a, b, p, q)
-    gram = gram.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
+    corr = _lagged_correlations(torch.cat([references.reshape(n, -1), estimates.reshape(n, -1)]), n, filters_len)
+    ref_corr, est_corr = corr[:n], corr[n:]  # (n, n, L), (n, n, L)
+    # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
+    negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
+    v = torch.cat([negative, ref_corr], dim=-1)
+    toeplitz = v.unfold(-1, filters_len, 1).flip(2)  # (a, b, p, q) = v[a, b, q - p + L - 1]
+    gram = toeplitz.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
     # D[(a, k), (e, c)] = <reference a delayed by k, estimate channel (e, c)>
     rhs = est_corr.permute(1, 2, 0).reshape(n * filters_len, n)
     all_filters = _solve_psd(gram, rhs).reshape(sources, channels, filters_len, sources, channels)
@@ -141,9 +152,10 @@ def _energy(spectrum: torch.Tensor, weights: torch.Tensor, sources: int) -> torc
 
     spectrum: (freq, windows, sources * channels) complex, weights: (freq,) -> (sources, windows).
     """
-    power = torch.view_as_real(spectrum).pow(2).sum(-1)
-    energy = torch.tensordot(weights, power, dims=([0], [0]))  # (windows, sources * channels)
-    return energy.reshape(energy.shape[0], sources, -1).sum(-1).T
+    parts = torch.view_as_real(spectrum)
+    power = (parts * parts).reshape(parts.shape[0], -1)  # (freq, windows * sources * channels * 2)
+    energy = (weights @ power).reshape(spectrum.shape[1], sources, -1).sum(-1)
+    return energy.T
 
 
 def _parseval_weights(n_fft: int, device: torch.device) -> torch.Tensor:
@@ -184,13 +196,10 @@ def bss_eval_v4(
     width = min(window, length)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
     weights = _parseval_weights(n_fft, refs.device)
-    # One filter matrix per frequency: reference channel -> [all-source projection | own-source projection]
-    # of every output channel, so each window's projections are a single batched matrix product.
+    # Filters per frequency: all_f (F, ref channel, est channel), own_f (F * S, ref channel, est channel).
     n = sources * channels
-    own = torch.zeros(sources, channels, filters_len, sources, channels, dtype=refs.dtype, device=refs.device)
-    own[torch.arange(sources), :, :, torch.arange(sources)] = own_filters
-    filters = torch.cat([all_filters.reshape(n, filters_len, n), own.reshape(n, filters_len, n)], dim=-1)
-    filters_f = torch.fft.rfft(filters, n=n_fft, dim=1).permute(1, 0, 2).contiguous()  # (F, n, 2n)
+    all_f = torch.fft.rfft(all_filters.reshape(n, filters_len, n), n=n_fft, dim=1).permute(1, 0, 2).contiguous()
+    own_f = torch.fft.rfft(own_filters, n=n_fft, dim=2).permute(2, 0, 1, 3).reshape(-1, channels, channels).contiguous()
 
     ref_frames = _frames(refs, window, hop)  # (S, C, W, width)
     est_frames = _frames(ests, window, hop)
@@ -200,25 +209,33 @@ def bss_eval_v4(
     est_active = (est_frames.sum(1) != 0).any(-1).all(0)
     valid = ref_active & est_active  # (W,)
 
-    ref_energy = ref_frames.pow(2).sum((1, 3))  # (S, W)
-    sdr = _db(ref_energy, (est_frames - ref_frames).pow(2).sum((1, 3)))
+    ref_energy = (ref_frames * ref_frames).sum((1, 3))  # (S, W)
+    error = est_frames - ref_frames
+    sdr = _db(ref_energy, (error * error).sum((1, 3)))
+    del error
+    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=refs.dtype, device=refs.device)
+    est_buffer = torch.zeros_like(ref_buffer)
     isr = torch.empty_like(sdr)
     sir = torch.empty_like(sdr)
     sar = torch.empty_like(sdr)
     for start in range(0, windows, windows_per_chunk):
         chunk = slice(start, start + windows_per_chunk)
 
-        def spectrum(frames: torch.Tensor) -> torch.Tensor:
-            flat = frames[:, :, chunk].permute(2, 0, 1, 3).reshape(-1, n, width)
-            return torch.fft.rfft(flat, n=n_fft).permute(2, 0, 1).contiguous()  # (F, w, n)
+        def spectrum(frames: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+            part = frames[:, :, chunk].permute(2, 0, 1, 3)  # (w, S, C, width)
+            padded = buffer[: part.shape[0]]
+            padded[..., :width].copy_(part.reshape(-1, n, width))
+            return torch.fft.rfft(padded).permute(2, 0, 1).contiguous()  # (F, w, n)
 
-        ref_f = spectrum(ref_frames)
-        est_f = spectrum(est_frames)
-        proj = torch.bmm(ref_f, filters_f)  # (F, w, 2n)
-        proj_all, proj_own = proj[..., :n], proj[..., n:]
+        ref_f = spectrum(ref_frames, ref_buffer)
+        count = ref_f.shape[1]
+        proj_all = torch.bmm(ref_f, all_f)  # (F, w, n)
+        by_source = ref_f.reshape(-1, count, sources, channels).transpose(1, 2).reshape(-1, count, channels)
+        proj_own = torch.bmm(by_source, own_f).reshape(-1, sources, count, channels).transpose(1, 2).reshape(-1, count, n)
+        residual = spectrum(est_frames, est_buffer).sub_(proj_all)
         isr[:, chunk] = _db(ref_energy[:, chunk], _energy(proj_own - ref_f, weights, sources))
         sir[:, chunk] = _db(_energy(proj_own, weights, sources), _energy(proj_all - proj_own, weights, sources))
-        sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(est_f - proj_all, weights, sources))
+        sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(residual, weights, sources))
 
     nan = torch.tensor(float("nan"), dtype=sdr.dtype, device=sdr.device)
     scores = [torch.where(valid, m, nan).cpu().numpy() for m in (sdr, isr, sir, sar)]
