@@ -91,6 +91,15 @@ def test_bss_eval_v4_matches_museval(name: str) -> None:
         np.testing.assert_allclose(medians[metric], museval_medians[i], atol=0.01, equal_nan=True)
 
 
+def test_float32_input_gives_the_float64_result() -> None:
+    refs, ests = case("stereo4_silent_sections")
+    refs, ests = refs.astype(np.float32), ests.astype(np.float32)
+    single = bss_eval_v4(refs, ests)
+    double = bss_eval_v4(refs.astype(np.float64), ests.astype(np.float64))
+    for a, b in zip(single.as_dict().values(), double.as_dict().values()):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+
+
 def test_near_perfect_and_poor_estimates_score_as_expected() -> None:
     refs, ests = case("mono3_near_perfect")
     assert np.all(bss_eval_v4(refs, ests).track_medians()["SDR"] > 40)

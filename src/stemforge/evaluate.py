@@ -179,8 +179,9 @@ def score_track(track_name: str, references: dict[str, np.ndarray], estimates: E
                            f"and references {sorted(references)}")
     for stem in names:
         check_pair(references[stem], estimates[stem], track_name, stem, ndim=2)
-    refs = np.stack([references[s] for s in names]).astype(np.float64)
-    ests = np.stack([np.asarray(estimates[s]) for s in names]).astype(np.float64)
+    dtype = np.float32 if all(np.asarray(a).dtype == np.float32 for a in (*references.values(), *estimates.values())) else np.float64
+    refs = np.stack([references[s] for s in names]).astype(dtype, copy=False)  # float64 only chunk-wise inside
+    ests = np.stack([np.asarray(estimates[s]) for s in names]).astype(dtype, copy=False)
     stems: dict[str, dict[str, float | None]] = {s: {} for s in names}
     frames: dict[str, dict[str, list[float | None]]] = {s: {} for s in names}
     win, step = int(round(window * sample_rate)), int(round(hop * sample_rate))

@@ -77,17 +77,18 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
 def _lagged_correlations(signals: torch.Tensor, fixed: int, lags: int, block: int = 1 << 16) -> torch.Tensor:
     """X[a, b, k] = sum_n signals[a, n + k] * signals[b, n] for b < ``fixed``, k in [0, lags).
 
-    signals: (A, time), zero outside -> (A, fixed, lags). The track is cut into blocks of ``block``
-    samples overlapping by ``lags - 1``; the circular cross-spectra of the blocks are summed (one
-    batched matrix product per frequency) and the wrapped-around products, which only involve the
-    ``lags - 1`` overlap samples, are subtracted with a short FFT. Memory does not grow with the track.
+    signals: (A, time), zero outside -> (A, fixed, lags), float64. The track is cut into blocks of
+    ``block`` samples overlapping by ``lags - 1``; the circular cross-spectra of the blocks are summed
+    (one batched matrix product per frequency) and the wrapped-around products, which only involve the
+    ``lags - 1`` overlap samples, are subtracted with a short FFT. Blocks are converted to float64 one
+    chunk at a time, so float32 audio is never copied whole and memory does not grow with the track.
     """
     count, length = signals.shape
     step = block - lags + 1
     blocks = -(-length // step)
-    padded = torch.zeros(count, blocks * step + lags - 1, dtype=signals.dtype, device=signals.device)
-    padded[:, :length] = signals
-    ext = padded.unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
+    needed = blocks * step + lags - 1
+    padded = signals if length >= needed else torch.nn.functional.pad(signals, (0, needed - length))
+    ext = padded[:, :needed].unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
     small = 2 * lags
     cross = torch.zeros(block // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
     wrapped = torch.zeros(small // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
@@ -98,7 +99,7 @@ def _lagged_correlations(signals: torch.Tensor, fixed: int, lags: int, block: in
         total += torch.bmm(a.transpose(1, 2), b.conj())
 
     for start in range(0, blocks, 8):
-        part = ext[:, start : start + 8]
+        part = ext[:, start : start + 8].to(torch.float64)
         spectra = torch.fft.rfft(part).permute(2, 1, 0).contiguous()  # (F, blocks, A)
         cross += torch.bmm(spectra.transpose(1, 2), spectra[..., :fixed].conj())
         # Circular products with n >= step: b's overlap tail against a's tail followed by a's head.
@@ -128,17 +129,22 @@ def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.linalg.lstsq(gram, rhs).solution
 
 
-def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filters_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def distortion_filters(references: torch.Tensor | None, estimates: torch.Tensor | None, filters_len: int = 512,
+                       signals: torch.Tensor | None = None, sources: int = 0, channels: int = 0,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares distortion filters fitted on whole signals.
 
-    references, estimates: (sources, channels, time) float64 ->
+    references, estimates: (sources, channels, time), or ``signals`` (2 * sources * channels, time >= T)
+    holding both, zero-padded (avoids a copy) ->
     ``all_filters``: (sources_ref, channels_ref, filters_len, sources_est, channels_est) projecting each
     estimate on every reference; ``own_filters``: (sources, channels_ref, filters_len, channels_est)
     projecting estimate j on reference j only.
     """
-    sources, channels, _ = references.shape
+    if signals is None:
+        sources, channels, _ = references.shape
+        signals = torch.cat([references.reshape(sources * channels, -1), estimates.reshape(sources * channels, -1)])
     n = sources * channels
-    corr = _lagged_correlations(torch.cat([references.reshape(n, -1), estimates.reshape(n, -1)]), n, filters_len)
+    corr = _lagged_correlations(signals, n, filters_len)
     ref_corr, est_corr = corr[:n], corr[n:]  # (n, n, L), (n, n, L)
     # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
     negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
@@ -197,16 +203,27 @@ def bss_eval_v4(
     each (sources, windows). ``device`` defaults to the input tensor's device (CPU for numpy).
     """
     check_pair(references, estimates)
-    refs = as_tensor(references, device)
-    ests = as_tensor(estimates, refs.device)
-    sources, channels, length = refs.shape
-    all_filters, own_filters = distortion_filters(refs, ests, filters_len)
+    first = as_tensor(references, device, keep_float=True)
+    second = as_tensor(estimates, first.device, keep_float=True)
+    sources, channels, length = first.shape
+    n = sources * channels
+    # One zero-padded buffer holds references then estimates in the input precision (float32 audio
+    # stays float32); every computation converts a chunk at a time to float64.
+    dtype = torch.promote_types(first.dtype, second.dtype)
+    step = (1 << 16) - filters_len + 1
+    padded_length = -(-length // step) * step + filters_len - 1
+    signals = torch.zeros(2 * n, padded_length, dtype=dtype, device=first.device)
+    signals[:n, :length] = first.reshape(n, length)
+    signals[n:, :length] = second.reshape(n, length)
+    del first, second
+    refs = signals[:n, :length].reshape(sources, channels, length)
+    ests = signals[n:, :length].reshape(sources, channels, length)
+    all_filters, own_filters = distortion_filters(None, None, filters_len, signals, sources, channels)
 
     width = min(window, length)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
     weights = _parseval_weights(n_fft, refs.device)
     # Filters per frequency: all_f (F, ref channel, est channel), own_f (F * S, ref channel, est channel).
-    n = sources * channels
     all_f = torch.fft.rfft(all_filters.reshape(n, filters_len, n), n=n_fft, dim=1).permute(1, 0, 2).contiguous()
     own_f = torch.fft.rfft(own_filters, n=n_fft, dim=2).permute(2, 0, 1, 3).reshape(-1, channels, channels).contiguous()
 
@@ -218,17 +235,17 @@ def bss_eval_v4(
     est_active = (est_frames.sum(1) != 0).any(-1).all(0)
     valid = ref_active & est_active  # (W,)
 
-    ref_energy = (ref_frames * ref_frames).sum((1, 3))  # (S, W)
-    error = est_frames - ref_frames
-    sdr = _db(ref_energy, (error * error).sum((1, 3)))
-    del error
-    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=refs.dtype, device=refs.device)
+    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=torch.float64, device=refs.device)
     est_buffer = torch.zeros_like(ref_buffer)
-    isr = torch.empty_like(sdr)
-    sir = torch.empty_like(sdr)
-    sar = torch.empty_like(sdr)
+    sdr, isr, sir, sar = (torch.empty(sources, windows, dtype=torch.float64, device=refs.device) for _ in range(4))
+    ref_energy = torch.empty_like(sdr)
     for start in range(0, windows, windows_per_chunk):
         chunk = slice(start, start + windows_per_chunk)
+        ref_part = ref_frames[:, :, chunk].to(torch.float64)
+        ref_energy[:, chunk] = (ref_part * ref_part).sum((1, 3))
+        error = est_frames[:, :, chunk].to(torch.float64) - ref_part
+        sdr[:, chunk] = _db(ref_energy[:, chunk], (error * error).sum((1, 3)))
+        del ref_part, error
 
         def spectrum(frames: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
             part = frames[:, :, chunk].permute(2, 0, 1, 3)  # (w, S, C, width)
