@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from stemforge.audio import default_file_mode
 from stemforge.errors import ModelError
 from stemforge.models.base import ARCHITECTURES, StemModel
 
@@ -34,7 +35,7 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")  # reshape: 0-dim tensors (BatchNorm counters) cannot be viewed as bytes
     return digest.hexdigest()
 
 
@@ -58,6 +59,7 @@ def save_checkpoint(model: StemModel, path: str | os.PathLike[str], **extra: Any
     os.close(fd)
     try:
         save_file(state, tmp, metadata={_HEADER_KEY: json.dumps(meta)})
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""Score the bundled default model beside the classical baseline and oracle ideal ratio masks.
+
+    PYTHONPATH=src python benchmarks/default_model.py --data EVAL_DIR [--checkpoint PATH] [--seconds 30]
+
+EVAL_DIR holds MUSDB-layout track folders (drums/bass/other/vocals .wav). Every model separates the same mixture
+(the sum of the stems) through ``stemforge.separate.Separator``; the oracle applies per-channel ideal ratio masks
+|S_j| / sum_k |S_k| (STFT 4096/1024) computed from the true stems, an upper bound for magnitude-mask models.
+Scores: BSS Eval v4 SDR (museval definition: 1 s windows, median over windows, then median over tracks) and the
+whole-track energy-ratio SDR (MDX "SDR", mean over tracks). Prints Markdown tables and the speed of each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stemforge.dsp.spectral import istft, stft
+from stemforge.metrics.bss_eval import bss_eval_v4
+from stemforge.separate import Separator
+from stemforge.train.data import find_tracks, read_stem
+from stemforge.train.validation import sdr as energy_sdr
+
+STEMS = ["drums", "bass", "other", "vocals"]
+
+
+def oracle_irm(stems: np.ndarray, n_fft: int = 4096, hop: int = 1024) -> np.ndarray:
+    """stems (S, C, T) -> IRM estimates (S, C, T) of their sum."""
+    spec = stft(torch.from_numpy(stems).double(), n_fft, hop)  # (S, C, F, N)
+    mag = spec.abs()
+    masks = mag / mag.sum(0, keepdim=True).clamp_min(1e-12)
+    return istft(masks * spec.sum(0, keepdim=True), stems.shape[-1], n_fft, hop).float().numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="evaluation split (MUSDB-layout folders)")
+    parser.add_argument("--checkpoint", default="src/stemforge/assets/default.safetensors")
+    parser.add_argument("--seconds", type=float, default=0.0, help="score only the first N seconds of each track (0: all)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    tracks = find_tracks([args.data], STEMS, 44100)
+    systems = {"default": Separator(args.checkpoint, threads=args.threads), "classical": Separator("classical")}
+    names = list(systems) + ["oracle IRM"]
+    v4: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STEMS} for n in names}
+    mdx: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STEMS} for n in names}
+    seconds = {n: 0.0 for n in names}
+    audio = 0.0
+    for track in tracks:
+        frames = track.frames if args.seconds <= 0 else min(track.frames, int(args.seconds * 44100))
+        refs = np.stack([read_stem(track, s, 0, frames, 2) for s in STEMS])
+        mix = refs.sum(0)
+        audio += frames / 44100
+        for name in names:
+            tic = time.perf_counter()
+            if name == "oracle IRM":
+                est = oracle_irm(refs)
+            else:
+                out = systems[name].separate_array(mix, 44100)
+                est = np.stack([out[s] for s in STEMS])
+            seconds[name] += time.perf_counter() - tic
+            medians = bss_eval_v4(refs, est).track_medians()["SDR"]
+            for i, stem in enumerate(STEMS):
+                v4[name][stem].append(float(medians[i]))
+                mdx[name][stem].append(energy_sdr(est[i], refs[i]))
+        print(f"scored {track.folder.name}", flush=True)
+
+    def table(title: str, scores: dict[str, dict[str, list[float]]], agg) -> None:
+        print(f"\n{title} ({len(tracks)} tracks, {audio:.0f} s of audio)\n")
+        print("| model | " + " | ".join(STEMS) + " | mean |")
+        print("|---" * (len(STEMS) + 2) + "|")
+        for name in names:
+            values = [float(agg(scores[name][s])) for s in STEMS]
+            print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {np.mean(values):.2f} |")
+        gains = [float(agg(scores["default"][s]) - agg(scores["classical"][s])) for s in STEMS]
+        trail = [float(agg(scores["oracle IRM"][s]) - agg(scores["default"][s])) for s in STEMS]
+        print("| default - classical | " + " | ".join(f"{v:+.2f}" for v in gains) + f" | {np.mean(gains):+.2f} |")
+        print("| oracle IRM - default | " + " | ".join(f"{v:+.2f}" for v in trail) + f" | {np.mean(trail):+.2f} |")
+
+    table("BSS Eval v4 SDR (dB), median over 1 s windows then median over tracks", v4, np.nanmedian)
+    table("Energy-ratio SDR (dB, MDX definition), mean over tracks", mdx, np.mean)
+    print(f"\nspeed ({args.threads} torch thread(s), shared machine): " + ", ".join(
+        f"{n} {audio / max(seconds[n], 1e-9):.1f}x real time" for n in names))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from stemforge.cli import main
+
+sys.exit(main())

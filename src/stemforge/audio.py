@@ -1,0 +1,374 @@
+"""Audio file I/O: streaming readers and atomic writers for every format we support.
+
+Arrays are always float32 shaped ``(channels, time)``. Reading goes through soundfile (wav, flac, ogg,
+aiff, ...) and falls back to PyAV/FFmpeg (mp3, m4a/aac, opus, ...). Writing supports wav (16/24-bit
+PCM, 32-bit float), flac (16/24-bit) and mp3 (via PyAV's LAME encoder). Every write goes to a temporary
+file in the target directory and is renamed into place only when complete, so a crash or a bad input
+never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from stemforge.errors import AudioError
+
+#: Extensions we try to read; anything else is skipped when walking directories.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".mp3", ".m4a", ".aac",
+     ".mp4", ".wma", ".webm", ".mka", ".caf", ".w64", ".rf64", ".au"}
+)
+_SOUNDFILE_FIRST = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".au"})
+
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+BIT_DEPTHS = ("16", "24", "32f")
+_SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "32f"): "FLOAT",
+             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    """What we know about a file before decoding it. ``frames`` is None when the container does not say."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int | None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+
+class AudioReader(Protocol):
+    info: AudioInfo
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        """Yield float32 blocks ``(channels, n)``, n <= block_frames, in order, until the end of the file."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _SoundFileReader:
+    def __init__(self, path: Path) -> None:
+        import soundfile as sf
+
+        self._file = sf.SoundFile(str(path))
+        self.info = AudioInfo(path, int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        try:
+            for block in self._file.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                yield np.ascontiguousarray(block.T)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{self.info.path}: decoding failed part-way (corrupt file?): {exc}") from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _PyAVReader:
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self._container = av.open(str(path))
+        if not self._container.streams.audio:
+            self._container.close()
+            raise AudioError(f"{path}: no audio stream in file")
+        self._stream = self._container.streams.audio[0]
+        rate = int(self._stream.rate or self._stream.codec_context.sample_rate or 0)
+        channels = int(self._stream.codec_context.channels or len(self._stream.layout.channels))
+        if rate <= 0 or channels <= 0:
+            self._container.close()
+            raise AudioError(f"{path}: audio stream has no valid sample rate or channel count")
+        frames = None
+        if self._stream.duration is not None and self._stream.time_base is not None:
+            frames = int(round(float(self._stream.duration * self._stream.time_base) * rate))
+        elif self._container.duration:
+            frames = int(round(self._container.duration / 1_000_000 * rate))
+        self.info = AudioInfo(path, rate, channels, frames)
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        import av
+
+        pending: list[np.ndarray] = []
+        size = 0
+        try:
+            for frame in self._container.decode(self._stream):
+                data = _frame_to_array(frame, self.info.channels)
+                pending.append(data)
+                size += data.shape[1]
+                while size >= block_frames:
+                    joined = np.concatenate(pending, axis=1)
+                    yield joined[:, :block_frames]
+                    rest = joined[:, block_frames:]
+                    pending, size = [rest], rest.shape[1]
+        except av.FFmpegError as exc:
+            raise AudioError(f"{self.info.path}: decoding failed part-way (corrupt file?): {exc}") from exc
+        if size:
+            yield np.concatenate(pending, axis=1)
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def _frame_to_array(frame: object, channels: int) -> np.ndarray:
+    """A decoded PyAV audio frame -> float32 (channels, n), whatever its sample format."""
+    data = frame.to_ndarray()  # type: ignore[attr-defined]
+    fmt = frame.format  # type: ignore[attr-defined]
+    if not fmt.is_planar:
+        data = data.reshape(-1, channels).T
+    if data.dtype.kind == "i":
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
+    elif data.dtype.kind == "u":  # u8 PCM is offset binary
+        data = (data.astype(np.float32) - 128.0) / 128.0
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def open_audio(path: str | os.PathLike[str]) -> AudioReader:
+    """Open ``path`` for streaming; every failure is an ``AudioError`` with a one-line message."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes)")
+    reader = _try_open(path)
+    if reader.info.frames == 0:
+        reader.close()
+        raise AudioError(f"{path}: contains no audio samples")
+    return reader
+
+
+def _try_open(path: Path) -> AudioReader:
+    errors: list[str] = []
+    openers = [_SoundFileReader, _PyAVReader] if path.suffix.lower() in _SOUNDFILE_FIRST else [_PyAVReader, _SoundFileReader]
+    for opener in openers:
+        try:
+            return opener(path)
+        except AudioError:
+            raise
+        except Exception as exc:  # both libraries raise a zoo of exception types for undecodable input
+            errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    raise AudioError(f"{path}: not a readable audio file (corrupt or unsupported format)")
+
+
+def load(path: str | os.PathLike[str], sample_rate: int | None = None, channels: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a whole file -> (float32 (channels, time), rate), optionally resampled and channel-converted."""
+    reader = open_audio(path)
+    try:
+        parts = list(reader.blocks(1 << 18))
+    finally:
+        reader.close()
+    if not parts:
+        raise AudioError(f"{path}: contains no audio samples")
+    wav = np.concatenate(parts, axis=1)
+    rate = reader.info.sample_rate
+    if channels is not None:
+        wav = convert_channels(wav, channels)
+    if sample_rate is not None and sample_rate != rate:
+        wav = resample(wav, rate, sample_rate)
+        rate = sample_rate
+    return wav, rate
+
+
+def convert_channels(wav: np.ndarray, channels: int) -> np.ndarray:
+    """(in_channels, time) -> (channels, time): mono is duplicated, extra channels are downmixed."""
+    return (downmix_matrix(wav.shape[0], channels) @ wav).astype(np.float32, copy=False)
+
+
+def downmix_matrix(in_channels: int, out_channels: int) -> np.ndarray:
+    """(out, in) mixing matrix. Mono->N copies; N->mono averages; 5.1 (L R C LFE Ls Rs)->stereo uses ITU
+    coefficients without LFE; other N->stereo sends even channels left and odd channels right."""
+    if in_channels == out_channels:
+        return np.eye(out_channels, dtype=np.float32)
+    if in_channels == 1:
+        return np.ones((out_channels, 1), dtype=np.float32)
+    if out_channels == 1:
+        return np.full((1, in_channels), 1.0 / in_channels, dtype=np.float32)
+    if out_channels == 2 and in_channels == 6:
+        g = 1 / np.sqrt(2)
+        m = np.array([[1, 0, g, 0, g, 0], [0, 1, g, 0, 0, g]], dtype=np.float32)
+        return m / m.sum(axis=1, keepdims=True)
+    if out_channels == 2:
+        m = np.zeros((2, in_channels), dtype=np.float32)
+        m[0, 0::2] = 1.0
+        m[1, 1::2] = 1.0
+        return m / m.sum(axis=1, keepdims=True)
+    raise AudioError(f"cannot convert {in_channels} channels to {out_channels}")
+
+
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Whole-signal high-quality resampling (soxr) of (channels, time)."""
+    import soxr
+
+    if from_rate == to_rate:
+        return wav
+    out = soxr.resample(np.ascontiguousarray(wav.T), from_rate, to_rate, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+class StreamResampler:
+    """Chunk-by-chunk resampling with soxr's streaming API; output equals whole-signal resampling."""
+
+    def __init__(self, from_rate: int, to_rate: int, channels: int) -> None:
+        import soxr
+
+        self.identity = from_rate == to_rate
+        self._stream = None if self.identity else soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32", quality="HQ")
+
+    def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """block: (channels, n) -> (channels, m)."""
+        if self._stream is None:
+            return block
+        out = self._stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32), last=last)
+        return np.ascontiguousarray(out.T)
+
+
+def check_output_format(fmt: str, bits: str, channels: int) -> None:
+    """Reject impossible combinations before any work is done."""
+    if fmt not in OUTPUT_FORMATS:
+        raise AudioError(f"unsupported output format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    if fmt != "mp3" and (fmt, bits) not in _SUBTYPES:
+        raise AudioError(f"{fmt} cannot store {bits}-bit samples; use {' or '.join(b for f, b in _SUBTYPES if f == fmt)}")
+    if fmt == "mp3" and channels > 2:
+        raise AudioError(f"mp3 holds at most 2 channels, not {channels}; use wav or flac")
+
+
+class AudioWriter:
+    """Streams (channels, n) float32 blocks into ``path`` through a temp file renamed on ``commit``.
+
+    Samples outside [-1, 1] are clamped for integer formats and mp3 (rescaling, if wanted, is the caller's job:
+    it needs the peak of the whole signal). ``overwrite=False`` refuses to replace an existing file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], sample_rate: int, channels: int, fmt: str = "wav",
+                 bits: str = "16", mp3_bitrate: int = 320, overwrite: bool = False) -> None:
+        check_output_format(fmt, bits, channels)
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise AudioError(f"{self.path}: already exists (use --force to overwrite)")
+        self.fmt, self.bits, self.channels, self.sample_rate = fmt, bits, channels, sample_rate
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part.{fmt}", dir=self.path.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
+        self._tmp = Path(tmp)
+        self._closed = False
+        try:
+            if fmt == "mp3":
+                self._open_mp3(mp3_bitrate)
+            else:
+                import soundfile as sf
+
+                self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
+                                        subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
+        except Exception as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise AudioError(f"{self.path}: cannot open for writing ({exc})") from exc
+
+    def _open_mp3(self, bitrate: int) -> None:
+        import av
+
+        if not 8 <= bitrate <= 320:
+            raise AudioError(f"mp3 bitrate must be between 8 and 320 kbit/s, not {bitrate}")
+        self._container = av.open(str(self._tmp), "w", format="mp3")
+        self._stream = self._container.add_stream("libmp3lame", rate=self.sample_rate)
+        self._layout = "mono" if self.channels == 1 else "stereo"
+        self._stream.layout = self._layout
+        self._stream.bit_rate = bitrate * 1000
+        self._pts = 0
+
+    def write(self, block: np.ndarray) -> None:
+        """block: (channels, n) float32."""
+        if block.shape[0] != self.channels:
+            raise ValueError(f"expected {self.channels} channels, got {block.shape[0]}")
+        if self.fmt == "mp3" or self.bits != "32f":
+            block = np.clip(block, -1.0, 1.0)
+        if self.fmt == "mp3":
+            import av
+
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, dtype=np.float32), format="fltp", layout=self._layout)
+            frame.sample_rate = self.sample_rate
+            frame.pts = self._pts
+            self._pts += block.shape[1]
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        else:
+            self._sf.write(np.ascontiguousarray(block.T))
+
+    def commit(self) -> Path:
+        """Finish the file and move it into place."""
+        try:
+            if self.fmt == "mp3":
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+                self._container.close()
+            else:
+                self._sf.close()
+            self._closed = True
+            os.chmod(self._tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
+            os.replace(self._tmp, self.path)
+        except Exception as exc:
+            self.abort()
+            raise AudioError(f"{self.path}: writing failed ({exc})") from exc
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial output; the target path is left untouched."""
+        if not self._closed:
+            try:
+                if self.fmt == "mp3":
+                    self._container.close()
+                else:
+                    self._sf.close()
+            except Exception:
+                pass
+            self._closed = True
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def save(path: str | os.PathLike[str], wav: np.ndarray, sample_rate: int, bits: str | int = 16,
+         mp3_bitrate: int = 320, overwrite: bool = True) -> Path:
+    """Write a whole (channels, time) array; the format comes from the extension (.wav, .flac, .mp3)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    bits = "32f" if str(bits) in ("32", "32f") else str(bits)
+    with AudioWriter(path, sample_rate, wav.shape[0], fmt, bits, mp3_bitrate, overwrite=overwrite) as writer:
+        for start in range(0, wav.shape[1], 1 << 18):
+            writer.write(wav[:, start:start + (1 << 18)])
+    return path

@@ -1,0 +1,88 @@
+"""``stemforge separate``: write one file per stem for each input file (directories are walked)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stemforge.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, OUTPUT_FORMATS
+from stemforge.errors import StemforgeError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("separate", help="separate audio files into stems",
+                              description="Separate audio files into stems. Output: DIR/<model>/<track>/<stem>.<ext>.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories (walked for audio files)")
+    p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output directory (default: separated)")
+    p.add_argument("-n", "--name", default="default", metavar="MODEL",
+                   help="model: 'default', a name from `stemforge models`, or a checkpoint file")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--two-stems", metavar="STEM", help="write only STEM and no_STEM (e.g. vocals / no_vocals)")
+    group.add_argument("--stems", metavar="A,B", help="comma-separated subset of stems to write")
+    p.add_argument("--segment", type=float, metavar="S", help="segment length in seconds (default: the model's)")
+    p.add_argument("--overlap", type=float, default=0.25, metavar="O", help="overlap between segments, 0..1 (default 0.25)")
+    p.add_argument("--shifts", type=int, default=0, metavar="N", help="random-shift test-time augmentation passes (default 0)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="segments per model call (default 1)")
+    p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on CUDA")
+    p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
+    p.add_argument("-j", "--jobs", type=int, metavar="JOBS", help="CPU threads for the model (default: all cores)")
+    p.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="wav", help="output format (default wav)")
+    p.add_argument("--bits", choices=BIT_DEPTHS, default="16", help="bit depth: 16, 24 or 32f (float, wav only)")
+    p.add_argument("--mp3-bitrate", type=int, default=320, metavar="K", help="mp3 bitrate in kbit/s (default 320)")
+    p.add_argument("--clip-mode", choices=("rescale", "clamp"), default="rescale",
+                   help="avoid clipping by scaling a stem down (rescale, default) or hard-limiting (clamp)")
+    p.add_argument("--keep-rate", action="store_true", help="write stems at the input's sample rate")
+    p.add_argument("--keep-channels", action="store_true", help="write stems with the input's channel layout")
+    p.add_argument("--filename", default="{track}/{stem}.{ext}",
+                   help="output name template with {track}, {trackext}, {stem}, {ext} (default {track}/{stem}.{ext})")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def find_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand directories into their audio files; returns (files, problems)."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                problems.append(f"{path}: directory contains no audio files")
+            files.extend(found)
+        else:
+            files.append(path)  # missing or bad files are reported when opened, one by one
+    return files, problems
+
+
+def run(args: argparse.Namespace) -> int:
+    from stemforge.separate import OutputOptions, Separator
+
+    files, problems = find_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        return 1
+    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
+    separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
+                          batch_size=args.batch_size, device=args.device, precision=args.precision,
+                          threads=args.jobs, backend=args.backend)
+    output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
+                           clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
+                           keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force)
+    failed = len(problems)
+    for path in files:
+        try:
+            written = separator.separate_file(path, output, progress=not args.quiet)
+        except StemforgeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        folder = sorted({str(p.parent) for p in written.values()})
+        print(f"{path}: {len(written)} stems -> {', '.join(folder)}")
+    if failed:
+        print(f"{failed} of {len(files) + len(problems)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0

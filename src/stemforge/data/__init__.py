@@ -1,0 +1,1 @@
+"""Training and evaluation data: synthetic songs, stem-folder datasets, augmentation, fixed splits."""

@@ -1,0 +1,155 @@
+"""Render a composed song to stereo stems, and write songs as MUSDB18-style folders.
+
+``render_song(seed, seconds)`` is deterministic: the composition and every rendering choice come from
+generators seeded by ``seed`` only, so the same seed gives the same samples (and the same file bytes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import soundfile as sf
+from scipy.io import wavfile
+
+from stemforge.data.synth import mixing
+from stemforge.data.synth.composition import SongPlan, compose
+from stemforge.data.synth.drums import DrumKit
+from stemforge.data.synth.instruments import render_part
+from stemforge.data.synth.singer import Voice, monophonic_lines, render_line
+from stemforge.errors import StemforgeError
+
+FOUR_STEMS = ("drums", "bass", "other", "vocals")
+SIX_STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")
+#: Seeds at or above this are evaluation songs (held-out instruments); training seeds stay below it.
+EVALUATION_SEED_BASE = 1_000_000_000
+#: Typical stem loudness (dBFS RMS) before the final normalization; each song varies around it.
+_STEM_LEVEL_DB = {"drums": -17.0, "bass": -19.0, "other": -20.0, "vocals": -17.0, "guitar": -21.0, "piano": -21.0}
+
+
+def is_evaluation_seed(seed: int) -> bool:
+    return seed >= EVALUATION_SEED_BASE
+
+
+def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
+                          stems: Sequence[str] = FOUR_STEMS) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Render one song -> ({stem: (2, time) float32}, metadata with every choice made).
+
+    ``stems`` must contain drums, bass, other and vocals; add "guitar" and/or "piano" to split those
+    instruments out of "other". Stems with no notes in the song are all-zero (that is valid).
+    """
+    stems = tuple(stems)
+    missing = set(FOUR_STEMS) - set(stems)
+    unknown = set(stems) - set(SIX_STEMS)
+    if missing or unknown:
+        raise StemforgeError(f"stems must include {list(FOUR_STEMS)} and may add guitar/piano; got {list(stems)}")
+    if seconds <= 0:
+        raise StemforgeError(f"song length must be positive, got {seconds} s")
+    if seed < 0:
+        raise StemforgeError(f"seed must be >= 0, got {seed}")
+    evaluation = is_evaluation_seed(seed)
+    plan = compose(seed, seconds, evaluation=evaluation)
+    length = int(round(seconds * sample_rate))
+    rng = np.random.default_rng([seed, 1])  # rendering stream, independent of composition draws
+    tracks: dict[str, np.ndarray] = {name: np.zeros((2, length), np.float32) for name in stems}
+    chains: dict[str, Any] = {}
+
+    kit = DrumKit(rng, sample_rate, evaluation=evaluation)
+    tracks["drums"] += kit.render(plan.drum_hits, length)
+
+    for part in plan.parts:
+        stem = part.stem if part.stem in stems else "other"
+        if part.stem == "vocals":
+            pitches = [n.pitch for n in part.notes] or [60]
+            voice = Voice.random(rng, float(min(pitches)))
+            lines = monophonic_lines(part.notes)
+            for i, line in enumerate(lines):
+                mono = render_line(line, length, sample_rate, voice, rng)
+                position = 0.0 if part.name == "lead_vocal" else (-0.6 if i % 2 == 0 else 0.6)
+                gain = 1.0 if part.name == "lead_vocal" else 0.35
+                tracks[stem] += gain * mixing.pan(mono, position)
+            chains[part.name] = {"voice": voice.__dict__, "lines": len(lines)}
+            continue
+        mono = render_part(part.preset, part.notes, length, sample_rate, rng)
+        position = 0.0 if part.stem == "bass" else float(rng.uniform(-0.7, 0.7))
+        if part.stem != "bass":  # per-instrument EQ on the mono track (half the cost of stereo)
+            chain = mixing.random_chain(rng, stem, reverb=False)
+            mono = mixing.process(mono[None], chain, sample_rate, dynamics=False)[0]
+            chains[part.name] = {"pan": round(position, 3), **chain.to_dict()}
+        tracks[stem] += mixing.set_level(mixing.pan(mono, position), float(rng.uniform(-22, -18)))
+
+    levels: dict[str, float] = {}
+    for name in stems:
+        chain = mixing.random_chain(rng, name)
+        tracks[name] = mixing.process(tracks[name], chain, sample_rate)
+        level = _STEM_LEVEL_DB[name] + float(rng.uniform(-3, 3))
+        tracks[name] = mixing.set_level(tracks[name], level)
+        chains[f"stem:{name}"] = chain.to_dict()
+        levels[name] = round(level, 3)
+
+    # One gain for all stems (linear, so the mixture stays their sum): peak of the mixture in [0.6, 0.95].
+    mixture = sum(tracks[name] for name in stems)
+    peak = float(np.max(np.abs(mixture))) if length else 0.0
+    target_peak = float(rng.uniform(0.6, 0.95))
+    scale = np.float32(target_peak / peak) if peak > 0 else np.float32(1.0)
+    fade = min(length, int(0.02 * sample_rate))
+    ramp = np.ones(length, np.float32)
+    if fade:
+        ramp[-fade:] = np.linspace(1, 0, fade, dtype=np.float32)
+    for name in stems:
+        tracks[name] = np.ascontiguousarray(tracks[name] * scale * ramp, dtype=np.float32)
+
+    metadata = {
+        "generator": "stemforge.data.synth",
+        "version": 1,
+        "split": "evaluation" if evaluation else "train",
+        "sample_rate": sample_rate,
+        "stems": list(stems),
+        "plan": plan.to_dict(),
+        "mixing": chains,
+        "stem_levels_db": levels,
+        "mixture_peak": round(target_peak, 4),
+    }
+    return tracks, metadata
+
+
+def render_song(seed: int, seconds: float, sample_rate: int = 44100,
+                stems: Sequence[str] = FOUR_STEMS) -> dict[str, np.ndarray]:
+    """Render one song -> {stem: (channels=2, time) float32}; the mixture is the sum of the stems."""
+    return render_song_with_plan(seed, seconds, sample_rate, stems)[0]
+
+
+def _write_float_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    """32-bit float WAV without libsndfile's PEAK chunk (it holds a timestamp, so bytes would differ)."""
+    wavfile.write(path, sample_rate, np.ascontiguousarray(wav.T, dtype=np.float32))
+
+
+def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, metadata: dict[str, Any],
+               bits: int | str = 16) -> None:
+    """Write ``mixture.wav`` + one wav per stem + ``song.json`` into ``folder`` (MUSDB18 layout).
+
+    With 16-bit output the stems are quantized first and the mixture is the sum of the quantized stems,
+    so the files still satisfy mixture == sum(stems) exactly.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(stems)
+    if bits == 16:
+        quantized = {n: np.clip(np.round(stems[n] * 32767.0), -32768, 32767).astype(np.int32) for n in names}
+        mixture = sum(quantized[n] for n in names)
+        overflow = int(np.max(np.abs(mixture))) if mixture.size else 0
+        if overflow > 32767:  # cannot happen with the renderer's peak normalization; guard anyway
+            raise StemforgeError(f"mixture of {folder.name} clips in 16 bit (peak {overflow})")
+        for n in names:
+            sf.write(folder / f"{n}.wav", quantized[n].T.astype(np.int16), sample_rate, subtype="PCM_16")
+        sf.write(folder / "mixture.wav", mixture.T.astype(np.int16), sample_rate, subtype="PCM_16")
+    elif bits == "32f":
+        mixture = np.zeros_like(stems[names[0]])
+        for n in names:
+            mixture = mixture + stems[n]
+            _write_float_wav(folder / f"{n}.wav", stems[n], sample_rate)
+        _write_float_wav(folder / "mixture.wav", mixture, sample_rate)
+    else:
+        raise StemforgeError(f"bits must be 16 or '32f', got {bits!r}")
+    (folder / "song.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")

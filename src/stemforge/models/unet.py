@@ -1,0 +1,121 @@
+"""Spleeter-like U-Net on magnitude spectrograms predicting one soft mask per stem.
+
+    mix (B, C, T) -> |STFT| (B, C, F', N), cropped to ``max_bins`` (F') and padded to a multiple of 2**depth frames
+    -> U-Net (5x5 stride-2 convolutions, BatchNorm, LeakyReLU down; transposed convolutions, ReLU up, skips)
+    -> logits (B, S, C, F', N) -> softmax over stems -> masks, top bin repeated up to Nyquist -> iSTFT.
+
+Unlike Spleeter (one U-Net per stem) one network predicts every stem: the masks sum to one by construction,
+so the stems sum to the mix (``mask_based``), and 2/4/5 stems cost the same trunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from stemforge.models.base import ModelConfig
+from stemforge.models.frontend import FrequencyNorm, Spectrogram, apply_masks, extend_bins, pad_to_multiple
+from stemforge.models.neural import NeuralStemModel, preset_factory
+from stemforge.models.registry import register
+
+
+@dataclasses.dataclass
+class UNetConfig(ModelConfig):
+    n_fft: int = 4096
+    hop: int = 1024
+    max_bins: int = 1024  # bins the network sees (Spleeter: 1024 of 2049, ~11 kHz); must divide by 2**depth
+    depth: int = 6
+    base_channels: int = 16  # doubles at every level
+    dropout: float = 0.0  # on the three deepest decoder levels, as in Spleeter
+
+    def __post_init__(self) -> None:
+        if self.max_bins % (2**self.depth) or self.max_bins > self.n_fft // 2 + 1:
+            raise ValueError(f"max_bins ({self.max_bins}) must divide by 2**depth and fit in n_fft // 2 + 1 bins")
+
+
+class _Down(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 5, stride=2, padding=2)
+        self.norm = nn.BatchNorm2d(cout)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class _Up(nn.Module):
+    def __init__(self, cin: int, cout: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
+        self.norm = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.norm(self.act(self.conv(x))))
+
+
+class UNetSeparator(NeuralStemModel):
+    architecture = "unet"
+    config_class = UNetConfig
+    mask_based = True
+    default_segment = 10.0
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__(config)
+        self.config: UNetConfig = config
+        self.spectrogram = Spectrogram(config.n_fft, config.hop)
+        self.norm = FrequencyNorm(config.max_bins)
+        widths = [config.channels] + [config.base_channels * 2**i for i in range(config.depth)]
+        self.down = nn.ModuleList(_Down(widths[i], widths[i + 1]) for i in range(config.depth))
+        ups = []
+        for level in reversed(range(config.depth)):
+            cin = widths[level + 1] * (1 if level == config.depth - 1 else 2)
+            cout = widths[level] if level > 0 else config.base_channels
+            ups.append(_Up(cin, cout, config.dropout if level >= config.depth - 3 else 0.0))
+        self.up = nn.ModuleList(ups)
+        self.head = nn.Conv2d(config.base_channels + config.channels, len(config.sources) * config.channels, 3, padding=1)
+
+    def analyse(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        spec = self.spectrogram(mix)  # (B, C, F, N)
+        frames = spec.shape[-1]
+        mag = pad_to_multiple(spec[..., : self.config.max_bins, :].abs(), 2**self.config.depth)
+        return (mag,), (spec, frames, mix.shape[-1])
+
+    def network(self, mag: torch.Tensor) -> torch.Tensor:
+        """mag: (B, C, F', N') -> mask logits (B, S, C, F', N')."""
+        x = self.norm(mag)
+        skips = [x]
+        for layer in self.down:
+            x = layer(x)
+            skips.append(x)
+        skips.pop()  # the deepest output is the decoder's input, not a skip
+        for layer in self.up:
+            x = layer(x)
+            x = torch.cat([x, skips.pop()], dim=1)
+        logits = self.head(x)
+        b, _, f, n = logits.shape
+        return logits.reshape(b, len(self.config.sources), self.config.channels, f, n)
+
+    def synthesise(self, logits: torch.Tensor, context: Any) -> torch.Tensor:
+        spec, frames, length = context
+        masks = torch.softmax(logits.float()[..., :frames], dim=1)
+        masks = extend_bins(masks, spec.shape[-2])
+        return self.spectrogram.inverse(apply_masks(masks, spec), length).to(spec.real.dtype)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~0.3 M parameters: CPU tests and quick experiments.
+    "tiny": dict(n_fft=2048, hop=512, max_bins=512, depth=4, base_channels=8),
+    # Spleeter's layout (16..512 channels, 6 levels) on one shared trunk.
+    "base": dict(n_fft=4096, hop=1024, max_bins=1024, depth=6, base_channels=16, dropout=0.5),
+    "large": dict(n_fft=4096, hop=1024, max_bins=1536, depth=6, base_channels=32, dropout=0.5),
+}
+
+register("unet", "cnn", "Spleeter-like U-Net on magnitude spectrograms, soft masks per stem")(
+    preset_factory(UNetSeparator, PRESETS)
+)

@@ -1,0 +1,313 @@
+"""The training loop: AdamW, warm-up + cosine schedule, clipping, EMA, bf16 autocast, checkpoints, resume.
+
+A run directory holds::
+
+    config.json        the resolved TrainConfig
+    log.jsonl          one JSON object per step ("train") and per validation ("valid")
+    log.csv, valid.csv the same as tables
+    last.safetensors   the current (raw) weights, a normal stemforge checkpoint
+    state.pt           what resume needs besides: weights, optimizer, schedule, EMA, step, best score, RNG states
+    best.safetensors   the shipped weights (EMA when enabled) with the best mean validation SDR so far
+    model.safetensors  the shipped weights at the end of training
+
+``resume`` continues bit for bit: every batch is a pure function of (seed, step), and the RNG states are restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from stemforge.checkpoint import load_checkpoint, save_checkpoint
+from stemforge.errors import StemforgeError
+from stemforge.models.base import StemModel
+from stemforge.models.registry import build
+from stemforge.train import data as train_data
+from stemforge.train.config import ConfigError, TrainConfig
+from stemforge.train.ema import EMA
+from stemforge.train.finetune import freeze, start_from
+from stemforge.train.losses import build_loss
+from stemforge.train.mixit import mixit_loss, mixture_of_mixtures
+from stemforge.train.validation import validate
+
+#: Stems a MixIT model is scored against when its outputs carry no stem names.
+DEFAULT_STEMS = ["drums", "bass", "other", "vocals"]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the base learning rate: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Owns one run: ``Trainer(config).fit()`` trains from scratch; ``Trainer(config, resume=True)`` continues."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.out = Path(config.out)
+        if resume:
+            config = self._stored_config(config)
+        config.validate()
+        self.config = config
+        self.resume = resume
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise StemforgeError("--device cuda was asked for but no CUDA device is available")
+        if not resume and (self.out / "state.pt").exists():
+            raise StemforgeError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device(config.device)
+
+    def _stored_config(self, config: TrainConfig) -> TrainConfig:
+        """On resume the run's own config wins, except ``steps`` (a run may be extended) and ``progress``."""
+        path = self.out / "config.json"
+        if not (self.out / "state.pt").is_file() or not path.is_file():
+            raise StemforgeError(f"nothing to resume in {self.out} (no state.pt / config.json)")
+        stored = TrainConfig.from_dict(json.loads(path.read_text()))
+        return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress)
+
+    # ----- setup -------------------------------------------------------------------------------------------
+    def _build_model(self) -> StemModel:
+        cfg = self.config
+        if self.resume:
+            model, _ = load_checkpoint(self.out / "last.safetensors")
+        elif cfg.init:
+            model, _ = start_from(cfg.init, cfg.sources)
+        else:
+            options = dict(cfg.model_options)
+            if cfg.sources:
+                options["sources"] = tuple(cfg.sources)
+            model = build(cfg.model, preset=cfg.preset, **options) if cfg.preset else build(cfg.model, **options)
+        if not model.trainable:
+            raise ConfigError(f"model {model.architecture!r} has no trainable weights")
+        if cfg.freeze:
+            freeze(model, cfg.freeze)
+        return model.to(self.device).train()
+
+    def _datasets(self, model: StemModel) -> None:
+        cfg, dcfg = self.config, self.config.data
+        rate, channels = model.sample_rate, model.channels
+        segment = int(round(dcfg.segment * rate))
+        supervised = cfg.mode in ("supervised", "both")
+        self.stems = model.sources if supervised else DEFAULT_STEMS
+        valid_tracks: list[train_data.Track] = []
+        self.train_set = self.mixit_set = None
+        if dcfg.train:
+            tracks = train_data.find_tracks(dcfg.train, self.stems, rate, dcfg.missing_stems if supervised else "silence")
+            if dcfg.valid:
+                valid_tracks = train_data.find_tracks(dcfg.valid, self.stems, rate, "silence")
+            else:
+                tracks, valid_tracks = train_data.split_tracks(tracks, dcfg.valid_fraction, cfg.seed)
+            augment = train_data.Augment(dcfg.remix, dcfg.gain_db, dcfg.channel_swap)
+            if supervised:
+                self.train_set = train_data.ChunkDataset(tracks, self.stems, segment, channels, cfg.seed, augment)
+            if cfg.mode in ("mixit", "both") and not dcfg.unsupervised:
+                self.mixit_set = train_data.MixturePairDataset(tracks, segment, channels, cfg.seed + 1)
+        if dcfg.unsupervised:
+            mixtures = train_data.find_mixtures(dcfg.unsupervised, rate)
+            self.mixit_set = train_data.MixturePairDataset(mixtures, segment, channels, cfg.seed + 1)
+        frames = int(round(dcfg.valid_seconds * rate))
+        self.valid = [
+            np.stack([train_data.read_stem(t, s, 0, min(frames, t.frames), channels) for s in self.stems])
+            for t in valid_tracks
+        ]
+
+    def _batches(self, start: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        cfg = self.config
+        bs, workers = cfg.data.batch_size, cfg.data.workers
+        sup = iter(train_data.step_loader(self.train_set, bs, start, cfg.steps, workers)) if self.train_set else None
+        unsup = iter(train_data.step_loader(self.mixit_set, bs, start, cfg.steps, workers)) if self.mixit_set else None
+        for _ in range(start, cfg.steps):
+            yield (next(sup) if sup else None), (next(unsup) if unsup else None)
+
+    # ----- one step ----------------------------------------------------------------------------------------
+    def _loss(self, stems: torch.Tensor | None, pairs: torch.Tensor | None) -> torch.Tensor:
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+        total = torch.zeros((), device=self.device)
+        if stems is not None:
+            stems = stems.to(self.device, non_blocking=True)
+            with autocast:
+                estimate = self.model(stems.sum(1))
+            total = total + self.loss_fn(estimate.float(), stems)
+        if pairs is not None:
+            pairs = pairs.to(self.device, non_blocking=True)
+            mom, mixtures = mixture_of_mixtures(pairs[:, :1], pairs[:, 1:])
+            with autocast:
+                estimate = self.model(mom)
+            weight = self.config.mixit_weight if stems is not None else 1.0
+            total = total + weight * mixit_loss(estimate.float(), mixtures, self.config.snr_max)[0]
+        return total
+
+    # ----- saving ------------------------------------------------------------------------------------------
+    def _shipped(self) -> StemModel:
+        return self.ema.module if self.ema else self.model
+
+    def _save(self, step: int) -> None:
+        meta = {"training": {"step": step, "run": str(self.out), "seed": self.config.seed}}
+        save_checkpoint(self.model, self.out / "last.safetensors", **meta)
+        _atomic_torch_save({
+            "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "best": self.best, "rng": _rng_state(),
+        }, self.out / "state.pt")
+
+    def _restore(self) -> int:
+        state = torch.load(self.out / "state.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.ema and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.best = state["best"]
+        _set_rng_state(state["rng"])
+        self._truncate_logs(state["step"])
+        return int(state["step"])
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop log rows of steps after the checkpoint: they are redone identically."""
+        path = self.out / "log.jsonl"
+        if path.is_file():
+            rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(row + "\n" for row in rows))
+        for name in ("log.csv", "valid.csv"):
+            table = self.out / name
+            if table.is_file():
+                with table.open(newline="") as fh:
+                    rows = list(csv.reader(fh))
+                kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]
+                with table.open("w", newline="") as fh:
+                    csv.writer(fh).writerows(kept)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        with (self.out / "log.jsonl").open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        flat = {k: v for k, v in row.items() if k != "kind" and not isinstance(v, dict)}
+        if row["kind"] == "valid":
+            flat.update({f"sdr_{k}": v for k, v in row["sdr"].items()})
+        table = self.out / ("valid.csv" if row["kind"] == "valid" else "log.csv")
+        new = not table.is_file()
+        with table.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(flat))
+            if new:
+                writer.writeheader()
+            writer.writerow(flat)
+
+    def _validate(self, step: int) -> None:
+        if not self.valid:
+            return
+        model = self._shipped()
+        scores = validate(model, self.valid, self.stems, self.config.device, self.config.data.segment)
+        mean = float(np.mean(list(scores.values())))
+        self.last_scores = scores
+        self._log({"kind": "valid", "step": step, "epoch": step // self.config.epoch_steps, "sdr_mean": mean, "sdr": scores})
+        if self.best is None or mean > self.best["sdr_mean"]:
+            self.best = {"step": step, "sdr_mean": mean, "sdr": scores}
+            save_checkpoint(model, self.out / "best.safetensors", **self._ship_meta(step, scores))
+
+    def _ship_meta(self, step: int, scores: dict[str, float] | None) -> dict[str, Any]:
+        cfg = self.config
+        meta: dict[str, Any] = {"training": {"step": step, "steps": cfg.steps, "seed": cfg.seed, "mode": cfg.mode,
+                                             "loss": cfg.loss, "ema_decay": cfg.ema_decay, "data": cfg.data.train + cfg.data.unsupervised,
+                                             "init": cfg.init or None}}
+        if scores is not None:
+            meta["metrics"] = {"valid_sdr": scores, "sdr": "energy-ratio SDR (dB), mean over validation tracks"}
+        return meta
+
+    # ----- the loop ----------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to ``config.steps`` (or until ``time_limit`` minutes); returns a summary with the best validation scores."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed)
+            torch.manual_seed(cfg.seed)
+        self.model = self._build_model()
+        self._datasets(self.model)
+        self.loss_fn = build_loss(cfg.loss)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("every parameter is frozen; nothing to train")
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, o.warmup_steps, cfg.steps, o.min_lr_ratio))
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.best: dict[str, Any] | None = None
+        self.last_scores: dict[str, float] | None = None
+        start = self._restore() if self.resume else 0
+        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+        tic = time.perf_counter()
+        step = start
+        if start == 0 and cfg.validate_first:
+            self._validate(0)
+        for stems, pairs in self._batches(start):
+            loss = self._loss(stems, pairs)
+            if not torch.isfinite(loss):
+                raise StemforgeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+            self.optimizer.step()
+            self.schedule.step()
+            if self.ema:
+                self.ema.update(self.model)
+            step += 1
+            self._log({"kind": "train", "step": step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
+                       "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - tic, 3)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % cfg.epoch_steps == 0 or step == cfg.steps:
+                self._validate(step)
+            out_of_time = cfg.time_limit > 0 and time.perf_counter() - tic > 60.0 * cfg.time_limit
+            if out_of_time and step % cfg.epoch_steps and step != cfg.steps:
+                self._validate(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+                self._save(step)
+            if out_of_time:
+                break
+        bar.close()
+        save_checkpoint(self._shipped(), self.out / "model.safetensors", **self._ship_meta(step, self.last_scores))
+        return {"step": step, "best": self.best, "out": str(self.out)}
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) training as configured; see ``Trainer``."""
+    return Trainer(config, resume).fit()

@@ -1,0 +1,197 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stemforge import audio
+from stemforge.errors import AudioError
+
+SR = 44100
+
+
+def sine(seconds: float = 1.0, sr: int = SR, channels: int = 2, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return np.stack([0.5 * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("ext,bits,tol", [("wav", 16, 2**-15), ("wav", 24, 2**-23), ("wav", "32f", 0.0),
+                                          ("flac", 16, 2**-15), ("flac", 24, 2**-23)])
+def test_lossless_round_trip(tmp_path: Path, ext: str, bits: object, tol: float) -> None:
+    x = sine()
+    path = audio.save(tmp_path / f"x.{ext}", x, SR, bits=bits)
+    y, rate = audio.load(path)
+    assert rate == SR and y.shape == x.shape and y.dtype == np.float32
+    assert np.abs(y - x).max() <= tol
+
+
+def test_mp3_round_trip_keeps_length_and_signal(tmp_path: Path) -> None:
+    x = sine(2.0)
+    path = audio.save(tmp_path / "x.mp3", x, SR, mp3_bitrate=320)
+    y, rate = audio.load(path)
+    assert rate == SR and y.shape == x.shape
+    assert np.abs(y - x).max() < 0.01
+
+
+def test_mp3_bitrate_changes_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((2, SR * 2))).astype(np.float32)
+    small = audio.save(tmp_path / "a.mp3", x, SR, mp3_bitrate=64).stat().st_size
+    big = audio.save(tmp_path / "b.mp3", x, SR, mp3_bitrate=320).stat().st_size
+    assert big > 3 * small
+
+
+def _encode_with_pyav(path: Path, x: np.ndarray, codec: str, fmt: str, sr: int = 48000) -> None:
+    import av
+
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=sr)
+        stream.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(x, format="fltp", layout="stereo")
+        frame.sample_rate = sr
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("ext,codec,fmt", [("m4a", "aac", "ipod"), ("opus", "libopus", "ogg")])
+def test_reads_compressed_formats(tmp_path: Path, ext: str, codec: str, fmt: str) -> None:
+    import av
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"PyAV build has no {codec} encoder")
+    x = sine(1.0, sr=48000)
+    path = tmp_path / f"x.{ext}"
+    _encode_with_pyav(path, x, codec, fmt)
+    y, rate = audio.load(path)
+    assert rate == 48000 and y.shape[0] == 2
+    assert abs(y.shape[1] - x.shape[1]) < 4096  # codec priming/padding
+    # The decoded signal still carries the tone's energy.
+    assert 0.5 < np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(x**2)) < 1.5
+
+
+def test_aiff_and_ogg_vorbis(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    x = sine()
+    sf.write(tmp_path / "x.aiff", x.T, SR, subtype="PCM_16")
+    y, _ = audio.load(tmp_path / "x.aiff")
+    assert np.abs(y - x).max() < 2**-14
+    sf.write(tmp_path / "x.ogg", x.T, SR, format="OGG", subtype="VORBIS")
+    y, rate = audio.load(tmp_path / "x.ogg")
+    assert rate == SR and y.shape == x.shape
+    assert np.abs(y - x).max() < 0.05
+
+
+def test_resample_preserves_tone_and_length() -> None:
+    x = sine(1.0, sr=8000, channels=1, freq=440)
+    y = audio.resample(x, 8000, 44100)
+    assert y.shape == (1, 44100)
+    spectrum = np.abs(np.fft.rfft(y[0] * np.hanning(y.shape[1])))
+    assert abs(np.argmax(spectrum) * 44100 / y.shape[1] - 440) < 2
+
+
+def test_stream_resampler_matches_whole_signal() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 48000)).astype(np.float32)
+    stream = audio.StreamResampler(48000, 44100, 2)
+    parts = [stream.process(x[:, i:i + 3001]) for i in range(0, 48000, 3001)]
+    parts.append(stream.process(np.zeros((2, 0), np.float32), last=True))
+    y = np.concatenate(parts, axis=1)
+    whole = audio.resample(x, 48000, 44100)
+    assert y.shape == whole.shape
+    assert np.abs(y - whole).max() < 1e-4
+
+
+@pytest.mark.parametrize("channels_in,channels_out", [(1, 2), (2, 1), (6, 2), (4, 2), (2, 2)])
+def test_convert_channels(channels_in: int, channels_out: int) -> None:
+    x = np.ones((channels_in, 10), np.float32)
+    y = audio.convert_channels(x, channels_out)
+    assert y.shape == (channels_out, 10)
+    np.testing.assert_allclose(y, 1.0, atol=1e-6)  # a constant signal keeps its level
+
+
+def test_missing_file() -> None:
+    with pytest.raises(AudioError, match="no such file"):
+        audio.open_audio("/nonexistent/song.wav")
+
+
+def test_directory_is_not_audio(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="is a directory"):
+        audio.open_audio(tmp_path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty"):
+        audio.open_audio(tmp_path / "empty.wav")
+
+
+def test_text_renamed_wav(tmp_path: Path) -> None:
+    (tmp_path / "notes.wav").write_text("these are my lyrics, not audio\n" * 20)
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        audio.open_audio(tmp_path / "notes.wav")
+
+
+def test_zero_sample_wav(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    sf.write(tmp_path / "zero.wav", np.zeros((0, 2), np.float32), SR)
+    with pytest.raises(AudioError, match="no audio samples"):
+        audio.open_audio(tmp_path / "zero.wav")
+
+
+def test_truncated_mp3_is_an_error_or_partial_but_never_a_crash(tmp_path: Path) -> None:
+    path = audio.save(tmp_path / "x.mp3", sine(2.0), SR)
+    data = path.read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(data[:200])
+    try:
+        y, _ = audio.load(tmp_path / "cut.mp3")
+        assert y.shape[1] < SR * 2
+    except AudioError:
+        pass
+
+
+def test_unsupported_output_combinations() -> None:
+    with pytest.raises(AudioError, match="flac cannot store 32f"):
+        audio.check_output_format("flac", "32f", 2)
+    with pytest.raises(AudioError, match="mp3 holds at most 2 channels"):
+        audio.check_output_format("mp3", "16", 6)
+    with pytest.raises(AudioError, match="unsupported output format"):
+        audio.check_output_format("ogg", "16", 2)
+
+
+def test_writer_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "keep.wav"
+    target.write_bytes(b"user data")
+    with pytest.raises(AudioError, match="already exists"):
+        audio.AudioWriter(target, SR, 2)
+    assert target.read_bytes() == b"user data"
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "out.wav"
+    with pytest.raises(RuntimeError):
+        with audio.AudioWriter(target, SR, 2) as writer:
+            writer.write(sine(0.1))
+            raise RuntimeError("model crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_location(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(AudioError, match="cannot write output"):
+        audio.AudioWriter(blocker / "sub" / "out.wav", SR, 2)
+
+
+def test_integer_formats_clamp(tmp_path: Path) -> None:
+    x = sine() * 4
+    y, _ = audio.load(audio.save(tmp_path / "loud.wav", x, SR, bits=16))
+    assert np.abs(y).max() <= 1.0
+
+
+def test_outputs_get_normal_permissions(tmp_path: Path) -> None:
+    path = audio.save(tmp_path / "x.wav", sine(0.1), SR)
+    assert path.stat().st_mode & 0o777 == audio.default_file_mode()

@@ -1,0 +1,119 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stemforge import audio
+from stemforge.cli import main
+
+SR = 44100
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "stemforge", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_separate_end_to_end(tmp_path: Path, song_file: Path) -> None:
+    result = run_cli("separate", str(song_file), "-o", str(tmp_path / "out"), "-n", "classical", "--segment", "2")
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out" / "classical" / "song"
+    assert sorted(p.name for p in folder.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    assert "4 stems" in result.stdout
+
+
+def test_default_model_and_formats(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["separate", str(song_file), "-o", str(tmp_path), "--two-stems", "vocals", "--format", "mp3",
+                 "--mp3-bitrate", "128", "-q"]) == 0
+    files = sorted(p.name for p in tmp_path.rglob("*.mp3"))
+    assert files == ["no_vocals.mp3", "vocals.mp3"]
+    assert main(["separate", str(song_file), "-o", str(tmp_path / "f"), "--format", "flac", "--bits", "24",
+                 "--stems", "drums,bass", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "f").rglob("*.flac")) == ["bass.flac", "drums.flac"]
+
+
+BAD_FILES = {
+    "missing.wav": None,
+    "empty.wav": b"",
+    "lyrics.wav": b"la la la\n" * 100,
+    "junk.mp3": bytes(range(256)) * 20,
+}
+
+
+@pytest.mark.parametrize("name,message", [("missing.wav", "no such file"), ("empty.wav", "empty"),
+                                          ("lyrics.wav", "not a readable audio file"), ("junk.mp3", "not a readable audio file")])
+def test_bad_inputs_get_one_line_errors(tmp_path: Path, name: str, message: str) -> None:
+    path = tmp_path / name
+    if BAD_FILES[name] is not None:
+        path.write_bytes(BAD_FILES[name])
+    result = run_cli("separate", str(path), "-o", str(tmp_path / "out"), "-n", "classical", "-q")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert all(len(line) < 300 for line in result.stderr.splitlines())
+
+
+def test_zero_sample_file(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    sf.write(tmp_path / "zero.wav", np.zeros((0, 2), np.float32), SR)
+    assert main(["separate", str(tmp_path / "zero.wav"), "-o", str(tmp_path), "-q"]) == 1
+
+
+def test_directory_inputs(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no audio here")
+    assert main(["separate", str(empty), "-o", str(tmp_path / "out"), "-q"]) == 1
+    assert "no audio files" in capsys.readouterr().err
+    album = tmp_path / "album"
+    (album / "cd1").mkdir(parents=True)
+    song_file.rename(album / "cd1" / "track.wav")
+    assert main(["separate", str(album), "-o", str(tmp_path / "out"), "-n", "hpss", "-q"]) == 0
+    assert (tmp_path / "out" / "hpss" / "track" / "drums.wav").exists()
+
+
+def test_one_bad_file_does_not_stop_the_batch(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.flac"
+    bad.write_text("not flac")
+    code = main(["separate", str(bad), str(song_file), "-o", str(tmp_path / "out"), "-n", "hpss", "-q"])
+    assert code == 1
+    assert (tmp_path / "out" / "hpss" / "song" / "drums.wav").exists()
+    err = capsys.readouterr().err
+    assert "bad.flac" in err and "1 of 2 inputs failed" in err
+
+
+def test_existing_output_needs_force(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["separate", str(song_file), "-o", str(tmp_path), "-n", "hpss", "-q"]
+    assert main(args) == 0
+    assert main(args) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+
+
+def test_unwritable_output(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    assert main(["separate", str(song_file), "-o", str(blocker / "out"), "-n", "hpss", "-q"]) == 1
+    assert "cannot write output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [(["-n", "nope"], "unknown model"), (["--overlap", "1.5"], "overlap"),
+                                          (["--format", "flac", "--bits", "32f"], "flac cannot store"),
+                                          (["--device", "cuda"], "CUDA")])
+def test_bad_options(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+    import torch
+
+    if args[-1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["separate", str(song_file), "-o", str(tmp_path), "-q", *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_models_lists_registry(capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "--no-speed"]) == 0
+    out = capsys.readouterr().out
+    assert "classical" in out and "drums,bass,other,vocals" in out and "44100" in out

@@ -1,0 +1,140 @@
+"""Every neural architecture against the model contract: shapes, gradients, overfitting, presets, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model_helpers import SOURCES, overfit, synthetic_stems
+from stemforge.errors import ModelError
+from stemforge.models import available, build
+from stemforge.models.neural import NeuralStemModel
+
+# name -> (learning rate, steps on a 0.5 s clip for the fast test, steps on the 3 s mixture for the slow one).
+ARCHITECTURES = {
+    "unet": (3e-3, 40, 100),
+    "bilstm": (1e-2, 60, 300),
+    "lstm-causal": (1e-2, 60, 300),
+    "bsroformer": (3e-3, 30, 150),
+    "melroformer": (3e-3, 30, 150),
+    "hybrid": (1e-2, 60, 300),
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_output_shape_any_length(name: str, channels: int) -> None:
+    model = build(name, channels=channels).eval()
+    with torch.no_grad():
+        for length in (1, 333, 4097):
+            out = model(torch.randn(2, channels, length))
+            assert out.shape == (2, len(SOURCES), channels, length)
+            assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_mask_based_stems_sum_to_mix(name: str) -> None:
+    model = build(name).eval()
+    mix = torch.randn(1, 2, 5000)
+    with torch.no_grad():
+        out = model(mix)
+    if model.mask_based:
+        assert torch.allclose(out.sum(1), mix, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_gradients_reach_every_parameter(name: str) -> None:
+    model = build(name).train()
+    stems = synthetic_stems(0.3)
+    loss = (model(stems.sum(1)) - stems).abs().mean()
+    loss.backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, pname
+        assert torch.isfinite(param.grad).all(), pname
+        assert param.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_tiny_preset_learns_one_clip_fast(name: str) -> None:
+    lr, steps, _ = ARCHITECTURES[name]
+    first, last, sdr = overfit(build(name, preset="tiny"), synthetic_stems(0.5), steps, lr)
+    assert last < first / 2
+    assert sdr > 6.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_tiny_preset_overfits_3s_mixture_above_15db(name: str) -> None:
+    lr, _, steps = ARCHITECTURES[name]
+    first, last, sdr = overfit(build(name, preset="tiny"), synthetic_stems(3.0), steps, lr)
+    assert last < first / 5
+    assert sdr > 15.0
+
+
+def test_causal_lstm_ignores_the_future() -> None:
+    model = build("lstm-causal").eval()
+    mag = torch.rand(1, 2, model.config.max_bins, 40)
+    changed = mag.clone()
+    changed[..., 25:] = torch.rand(1, 2, model.config.max_bins, 15)
+    with torch.no_grad():
+        before, after = model.network(mag), model.network(changed)
+    assert torch.allclose(before[..., :25], after[..., :25], atol=1e-6)
+    assert not torch.allclose(before[..., 25:], after[..., 25:], atol=1e-3)
+    bidirectional = build("bilstm").eval()
+    with torch.no_grad():
+        assert not torch.allclose(bidirectional.network(mag)[..., :25], bidirectional.network(changed)[..., :25], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_presets_and_stem_counts(name: str) -> None:
+    sizes = [build(name, preset=p).num_parameters() for p in ("tiny", "base", "large")]
+    assert sizes[0] < sizes[1] < sizes[2]
+    for sources in (("vocals", "accompaniment"), ("vocals", "drums", "bass", "piano", "other")):
+        model = build(name, sources=sources).eval()
+        assert model.sources == list(sources)
+        with torch.no_grad():
+            assert model(torch.randn(1, 2, 2048)).shape == (1, len(sources), 2, 2048)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_bad_options_are_one_line_errors(name: str) -> None:
+    with pytest.raises(ModelError, match="unknown preset"):
+        build(name, preset="huge")
+    with pytest.raises(ModelError, match="unknown option"):
+        build(name, colour="blue")
+    model = build(name)
+    with pytest.raises(ModelError, match="expects mix of shape"):
+        model(torch.randn(1, 3, 100))
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_wiener_postfilter_option(name: str) -> None:
+    model = build(name).eval()
+    mix = synthetic_stems(0.5).sum(1)
+    model.wiener_iterations = 1
+    with torch.no_grad():
+        out = model(mix)
+    assert out.shape == (1, 4, 2, mix.shape[-1])
+    assert torch.allclose(out.sum(1), mix, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_bf16_autocast(name: str) -> None:
+    model = build(name).eval()
+    mix = torch.randn(1, 2, 3000)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(mix)
+    assert out.shape == (1, 4, 2, 3000)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_registry_lists_neural_models_with_presets() -> None:
+    specs = {spec.name: spec for spec in available()}
+    for name in ARCHITECTURES:
+        assert getattr(specs[name].factory, "presets") == ("tiny", "base", "large")
+        assert isinstance(build(name), NeuralStemModel)

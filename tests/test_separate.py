@@ -1,0 +1,168 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stemforge import audio
+from stemforge.checkpoint import save_checkpoint
+from stemforge.errors import ModelError, StemforgeError
+from stemforge.models import build
+from stemforge.models.base import ModelConfig, StemModel
+from stemforge.separate import OutputOptions, Separator
+from toy_song import toy_mix
+
+SR = 44100
+
+
+class Exploding(StemModel):
+    architecture = "test_exploding"
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+
+def write(tmp_path: Path, wav: np.ndarray, rate: int = SR, name: str = "in.wav") -> Path:
+    return audio.save(tmp_path / name, wav, rate, bits="32f")
+
+
+@pytest.fixture(scope="module")
+def separator() -> Separator:
+    return Separator("classical", segment=2.0)
+
+
+def test_array_stems_sum_to_mixture(separator: Separator) -> None:
+    mix = toy_mix(3.0)
+    stems = separator.separate_array(mix, SR)
+    assert list(stems) == ["drums", "bass", "other", "vocals"]
+    assert all(s.shape == mix.shape for s in stems.values())
+    assert np.abs(sum(stems.values()) - mix).max() < 1e-4  # mask-based: exact up to float round-off
+
+
+@pytest.mark.parametrize("channels,rate", [(1, SR), (6, SR), (2, 8000), (2, 192000)])
+def test_array_keeps_layout_and_rate(separator: Separator, channels: int, rate: int) -> None:
+    mix = np.random.default_rng(0).standard_normal((channels, rate // 2)).astype(np.float32) * 0.1
+    stems = separator.separate_array(mix, rate)
+    assert all(s.shape == mix.shape and np.all(np.isfinite(s)) for s in stems.values())
+
+
+def test_file_outputs(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    written = separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"))
+    assert set(written) == {"drums", "bass", "other", "vocals"}
+    for stem, path in written.items():
+        assert path == tmp_path / "out" / "classical" / "song" / f"{stem}.wav"
+        wav, rate = audio.load(path)
+        assert rate == SR and wav.shape == (2, 4 * SR)
+    leftovers = [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_two_stems_sum_to_mixture(tmp_path: Path, separator: Separator) -> None:
+    mix = toy_mix(3.0)
+    path = write(tmp_path, mix)
+    written = separator.separate_file(path, OutputOptions(directory=tmp_path, two_stems="vocals", bits="32f"))
+    assert set(written) == {"vocals", "no_vocals"}
+    vocals, _ = audio.load(written["vocals"])
+    rest, _ = audio.load(written["no_vocals"])
+    assert np.abs(vocals + rest - mix).max() < 1e-4
+
+
+def test_stem_subset_and_bad_names(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    written = separator.separate_file(song_file, OutputOptions(directory=tmp_path, stems=("bass",)))
+    assert list(written) == ["bass"]
+    with pytest.raises(StemforgeError, match="model's stems are"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path, stems=("guitar",)))
+    with pytest.raises(StemforgeError, match="model's stems are"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path, two_stems="piano"))
+
+
+@pytest.mark.parametrize("channels,keep,expected", [(1, False, 2), (1, True, 1), (6, False, 2), (6, True, 6)])
+def test_channel_layouts(tmp_path: Path, separator: Separator, channels: int, keep: bool, expected: int) -> None:
+    mix = np.random.default_rng(1).standard_normal((channels, SR // 2)).astype(np.float32) * 0.1
+    written = separator.separate_file(write(tmp_path, mix), OutputOptions(directory=tmp_path, keep_channels=keep))
+    wav, _ = audio.load(written["drums"])
+    assert wav.shape == (expected, SR // 2)
+
+
+@pytest.mark.parametrize("rate", [8000, 192000, 22050])
+def test_odd_rates(tmp_path: Path, separator: Separator, rate: int) -> None:
+    mix = np.random.default_rng(2).standard_normal((2, rate // 2)).astype(np.float32) * 0.1
+    path = write(tmp_path, mix, rate)
+    kept = separator.separate_file(path, OutputOptions(directory=tmp_path / "kept", keep_rate=True, bits="32f"))
+    wav, got = audio.load(kept["other"])
+    assert got == rate and wav.shape == mix.shape
+    total = sum(audio.load(p)[0] for p in kept.values())
+    round_trip = audio.resample(audio.resample(mix, rate, SR), SR, rate)  # what resampling alone does
+    assert np.abs(total - round_trip).max() < 1e-3
+    default = separator.separate_file(path, OutputOptions(directory=tmp_path / "model"))
+    wav, got = audio.load(default["other"])
+    assert got == SR and abs(wav.shape[1] - SR // 2) <= 1
+
+
+def test_silence_gives_silence(tmp_path: Path, separator: Separator) -> None:
+    written = separator.separate_file(write(tmp_path, np.zeros((2, SR), np.float32)), OutputOptions(directory=tmp_path))
+    for path in written.values():
+        wav, _ = audio.load(path)
+        assert wav.shape == (2, SR) and np.all(wav == 0)
+
+
+def test_very_short_clip(tmp_path: Path, separator: Separator) -> None:
+    mix = toy_mix(0.1)
+    written = separator.separate_file(write(tmp_path, mix), OutputOptions(directory=tmp_path, bits="32f"))
+    total = sum(audio.load(p)[0] for p in written.values())
+    assert total.shape == mix.shape and np.abs(total - mix).max() < 1e-4
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    target = tmp_path / "classical" / "song" / "vocals.wav"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"precious")
+    with pytest.raises(StemforgeError, match="already exists"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path))
+    assert target.read_bytes() == b"precious"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["vocals.wav"]
+    separator.separate_file(song_file, OutputOptions(directory=tmp_path, force=True))
+    assert audio.load(target)[0].shape == (2, 4 * SR)
+
+
+def test_failure_mid_separation_leaves_nothing(tmp_path: Path, song_file: Path) -> None:
+    separator = Separator(Exploding(ModelConfig()))
+    with pytest.raises(RuntimeError, match="boom"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_rescale_and_clamp(tmp_path: Path, separator: Separator) -> None:
+    loud = 3 * toy_mix(1.0)
+    path = write(tmp_path, loud)
+    rescaled = separator.separate_file(path, OutputOptions(directory=tmp_path / "r", two_stems="vocals"))
+    clamped = separator.separate_file(path, OutputOptions(directory=tmp_path / "c", two_stems="vocals", clip="clamp"))
+    r, _ = audio.load(rescaled["no_vocals"])
+    c, _ = audio.load(clamped["no_vocals"])
+    assert np.abs(r).max() < 1.0  # scaled down, not clipped
+    assert np.isclose(np.abs(c).max(), 1.0, atol=1e-4)  # hard-limited
+    assert np.corrcoef(r.ravel(), c.ravel())[0, 1] > 0.9
+
+
+def test_progress_callback(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    seen: list[tuple[float, float | None]] = []
+    separator.separate_file(song_file, OutputOptions(directory=tmp_path), callback=lambda d, t: seen.append((d, t)))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and abs(done[-1] - 4.0) < 1e-6 and seen[-1][1] == 4.0
+
+
+def test_filename_template(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    written = separator.separate_file(song_file, OutputOptions(directory=tmp_path, filename="{track}_{stem}.{ext}", fmt="flac"))
+    assert written["bass"] == tmp_path / "classical" / "song_bass.flac" and written["bass"].exists()
+    with pytest.raises(StemforgeError, match="same file name"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path, filename="{track}.{ext}"))
+
+
+def test_checkpoint_as_model(tmp_path: Path, song_file: Path) -> None:
+    save_checkpoint(build("classical"), tmp_path / "mine.safetensors")
+    separator = Separator(tmp_path / "mine.safetensors")
+    assert separator.name == "mine" and separator.sources == ["drums", "bass", "other", "vocals"]
+    with pytest.raises(ModelError, match="unknown model"):
+        Separator("no-such-model")
+    with pytest.raises(ModelError, match="not found"):
+        Separator(tmp_path / "missing.safetensors")

@@ -1,0 +1,146 @@
+import json
+
+import pytest
+import torch
+
+from stemforge.checkpoint import load_checkpoint
+from stemforge.errors import StemforgeError
+from stemforge.train import TrainConfig, Trainer, load_config, train
+from stemforge.train.config import ConfigError, merge
+from stemforge.train.loop import lr_factor
+from train_helpers import make_dataset
+
+
+def _config(tmp_path, data, name="run", **overrides) -> TrainConfig:
+    base = TrainConfig.from_dict({
+        "out": str(tmp_path / name), "model": "test-tinymask", "preset": "tiny", "steps": 8, "epoch_steps": 4,
+        "checkpoint_every": 2, "seed": 3, "ema_decay": 0.9, "progress": False, "loss": {"l1": 1.0, "sdr": 0.01},
+        "data": {"train": [str(data)], "segment": 0.25, "batch_size": 2, "valid_fraction": 0.2, "valid_seconds": 0.5},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+    })
+    return merge(base, overrides)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("songs"), songs=5)
+
+
+def test_run_writes_logs_checkpoints_and_validation(tmp_path, data):
+    summary = train(_config(tmp_path, data))
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+    valid = [r for r in rows if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [4, 8] and set(valid[0]["sdr"]) == {"drums", "bass", "other", "vocals"}
+    assert summary["best"]["sdr_mean"] == max(r["sdr_mean"] for r in valid)
+    best, meta = load_checkpoint(run / "best.safetensors")
+    assert meta["training"]["step"] == summary["best"]["step"]
+    assert (run / "log.csv").read_text().startswith("step,loss,lr,grad_norm")
+    shipped, _ = load_checkpoint(run / "model.safetensors")
+    assert shipped.sources == ["drums", "bass", "other", "vocals"]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_is_bit_exact(tmp_path, data, monkeypatch):
+    train(_config(tmp_path, data, "straight"))
+    log = Trainer._log
+
+    def dying_log(self, row):
+        log(self, row)
+        if row["kind"] == "train" and row["step"] == 5:
+            raise Killed  # the process dies after step 5; the last checkpoint is at step 4
+
+    monkeypatch.setattr(Trainer, "_log", dying_log)
+    with pytest.raises(Killed):
+        train(_config(tmp_path, data, "killed"))
+    monkeypatch.setattr(Trainer, "_log", log)
+    assert torch.load(tmp_path / "killed" / "state.pt", weights_only=False)["step"] == 4
+    train(_config(tmp_path, data, "killed"), resume=True)
+
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 8
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
+    exp_a = [s["exp_avg"] for s in a["optimizer"]["state"].values()]
+    exp_b = [s["exp_avg"] for s in b["optimizer"]["state"].values()]
+    assert all(torch.equal(x, y) for x, y in zip(exp_a, exp_b))
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+    def losses(name):
+        rows = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return [(r["kind"], r["step"], r.get("loss"), r.get("sdr_mean")) for r in rows]
+
+    assert losses("straight") == losses("killed")  # the log has no duplicated or missing steps
+
+
+def test_mixit_mode_learns_from_mixtures_only(tmp_path, data):
+    cfg = _config(tmp_path, data, steps=30, epoch_steps=30, checkpoint_every=30, mode="mixit",
+                  sources=["s1", "s2", "s3", "s4"], **{"optim.lr": 1e-2})
+    first = Trainer(cfg)
+    summary = first.fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert sum(train_losses[-5:]) < sum(train_losses[:5])
+    # Outputs are unnamed; validation assigns them to the true stems.
+    assert set(summary["best"]["sdr"]) == {"drums", "bass", "other", "vocals"}
+
+
+def test_both_mode_and_frozen_parameters(tmp_path, data):
+    cfg = _config(tmp_path, data, steps=3, mode="both", freeze=["encoder.*"])
+    trainer = Trainer(cfg)
+    trainer.fit()
+    initial = torch.load(tmp_path / "run" / "state.pt", weights_only=False)["model"]
+    torch.manual_seed(cfg.seed)
+    from stemforge.models.registry import build
+
+    fresh = build("test-tinymask")
+    assert torch.equal(initial["encoder.0.weight"], fresh.state_dict()["encoder.0.weight"])
+    assert not torch.equal(initial["head.weight"], fresh.state_dict()["head.weight"])
+
+
+def test_config_file_flags_and_errors(tmp_path, data):
+    path = tmp_path / "recipe.toml"
+    path.write_text('model = "test-tinymask"\nsteps = 5\n[data]\ntrain = ["x"]\nbatch_size = 3\n[optim]\nlr = 0.01\n')
+    cfg = merge(load_config(path), {"steps": 7, "data.segment": 1.5, "seed": None})
+    assert (cfg.steps, cfg.data.batch_size, cfg.data.segment, cfg.optim.lr) == (7, 3, 1.5, 0.01)
+    path.write_text("[data]\nbogus = 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(path)
+    with pytest.raises(StemforgeError, match="already holds a run"):
+        cfg = _config(tmp_path, data, steps=1)
+        train(cfg)
+        Trainer(cfg)
+    with pytest.raises(StemforgeError, match="nothing to resume"):
+        Trainer(_config(tmp_path, data, "empty"), resume=True)
+    with pytest.raises(StemforgeError, match="data folder not found"):
+        train(_config(tmp_path, tmp_path / "missing", "x"))
+
+
+def test_schedule_warms_up_then_decays():
+    factors = [lr_factor(s, 10, 100, 0.01) for s in range(100)]
+    assert factors[0] == 0.1 and factors[9] == 1.0
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert abs(factors[-1] - 0.01) < 1e-3
+
+
+def test_cli_trains_and_resumes(tmp_path, data, capsys):
+    from stemforge.cli import main
+
+    args = ["train", "--model", "test-tinymask", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
+            "--segment", "0.25", "--batch-size", "2", "--loss", "l1", "--loss", "mrstft=0.5", "--no-progress",
+            "--epoch-steps", "2"]
+    assert main(args) == 0
+    assert "best validation SDR" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert cfg["loss"] == {"l1": 1.0, "mrstft": 0.5} and cfg["steps"] == 2
+    assert main(args[:-2] + ["--steps", "3", "--resume"]) == 0  # extend the run by one step
+    assert json.loads((tmp_path / "cli" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+    assert main(["train", "--model", "test-tinymask", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    assert "error: no training data" in capsys.readouterr().err
