@@ -243,7 +243,7 @@ def load_demucs_bag(yaml_path: str | Path) -> StemModel:
     """A demucs bag (``htdemucs_ft.yaml``: models, per-source weights, segment) with its ``.th`` files beside it."""
     import yaml
 
-    from stemforge.models.compat.bag import BagOfModels
+    from stemforge.models.compat.bag import BagOfModels, apply_bag_segment
 
     yaml_path = Path(yaml_path)
     try:
@@ -257,6 +257,10 @@ def load_demucs_bag(yaml_path: str | Path) -> StemModel:
         if not _sha256_prefix_ok(file):
             raise ModelError(f"sha256 of {file} does not match the prefix in its name (corrupt download?)")
         models.append(load_demucs_package(file))
+    if len(models) == 1 and spec.get("weights") is None:
+        if spec.get("segment") is not None:
+            apply_bag_segment(models[0], spec["segment"])
+        return models[0]
     return BagOfModels(models, spec.get("weights"), spec.get("segment"))
 
 

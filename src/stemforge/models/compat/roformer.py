@@ -202,7 +202,7 @@ class RoFormerConfig(ModelConfig):
 class RoFormer(StemModel):
     """BS-/Mel-RoFormer: mix (B, C, T) -> (B, S, C, T)."""
 
-    architecture = "roformer"
+    architecture = "compat_roformer"
     config_class = RoFormerConfig
     mask_based = False
     trainable = False
