@@ -30,14 +30,18 @@ SR = 44100
 BLOCK = 1 << 18
 
 
-def make_package(path: Path) -> None:
-    """Released htdemucs hyper-parameters (demucs defaults + dconv_mode 3, 7.8 s segment), random weights."""
+def make_package(path: Path, channels: int = 48) -> None:
+    """Released htdemucs hyper-parameters (demucs defaults + dconv_mode 3, 7.8 s segment), random weights.
+
+    ``channels`` (48 in the release) scales the width only, for quicker runs on small machines.
+    """
     import torch
     from demucs.htdemucs import HTDemucs
     from demucs.states import get_state
 
     torch.manual_seed(0)
-    kwargs = dict(sources=["drums", "bass", "other", "vocals"], dconv_mode=3, t_layers=5, segment=Fraction(39, 5))
+    kwargs = dict(sources=["drums", "bass", "other", "vocals"], channels=channels, dconv_mode=3, t_layers=5,
+                  segment=Fraction(39, 5))
     model = HTDemucs(**kwargs)
     torch.save({"klass": HTDemucs, "args": (), "kwargs": kwargs, "state": get_state(model, None, half=True),
                 "training_args": {}}, path)
@@ -108,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[60, 600])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=48, help="htdemucs base width (48 = released models)")
     parser.add_argument("--child", choices=["ours", "demucs"])
     parser.add_argument("--package", type=Path)
     parser.add_argument("--input", type=Path)
@@ -122,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         package = tmp / "htdemucs.th"
-        make_package(package)
+        make_package(package, args.channels)
         rows = []
         for seconds in args.seconds:
             input_path = tmp / "mix.f32"
@@ -134,7 +139,7 @@ def main() -> None:
                   f"ours cpu {o['cpu']:7.1f} s wall {o['wall']:7.1f} s peak {o['peak_mb']:7.0f} MB | "
                   f"cpu ratio {o['cpu'] / d['cpu']:.2f}  peak ratio {o['peak_mb'] / d['peak_mb']:.2f}  "
                   f"(after model load: demucs {d['model_mb']:.0f} MB, ours {o['model_mb']:.0f} MB)", flush=True)
-    print(f"threads={args.threads}; ratios are ours / demucs (lower is better); peak = max RSS of the separating "
+    print(f"htdemucs channels={args.channels}, threads={args.threads}; ratios are ours / demucs (lower is better); peak = max RSS of the separating "
           "process (model included)")
 
 
