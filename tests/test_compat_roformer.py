@@ -134,6 +134,7 @@ def test_lightning_wrapped_checkpoint_and_short_input(tmp_path) -> None:
     torch.save({"state_dict": {f"model.{k}": v for k, v in reference.state_dict().items()}}, tmp_path / "m.ckpt")
     (tmp_path / "m.yaml").write_text(BS_YAML)
     model = load_pretrained(tmp_path / "m.ckpt")
+    assert load_pretrained(tmp_path / "m.yaml").state_dict().keys() == model.state_dict().keys()  # config path works too
     for length in (1, 999):
         out = model(torch.randn(1, 2, length))
         assert out.shape == (1, 2, 2, length) and torch.isfinite(out).all()

@@ -428,9 +428,9 @@ def detect_format(path: Path) -> str | None:
         if any(path.glob("*.yaml")) and any(path.glob("*.th")):
             return "demucs"
         return None
-    return {".pth": "openunmix", ".th": "demucs", ".ckpt": "roformer", ".onnx": "mdxnet"}.get(suffix) or (
-        "demucs" if suffix == ".yaml" and not _is_roformer_yaml(path) else None
-    )
+    if suffix in (".yaml", ".yml"):
+        return "roformer-config" if _is_roformer_yaml(path) else "demucs"
+    return {".pth": "openunmix", ".th": "demucs", ".ckpt": "roformer", ".onnx": "mdxnet"}.get(suffix)
 
 
 def _is_roformer_yaml(path: Path) -> bool:
@@ -455,6 +455,11 @@ def load_pretrained(path_or_name: str | Path, **options: Any) -> StemModel:
         return load_demucs(path, **options)
     if kind == "roformer":
         return load_roformer(path, **options)
+    if kind == "roformer-config":
+        checkpoint = path.with_suffix(".ckpt")
+        if not checkpoint.is_file():
+            raise ModelError(f"RoFormer config {path.name} needs its weights next to it as {checkpoint.name}")
+        return load_roformer(checkpoint, config=path, **options)
     if kind == "mdxnet":
         return load_mdxnet(path, **options)
     raise ModelError(f"unrecognised checkpoint format: {path} (expected .pth, .th, .yaml, .ckpt or .onnx)")
