@@ -16,7 +16,7 @@ import types
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -26,10 +26,10 @@ from stemforge.models.base import StemModel
 _UMX_ORDER = ("vocals", "drums", "bass", "other")
 
 
-def _torch_load(path: Path, trusted: bool = False) -> Any:
-    """Read a torch pickle; weights-only unless the format needs pickled classes (demucs packages)."""
+def _torch_load(path: Path) -> Any:
+    """Read a torch pickle of tensors and plain containers only (``weights_only``: no code runs)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trusted)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise ModelError(f"checkpoint not found: {path}") from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
