@@ -74,57 +74,83 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return x[..., : (num_windows(length, window, hop) - 1) * hop + width].unfold(-1, width, hop)
 
 
-def _lagged_correlations(shifted: torch.Tensor, fixed: torch.Tensor, lags: int, block: int = 1 << 16) -> torch.Tensor:
-    """X[a, b, k] = sum_n shifted[a, n + k] * fixed[b, n] for k in [0, lags) (zero outside the signals).
+def _lagged_correlations(signals: torch.Tensor, fixed: int, lags: int, block: int = 1 << 16) -> torch.Tensor:
+    """X[a, b, k] = sum_n signals[a, n + k] * signals[b, n] for b < ``fixed``, k in [0, lags).
 
-    shifted: (A, time), fixed: (B, time) -> (A, B, lags). Cross-spectra of blocks (each block of
-    ``shifted`` extended by ``lags - 1`` samples so no product is lost at block edges) are summed over
-    blocks with one batched matrix product per frequency, so memory does not grow with the track length.
+    signals: (A, time), zero outside -> (A, fixed, lags), float64. The track is cut into blocks of
+    ``block`` samples overlapping by ``lags - 1``; the circular cross-spectra of the blocks are summed
+    (one batched matrix product per frequency) and the wrapped-around products, which only involve the
+    ``lags - 1`` overlap samples, are subtracted with a short FFT. Blocks are converted to float64 one
+    chunk at a time, so float32 audio is never copied whole and memory does not grow with the track.
     """
-    length = shifted.shape[-1]
+    count, length = signals.shape
     step = block - lags + 1
     blocks = -(-length // step)
-    pad = blocks * step + lags - 1 - length
-    ext = torch.nn.functional.pad(shifted, (0, pad)).unfold(-1, step + lags - 1, step)  # (A, blocks, step+lags-1)
-    base = torch.nn.functional.pad(fixed, (0, pad))[..., : blocks * step].reshape(fixed.shape[0], blocks, step)
-    cross = torch.zeros(block // 2 + 1, shifted.shape[0], fixed.shape[0], dtype=torch.complex128, device=shifted.device)
-    for start in range(0, blocks, 16):
-        a = torch.fft.rfft(ext[:, start : start + 16], n=block).permute(2, 1, 0).contiguous()  # (F, n, A)
-        b = torch.fft.rfft(base[:, start : start + 16], n=block).permute(2, 1, 0).contiguous()  # (F, n, B)
-        cross += torch.bmm(a.transpose(1, 2), b.conj())
-    return torch.fft.irfft(cross, n=block, dim=0)[:lags].permute(1, 2, 0)
+    needed = blocks * step + lags - 1
+    padded = signals if length >= needed else torch.nn.functional.pad(signals, (0, needed - length))
+    ext = padded[:, :needed].unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
+    small = 2 * lags
+    cross = torch.zeros(block // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
+    wrapped = torch.zeros(small // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
+
+    def accumulate(total: torch.Tensor, shifted: torch.Tensor, kept: torch.Tensor, n_fft: int) -> None:
+        a = torch.fft.rfft(shifted, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, A)
+        b = torch.fft.rfft(kept, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, fixed)
+        total += torch.bmm(a.transpose(1, 2), b.conj())
+
+    for start in range(0, blocks, 8):
+        part = ext[:, start : start + 8].to(torch.float64)
+        spectra = torch.fft.rfft(part).permute(2, 1, 0).contiguous()  # (F, blocks, A)
+        cross += torch.bmm(spectra.transpose(1, 2), spectra[..., :fixed].conj())
+        # Circular products with n >= step: b's overlap tail against a's tail followed by a's head.
+        tails = torch.cat([part[..., step:], part[..., : lags - 1]], dim=-1)  # (A, blocks, 2 * (lags - 1))
+        accumulate(wrapped, tails, part[:fixed, :, step:], small)
+    full = torch.fft.irfft(cross, n=block, dim=0)[:lags]
+    edge = torch.fft.irfft(wrapped, n=small, dim=0)[:lags]
+    return (full - edge).permute(1, 2, 0)
 
 
 def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve (gram + eps I) x = rhs; Cholesky when positive definite, LU otherwise (batched)."""
+    """Solve (gram + eps I) x = rhs (batched) by Cholesky, as museval does with LU.
+
+    When rounding makes the matrix indefinite (references with little spectral content, e.g. pure
+    tones, make it singular) a tiny relative ridge (1e-12 of the mean diagonal, growing 100-fold until
+    Cholesky succeeds) is added instead: the projections, hence the metrics, then equal museval's
+    least-squares fallback up to the energy in directions the references barely span.
+    """
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    system = gram + EPS * eye
-    factor, info = torch.linalg.cholesky_ex(system)
-    if bool((info == 0).all()):
-        return torch.cholesky_solve(rhs, factor)
-    return torch.linalg.solve(system, rhs)
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(EPS)[..., None, None]
+    ridge = 0.0
+    for exponent in range(-12, 0, 2):
+        factor, info = torch.linalg.cholesky_ex(gram + (EPS + ridge * scale) * eye)
+        if bool((info == 0).all()):
+            return torch.cholesky_solve(rhs, factor)
+        ridge = 10.0**exponent
+    return torch.linalg.lstsq(gram, rhs).solution
 
 
-def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filters_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def distortion_filters(references: torch.Tensor | None, estimates: torch.Tensor | None, filters_len: int = 512,
+                       signals: torch.Tensor | None = None, sources: int = 0, channels: int = 0,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares distortion filters fitted on whole signals.
 
-    references, estimates: (sources, channels, time) float64 ->
+    references, estimates: (sources, channels, time), or ``signals`` (2 * sources * channels, time >= T)
+    holding both, zero-padded (avoids a copy) ->
     ``all_filters``: (sources_ref, channels_ref, filters_len, sources_est, channels_est) projecting each
     estimate on every reference; ``own_filters``: (sources, channels_ref, filters_len, channels_est)
     projecting estimate j on reference j only.
     """
-    sources, channels, _ = references.shape
+    if signals is None:
+        sources, channels, _ = references.shape
+        signals = torch.cat([references.reshape(sources * channels, -1), estimates.reshape(sources * channels, -1)])
     n = sources * channels
-    refs = references.reshape(n, -1)
-    ests = estimates.reshape(n, -1)
-    corr = _lagged_correlations(torch.cat([refs, ests]), refs, filters_len)  # (2n, n, L)
-    ref_corr, est_corr = corr[:n], corr[n:]
-    lag = torch.arange(filters_len, device=refs.device)
-    delta = lag[None, :] - lag[:, None]  # q - p
-    forward = ref_corr[:, :, delta.clamp(min=0)]  # (n, n, L, L): corr_ab[q-p] for q >= p
-    backward = ref_corr.transpose(0, 1)[:, :, (-delta).clamp(min=0)]  # corr_ba[p-q] for q < p
-    gram = torch.where(delta >= 0, forward, backward)  # (a, b, p, q)
-    gram = gram.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
+    corr = _lagged_correlations(signals, n, filters_len)
+    ref_corr, est_corr = corr[:n], corr[n:]  # (n, n, L), (n, n, L)
+    # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
+    negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
+    v = torch.cat([negative, ref_corr], dim=-1)
+    toeplitz = v.unfold(-1, filters_len, 1).flip(2)  # (a, b, p, q) = v[a, b, q - p + L - 1]
+    gram = toeplitz.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
     # D[(a, k), (e, c)] = <reference a delayed by k, estimate channel (e, c)>
     rhs = est_corr.permute(1, 2, 0).reshape(n * filters_len, n)
     all_filters = _solve_psd(gram, rhs).reshape(sources, channels, filters_len, sources, channels)
@@ -141,9 +167,10 @@ def _energy(spectrum: torch.Tensor, weights: torch.Tensor, sources: int) -> torc
 
     spectrum: (freq, windows, sources * channels) complex, weights: (freq,) -> (sources, windows).
     """
-    power = torch.view_as_real(spectrum).pow(2).sum(-1)
-    energy = torch.tensordot(weights, power, dims=([0], [0]))  # (windows, sources * channels)
-    return energy.reshape(energy.shape[0], sources, -1).sum(-1).T
+    parts = torch.view_as_real(spectrum)
+    power = (parts * parts).reshape(parts.shape[0], -1)  # (freq, windows * sources * channels * 2)
+    energy = (weights @ power).reshape(spectrum.shape[1], sources, -1).sum(-1)
+    return energy.T
 
 
 def _parseval_weights(n_fft: int, device: torch.device) -> torch.Tensor:
@@ -176,21 +203,29 @@ def bss_eval_v4(
     each (sources, windows). ``device`` defaults to the input tensor's device (CPU for numpy).
     """
     check_pair(references, estimates)
-    refs = as_tensor(references, device)
-    ests = as_tensor(estimates, refs.device)
-    sources, channels, length = refs.shape
-    all_filters, own_filters = distortion_filters(refs, ests, filters_len)
+    first = as_tensor(references, device, keep_float=True)
+    second = as_tensor(estimates, first.device, keep_float=True)
+    sources, channels, length = first.shape
+    n = sources * channels
+    # One zero-padded buffer holds references then estimates in the input precision (float32 audio
+    # stays float32); every computation converts a chunk at a time to float64.
+    dtype = torch.promote_types(first.dtype, second.dtype)
+    step = (1 << 16) - filters_len + 1
+    padded_length = -(-length // step) * step + filters_len - 1
+    signals = torch.zeros(2 * n, padded_length, dtype=dtype, device=first.device)
+    signals[:n, :length] = first.reshape(n, length)
+    signals[n:, :length] = second.reshape(n, length)
+    del first, second
+    refs = signals[:n, :length].reshape(sources, channels, length)
+    ests = signals[n:, :length].reshape(sources, channels, length)
+    all_filters, own_filters = distortion_filters(None, None, filters_len, signals, sources, channels)
 
     width = min(window, length)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
     weights = _parseval_weights(n_fft, refs.device)
-    # One filter matrix per frequency: reference channel -> [all-source projection | own-source projection]
-    # of every output channel, so each window's projections are a single batched matrix product.
-    n = sources * channels
-    own = torch.zeros(sources, channels, filters_len, sources, channels, dtype=refs.dtype, device=refs.device)
-    own[torch.arange(sources), :, :, torch.arange(sources)] = own_filters
-    filters = torch.cat([all_filters.reshape(n, filters_len, n), own.reshape(n, filters_len, n)], dim=-1)
-    filters_f = torch.fft.rfft(filters, n=n_fft, dim=1).permute(1, 0, 2).contiguous()  # (F, n, 2n)
+    # Filters per frequency: all_f (F, ref channel, est channel), own_f (F * S, ref channel, est channel).
+    all_f = torch.fft.rfft(all_filters.reshape(n, filters_len, n), n=n_fft, dim=1).permute(1, 0, 2).contiguous()
+    own_f = torch.fft.rfft(own_filters, n=n_fft, dim=2).permute(2, 0, 1, 3).reshape(-1, channels, channels).contiguous()
 
     ref_frames = _frames(refs, window, hop)  # (S, C, W, width)
     est_frames = _frames(ests, window, hop)
@@ -200,25 +235,33 @@ def bss_eval_v4(
     est_active = (est_frames.sum(1) != 0).any(-1).all(0)
     valid = ref_active & est_active  # (W,)
 
-    ref_energy = ref_frames.pow(2).sum((1, 3))  # (S, W)
-    sdr = _db(ref_energy, (est_frames - ref_frames).pow(2).sum((1, 3)))
-    isr = torch.empty_like(sdr)
-    sir = torch.empty_like(sdr)
-    sar = torch.empty_like(sdr)
+    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=torch.float64, device=refs.device)
+    est_buffer = torch.zeros_like(ref_buffer)
+    sdr, isr, sir, sar = (torch.empty(sources, windows, dtype=torch.float64, device=refs.device) for _ in range(4))
+    ref_energy = torch.empty_like(sdr)
     for start in range(0, windows, windows_per_chunk):
         chunk = slice(start, start + windows_per_chunk)
+        ref_part = ref_frames[:, :, chunk].to(torch.float64)
+        ref_energy[:, chunk] = (ref_part * ref_part).sum((1, 3))
+        error = est_frames[:, :, chunk].to(torch.float64) - ref_part
+        sdr[:, chunk] = _db(ref_energy[:, chunk], (error * error).sum((1, 3)))
+        del ref_part, error
 
-        def spectrum(frames: torch.Tensor) -> torch.Tensor:
-            flat = frames[:, :, chunk].permute(2, 0, 1, 3).reshape(-1, n, width)
-            return torch.fft.rfft(flat, n=n_fft).permute(2, 0, 1).contiguous()  # (F, w, n)
+        def spectrum(frames: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+            part = frames[:, :, chunk].permute(2, 0, 1, 3)  # (w, S, C, width)
+            padded = buffer[: part.shape[0]]
+            padded[..., :width].copy_(part.reshape(-1, n, width))
+            return torch.fft.rfft(padded).permute(2, 0, 1).contiguous()  # (F, w, n)
 
-        ref_f = spectrum(ref_frames)
-        est_f = spectrum(est_frames)
-        proj = torch.bmm(ref_f, filters_f)  # (F, w, 2n)
-        proj_all, proj_own = proj[..., :n], proj[..., n:]
+        ref_f = spectrum(ref_frames, ref_buffer)
+        count = ref_f.shape[1]
+        proj_all = torch.bmm(ref_f, all_f)  # (F, w, n)
+        by_source = ref_f.reshape(-1, count, sources, channels).transpose(1, 2).reshape(-1, count, channels)
+        proj_own = torch.bmm(by_source, own_f).reshape(-1, sources, count, channels).transpose(1, 2).reshape(-1, count, n)
+        residual = spectrum(est_frames, est_buffer).sub_(proj_all)
         isr[:, chunk] = _db(ref_energy[:, chunk], _energy(proj_own - ref_f, weights, sources))
         sir[:, chunk] = _db(_energy(proj_own, weights, sources), _energy(proj_all - proj_own, weights, sources))
-        sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(est_f - proj_all, weights, sources))
+        sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(residual, weights, sources))
 
     nan = torch.tensor(float("nan"), dtype=sdr.dtype, device=sdr.device)
     scores = [torch.where(valid, m, nan).cpu().numpy() for m in (sdr, isr, sir, sar)]
