@@ -97,7 +97,11 @@ class RandomChunkDataset(Dataset):
         self.silence_db = silence_db
 
     def set_epoch(self, epoch: int) -> None:
-        """Call before each epoch so every epoch sees new chunks."""
+        """Call before each epoch so every epoch sees new chunks.
+
+        DataLoader workers hold copies of the dataset: this reaches them when workers are started per
+        epoch (the default); with ``persistent_workers=True`` they would keep the old epoch.
+        """
         self.epoch = epoch
 
     def __len__(self) -> int:
