@@ -69,3 +69,11 @@ def test_pitch_shift_moves_the_pitch_and_keeps_length(semitones: float) -> None:
     shifted = pitch_shift(x, semitones)
     assert shifted.shape == x.shape
     assert abs(_peak_hz(shifted[2000:-2000]) - 440 * 2 ** (semitones / 12)) < 4
+
+
+def test_combined_tempo_and_pitch_change() -> None:
+    from stemforge.data.augment import change_tempo_and_pitch
+
+    out = change_tempo_and_pitch(_sine(440, 1.0), tempo=1.25, semitones=-3.0)
+    assert abs(out.shape[-1] - RATE / 1.25) <= 2
+    assert abs(_peak_hz(out[2000:-2000]) - 440 * 2 ** (-3 / 12)) < 4

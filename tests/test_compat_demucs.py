@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import pytest
@@ -124,3 +123,19 @@ def test_bad_packages(tmp_path) -> None:
     path.rename(tmp_path / "x-00000000.th")
     with pytest.raises(ModelError, match="sha256"):
         load_pretrained(tmp_path / "x-00000000.th")
+
+
+def test_converted_to_stemforge_checkpoint(tmp_path) -> None:
+    """A loaded package can be saved as a (pickle-free) stemforge checkpoint and reloaded unchanged."""
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+
+    from stemforge.checkpoint import load_checkpoint, save_checkpoint
+
+    path, _ = _save_package(tmp_path, RefHTDemucs, "conv", **_htdemucs_kwargs(SOURCES4, channels=8, segment=Fraction(1)))
+    model = load_pretrained(path)
+    save_checkpoint(model, tmp_path / "conv.safetensors", source=str(path.name))
+    again, meta = load_checkpoint(tmp_path / "conv.safetensors")
+    assert meta["architecture"] == "htdemucs" and again.default_segment == 1.0
+    audio = random_audio(1.0)
+    with torch.no_grad():
+        assert torch.equal(again(audio), model(audio))

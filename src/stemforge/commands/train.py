@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--steps", type=int)
     t.add_argument("--epoch-steps", type=int, help="validate and pick the best checkpoint every N steps")
     t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--stop-step", type=int, help="stop (checkpointed) after this step, keeping the schedule of --steps")
     t.add_argument("--time-limit", type=float, help="minutes; checkpoint and stop when reached")
     t.add_argument("--lr", type=float)
     t.add_argument("--weight-decay", type=float)
@@ -83,7 +84,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "out": args.out, "model": args.model, "preset": args.preset, "model_options": options or None, "init": args.init,
         "sources": args.sources.split(",") if args.sources else None, "freeze": args.freeze, "mode": args.mode,
         "mixit_weight": args.mixit_weight, "loss": losses, "steps": args.steps, "epoch_steps": args.epoch_steps,
-        "checkpoint_every": args.checkpoint_every, "time_limit": args.time_limit, "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every, "time_limit": args.time_limit, "stop_step": args.stop_step, "seed": args.seed,
         "device": args.device, "amp": args.amp, "threads": args.threads, "ema_decay": args.ema,
         "progress": False if args.no_progress else None,
         "data.train": args.data, "data.valid": args.valid, "data.unsupervised": args.unsupervised,

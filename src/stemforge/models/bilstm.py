@@ -3,8 +3,8 @@
     mix (B, C, T) -> |STFT| (B, C, F, N) -> frames (B, N, C * F') with F' = ``max_bins``
     -> per-bin input norm -> Linear + BatchNorm + tanh (per-frame encoder, hidden H)
     -> LSTM x ``layers`` (bidirectional: H/2 per direction; causal: H forward only)
-    -> skip: concat(encoder, LSTM) -> Linear + BatchNorm + ReLU -> Linear + BatchNorm -> logits (B, S, C, F, N)
-    -> softmax over stems -> masks on the complex mix -> iSTFT.
+    -> skip: concat(encoder, LSTM) -> Linear + BatchNorm + ReLU -> Linear + BatchNorm -> logits (B, S, C, F', N)
+    -> softmax over stems -> masks (top bin repeated up to Nyquist) on the complex mix -> iSTFT.
 
 Open-Unmix trains one network per stem and multiplies a ReLU output with the mix; here one network predicts
 every stem with softmax masks, so the stems sum to the mix (``mask_based``). With ``causal=True`` the output
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from stemforge.models.base import ModelConfig
-from stemforge.models.frontend import FrequencyNorm, Spectrogram, apply_masks
+from stemforge.models.frontend import FrequencyNorm, Spectrogram, apply_masks, extend_bins
 from stemforge.models.neural import NeuralStemModel, preset_factory
 from stemforge.models.registry import register
 
@@ -29,7 +29,7 @@ from stemforge.models.registry import register
 class BiLSTMConfig(ModelConfig):
     n_fft: int = 4096
     hop: int = 1024
-    max_bins: int = 1487  # bins the encoder sees (Open-Unmix: 1487 of 2049, 16 kHz); masks cover every bin
+    max_bins: int = 1487  # bins the network sees and masks (Open-Unmix: 1487 of 2049, 16 kHz); top mask repeated above
     hidden: int = 512
     layers: int = 3
     causal: bool = False
@@ -52,7 +52,6 @@ class BiLSTMSeparator(NeuralStemModel):
         super().__init__(config)
         self.config: BiLSTMConfig = config
         self.spectrogram = Spectrogram(config.n_fft, config.hop)
-        bins = self.spectrogram.bins
         h, c, s = config.hidden, config.channels, len(config.sources)
         self.norm = FrequencyNorm(config.max_bins)
         self.encoder = nn.Sequential(nn.Linear(c * config.max_bins, h, bias=False), nn.BatchNorm1d(h), nn.Tanh())
@@ -62,7 +61,7 @@ class BiLSTMSeparator(NeuralStemModel):
         )
         self.decoder = nn.Sequential(
             nn.Linear(2 * h, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(),
-            nn.Linear(h, s * c * bins, bias=False), nn.BatchNorm1d(s * c * bins),
+            nn.Linear(h, s * c * config.max_bins, bias=False), nn.BatchNorm1d(s * c * config.max_bins),
         )
 
     def analyse(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
@@ -70,7 +69,7 @@ class BiLSTMSeparator(NeuralStemModel):
         return (spec[..., : self.config.max_bins, :].abs(),), (spec, mix.shape[-1])
 
     def network(self, mag: torch.Tensor) -> torch.Tensor:
-        """mag: (B, C, F', N) -> mask logits (B, S, C, F, N)."""
+        """mag: (B, C, F', N) -> mask logits (B, S, C, F', N)."""
         b, c, f, n = mag.shape
         x = self.norm(mag).permute(0, 3, 1, 2).reshape(b * n, c * f)  # one row per frame
         encoded = self.encoder(x).reshape(b, n, -1)
@@ -81,17 +80,17 @@ class BiLSTMSeparator(NeuralStemModel):
 
     def synthesise(self, logits: torch.Tensor, context: Any) -> torch.Tensor:
         spec, length = context
-        masks = torch.softmax(logits.float(), dim=1)
+        masks = extend_bins(torch.softmax(logits.float(), dim=1), spec.shape[-2])
         return self.spectrogram.inverse(apply_masks(masks, spec), length)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~1 M parameters, far above real time on CPU: tests, quick training runs, streaming demos.
-    "tiny": dict(n_fft=2048, hop=512, max_bins=512, hidden=128, layers=2),
-    # ~6 M parameters (24 MB): the CPU-friendly workhorse.
-    "base": dict(n_fft=4096, hop=1024, max_bins=1487, hidden=256, layers=3, dropout=0.2),
-    # Open-Unmix's width.
-    "large": dict(n_fft=4096, hop=1024, max_bins=1487, hidden=512, layers=3, dropout=0.4),
+    # ~0.7 M parameters (11 kHz band): tests, quick training runs, streaming demos.
+    "tiny": dict(n_fft=4096, hop=1024, max_bins=512, hidden=96, layers=2),
+    # ~4 M parameters (16 MB, 16 kHz band): the CPU-friendly workhorse.
+    "base": dict(n_fft=4096, hop=1024, max_bins=1487, hidden=192, layers=3, dropout=0.2),
+    # Open-Unmix's width over the full band.
+    "large": dict(n_fft=4096, hop=1024, max_bins=2049, hidden=512, layers=3, dropout=0.4),
 }
 
 register("bilstm", "rnn", "Open-Unmix style BiLSTM on magnitude spectrograms, soft masks per stem")(

@@ -27,6 +27,7 @@ class DataConfig:
     train: list[str] = dataclasses.field(default_factory=list)  # MUSDB-layout roots (one folder per track)
     valid: list[str] = dataclasses.field(default_factory=list)  # held-out roots; empty: hold out valid_fraction
     valid_fraction: float = 0.1
+    split_seed: int = 0  # which tracks are held out; separate from the run's seed so stages share one split
     valid_seconds: float = 30.0  # scored per validation track, from its start
     unsupervised: list[str] = dataclasses.field(default_factory=list)  # roots read as mixtures only (MixIT)
     segment: float = 3.0  # seconds per training example
@@ -74,6 +75,7 @@ class TrainConfig:
     mode: str = "supervised"  # "supervised", "mixit" (mixtures only) or "both"
     mixit_weight: float = 1.0  # weight of the MixIT loss in mode "both"
     snr_max: float = 30.0  # MixIT soft SNR cap (dB)
+    stop_step: int = 0  # stop (checkpointed) after this step while keeping the schedule of ``steps``; 0: at ``steps``
     validate_first: bool = False  # also score the untrained model at step 0 (a baseline in the log)
     time_limit: float = 0.0  # minutes of training after which the run checkpoints and stops; 0: no limit
     progress: bool = True

@@ -92,12 +92,15 @@ class Trainer:
         self.device = torch.device(config.device)
 
     def _stored_config(self, config: TrainConfig) -> TrainConfig:
-        """On resume the run's own config wins, except ``steps`` (a run may be extended) and ``progress``."""
+        """On resume the run's own config wins, except ``steps`` (a run may be extended) and how it runs here:
+        ``progress``, ``threads`` and ``time_limit`` (a changed thread count can change float round-off)."""
         path = self.out / "config.json"
         if not (self.out / "state.pt").is_file() or not path.is_file():
             raise StemforgeError(f"nothing to resume in {self.out} (no state.pt / config.json)")
         stored = TrainConfig.from_dict(json.loads(path.read_text()))
-        return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress)
+        return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress,
+                                   threads=config.threads or stored.threads, time_limit=config.time_limit,
+                                   stop_step=config.stop_step)
 
     # ----- setup -------------------------------------------------------------------------------------------
     def _build_model(self) -> StemModel:
@@ -130,7 +133,7 @@ class Trainer:
             if dcfg.valid:
                 valid_tracks = train_data.find_tracks(dcfg.valid, self.stems, rate, "silence")
             else:
-                tracks, valid_tracks = train_data.split_tracks(tracks, dcfg.valid_fraction, cfg.seed)
+                tracks, valid_tracks = train_data.split_tracks(tracks, dcfg.valid_fraction, dcfg.split_seed)
             augment = train_data.Augment(dcfg.remix, dcfg.gain_db, dcfg.channel_swap)
             if supervised:
                 self.train_set = train_data.ChunkDataset(tracks, self.stems, segment, channels, cfg.seed, augment)
@@ -229,7 +232,7 @@ class Trainer:
         if not self.valid:
             return
         model = self._shipped()
-        scores = validate(model, self.valid, self.stems, self.config.device, self.config.data.segment)
+        scores = validate(model, self.valid, self.stems, self.config.device)
         mean = float(np.mean(list(scores.values())))
         self.last_scores = scores
         self._log({"kind": "valid", "step": step, "epoch": step // self.config.epoch_steps, "sdr_mean": mean, "sdr": scores})
@@ -297,6 +300,7 @@ class Trainer:
             if step % cfg.epoch_steps == 0 or step == cfg.steps:
                 self._validate(step)
             out_of_time = cfg.time_limit > 0 and time.perf_counter() - tic > 60.0 * cfg.time_limit
+            out_of_time = out_of_time or step == cfg.stop_step
             if out_of_time and step % cfg.epoch_steps and step != cfg.steps:
                 self._validate(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:

@@ -6,7 +6,6 @@ ready ``StemModel`` (eval mode, CPU) that the separation engine runs like any ot
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from stemforge.models.compat.loaders import load_pretrained
 

@@ -18,6 +18,14 @@ class BagConfig(ModelConfig):
     segment: float | None = None
 
 
+def apply_bag_segment(model: StemModel, segment: float) -> None:
+    """A bag yaml's ``segment`` replaces a member's, except it may only shorten an HTDemucs' (as in demucs)."""
+    cfg = model.config
+    if hasattr(cfg, "segment") and (not getattr(cfg, "use_train_segment", False) or segment <= cfg.segment):
+        cfg.segment = float(segment)
+        model.default_segment = float(segment)  # type: ignore[misc]
+
+
 class BagOfModels(StemModel):
     """mix (B, C, T) -> (B, S, C, T) = sum_i w_i[s] model_i(mix)[s] / sum_i w_i[s].
 
@@ -25,7 +33,7 @@ class BagOfModels(StemModel):
     A bag-level ``segment`` (from the yaml) shortens HTDemucs members' training segment, as demucs does.
     """
 
-    architecture = "bag"
+    architecture = "demucs_bag"
     config_class = BagConfig
     trainable = False
 
@@ -45,9 +53,7 @@ class BagOfModels(StemModel):
         self.models = nn.ModuleList(models)
         if segment is not None:
             for model in models:
-                cfg = model.config
-                if hasattr(cfg, "segment") and (not hasattr(cfg, "use_train_segment") or segment <= cfg.segment):
-                    cfg.segment = float(segment)
+                apply_bag_segment(model, segment)
         self.register_buffer("weights", torch.tensor(config.weights, dtype=torch.float32), persistent=False)
         self.default_segment = min(float(getattr(m, "default_segment", 10.0)) for m in models)  # type: ignore[misc]
         for model in models:

@@ -447,12 +447,13 @@ class HybridUNet(StemModel):
                 else:
                     xt, _ = tdec(xt, saved_t.pop(-1), length_t)
         sources = len(cfg.sources)
-        x = x.view(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
+        # float32 from here on: complex views and the iSTFT need it (the network may have run under bf16 autocast).
+        x = x.float().view(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
         if not cfg.cac:
             raise NotImplementedError  # rejected by the loader; only complex-as-channels models are released
         out = hybrid_inverse_spectrogram(channels_as_complex(x), length, reflect=reflect)
         if cfg.hybrid:
-            out = out + xt.view(batch, sources, -1, length) * stdt[:, None] + meant[:, None]
+            out = out + xt.float().view(batch, sources, -1, length) * stdt[:, None] + meant[:, None]
         return out
 
 

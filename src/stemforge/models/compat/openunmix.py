@@ -104,7 +104,7 @@ class OpenUnmix(StemModel):
                           pad_mode="reflect", return_complex=True)
         spec = spec.reshape(batch, channels, *spec.shape[-2:])  # (B, C, F, N)
         magnitude = spec.abs()
-        estimates = torch.stack([net(magnitude) for net in self.target_models.values()], dim=-1)  # (B, C, F, N, S)
+        estimates = torch.stack([net(magnitude).float() for net in self.target_models.values()], dim=-1)  # (B, C, F, N, S)
         estimates = estimates.permute(0, 3, 2, 1, 4)  # (B, N, F, C, S)
         mix_spec = spec.permute(0, 3, 2, 1)  # (B, N, F, C)
         frames = mix_spec.shape[1]
