@@ -83,11 +83,18 @@ def _score_child(which: str, minutes: float, threads: int, queue: mp.Queue) -> N
 
 
 def _run_child(target, *args) -> dict:
+    """Run ``target(*args, queue)`` in a fresh process (clean memory high-water mark); its result."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Exception:
+            if not proc.is_alive():
+                raise RuntimeError(f"child exited with code {proc.exitcode}") from None
     proc.join()
     return result
 
@@ -122,8 +129,14 @@ def _model_child(model: str, data: str, threads: int, queue: mp.Queue) -> None:
     from stemforge.metrics import nanmedian
     from stemforge.separate import Separator
 
+    from stemforge.errors import ModelError
+    from stemforge.models import build
+
     options = EvaluateOptions(metrics=("bss",), progress=False)
-    separator = Separator(model)
+    try:
+        separator = Separator(model)
+    except ModelError:  # an architecture without trained weights: time it with its random initialisation
+        separator = Separator(build(model))
     tracks = [load_track(song, options.sources) for song in find_tracks(Path(data), options.sources)]
     before = _reset_peak()
     separation, audio, sdr = 0.0, 0.0, {}
