@@ -118,11 +118,11 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lookup(agg: list[dict], method: str, stem: str | None, key: str) -> float:
+def _lookup(agg: list[dict], method: str, stem: str | None, key: str) -> float | str:
     for row in agg:
         if row["method"] == method and (stem is None or row["stem"] == stem):
             return row[key]
-    return float("nan")
+    return "-"  # the method has no such stem
 
 
 def _table(header: list[str], body: list[list[str]]) -> str:

@@ -18,8 +18,13 @@ Definition (Vincent et al. 2006; Liutkus et al. 2018, as implemented by museval 
   for every source. Track scores are the NaN-ignoring median over windows (``track_medians``).
 
 Unlike museval we correlate in blocks with FFTs, solve the big Gram system once for all estimates
-(Cholesky, LU fallback), and score all windows at once in the frequency domain (Parseval), so the
-cost is a few seconds per track and memory stays bounded. Works on any torch device; float64.
+(one Cholesky factorisation), and score windows in chunks in the frequency domain (Parseval: one
+batched matrix product per frequency gives every projection), so memory stays bounded. Works on any
+torch device; all arithmetic is float64 (float32 audio is converted a chunk at a time).
+
+Where a reference makes the Gram system exactly singular (a stem whose channels are identical, pure
+tones) museval's LU returns a numerically arbitrary solution and its SIR/SAR can be ~0.1 dB off; we
+return the well-posed least-squares projection instead (see ``_solve_psd``).
 """
 
 from __future__ import annotations
@@ -74,24 +79,22 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return x[..., : (num_windows(length, window, hop) - 1) * hop + width].unfold(-1, width, hop)
 
 
-def _lagged_correlations(signals: torch.Tensor, fixed: int, lags: int, block: int = 1 << 16) -> torch.Tensor:
-    """X[a, b, k] = sum_n signals[a, n + k] * signals[b, n] for b < ``fixed``, k in [0, lags).
+def _lagged_correlations(parts: list[torch.Tensor], fixed: int, lags: int, block: int = 1 << 16) -> torch.Tensor:
+    """X[a, b, k] = sum_n x[a, n + k] * x[b, n] for b < ``fixed``, k in [0, lags), x = cat(parts).
 
-    signals: (A, time), zero outside -> (A, fixed, lags), float64. The track is cut into blocks of
-    ``block`` samples overlapping by ``lags - 1``; the circular cross-spectra of the blocks are summed
-    (one batched matrix product per frequency) and the wrapped-around products, which only involve the
-    ``lags - 1`` overlap samples, are subtracted with a short FFT. Blocks are converted to float64 one
-    chunk at a time, so float32 audio is never copied whole and memory does not grow with the track.
+    parts: tensors (rows, time) of one length, zero outside -> (A, fixed, lags), float64. The track is
+    cut into blocks of ``block`` samples overlapping by ``lags - 1``; the circular cross-spectra of the
+    blocks are summed (one batched matrix product per frequency) and the wrapped-around products, which
+    only involve the ``lags - 1`` overlap samples, are subtracted with a short FFT. Blocks are gathered
+    and converted to float64 a few at a time, so the audio is never copied whole.
     """
-    count, length = signals.shape
+    count, length = sum(p.shape[0] for p in parts), parts[0].shape[-1]
+    device = parts[0].device
     step = block - lags + 1
     blocks = -(-length // step)
-    needed = blocks * step + lags - 1
-    padded = signals if length >= needed else torch.nn.functional.pad(signals, (0, needed - length))
-    ext = padded[:, :needed].unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
     small = 2 * lags
-    cross = torch.zeros(block // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
-    wrapped = torch.zeros(small // 2 + 1, count, fixed, dtype=torch.complex128, device=signals.device)
+    cross = torch.zeros(block // 2 + 1, count, fixed, dtype=torch.complex128, device=device)
+    wrapped = torch.zeros(small // 2 + 1, count, fixed, dtype=torch.complex128, device=device)
 
     def accumulate(total: torch.Tensor, shifted: torch.Tensor, kept: torch.Tensor, n_fft: int) -> None:
         a = torch.fft.rfft(shifted, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, A)
@@ -99,7 +102,15 @@ def _lagged_correlations(signals: torch.Tensor, fixed: int, lags: int, block: in
         total += torch.bmm(a.transpose(1, 2), b.conj())
 
     for start in range(0, blocks, 8):
-        part = ext[:, start : start + 8].to(torch.float64)
+        count_blocks = min(8, blocks - start)
+        begin = start * step
+        samples = torch.zeros(count, count_blocks * step + lags - 1, dtype=torch.float64, device=device)
+        stop = min(length, begin + samples.shape[1])
+        row = 0
+        for p in parts:
+            samples[row : row + p.shape[0], : stop - begin] = p[:, begin:stop]
+            row += p.shape[0]
+        part = samples.unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
         spectra = torch.fft.rfft(part).permute(2, 1, 0).contiguous()  # (F, blocks, A)
         cross += torch.bmm(spectra.transpose(1, 2), spectra[..., :fixed].conj())
         # Circular products with n >= step: b's overlap tail against a's tail followed by a's head.
@@ -118,33 +129,31 @@ def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     Cholesky succeeds) is added instead: the projections, hence the metrics, then equal museval's
     least-squares fallback up to the energy in directions the references barely span.
     """
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(EPS)[..., None, None]
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(EPS)
     ridge = 0.0
     for exponent in range(-12, 0, 2):
-        factor, info = torch.linalg.cholesky_ex(gram + (EPS + ridge * scale) * eye)
+        system = gram.clone()
+        system.diagonal(dim1=-2, dim2=-1).add_((EPS + ridge * scale)[..., None])
+        factor, info = torch.linalg.cholesky_ex(system)
+        del system
         if bool((info == 0).all()):
             return torch.cholesky_solve(rhs, factor)
         ridge = 10.0**exponent
     return torch.linalg.lstsq(gram, rhs).solution
 
 
-def distortion_filters(references: torch.Tensor | None, estimates: torch.Tensor | None, filters_len: int = 512,
-                       signals: torch.Tensor | None = None, sources: int = 0, channels: int = 0,
+def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filters_len: int = 512,
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares distortion filters fitted on whole signals.
 
-    references, estimates: (sources, channels, time), or ``signals`` (2 * sources * channels, time >= T)
-    holding both, zero-padded (avoids a copy) ->
+    references, estimates: (sources, channels, time), float32 or float64 ->
     ``all_filters``: (sources_ref, channels_ref, filters_len, sources_est, channels_est) projecting each
     estimate on every reference; ``own_filters``: (sources, channels_ref, filters_len, channels_est)
     projecting estimate j on reference j only.
     """
-    if signals is None:
-        sources, channels, _ = references.shape
-        signals = torch.cat([references.reshape(sources * channels, -1), estimates.reshape(sources * channels, -1)])
+    sources, channels, _ = references.shape
     n = sources * channels
-    corr = _lagged_correlations(signals, n, filters_len)
+    corr = _lagged_correlations([references.reshape(n, -1), estimates.reshape(n, -1)], n, filters_len)
     ref_corr, est_corr = corr[:n], corr[n:]  # (n, n, L), (n, n, L)
     # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
     negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
@@ -195,7 +204,7 @@ def bss_eval_v4(
     hop: int = 44100,
     filters_len: int = 512,
     device: str | torch.device | None = None,
-    windows_per_chunk: int = 16,
+    windows_per_chunk: int = 8,
 ) -> BSSEvalScores:
     """Framewise BSS Eval v4 image metrics, equal to ``museval.evaluate`` (mode "v4").
 
@@ -203,22 +212,13 @@ def bss_eval_v4(
     each (sources, windows). ``device`` defaults to the input tensor's device (CPU for numpy).
     """
     check_pair(references, estimates)
-    first = as_tensor(references, device, keep_float=True)
-    second = as_tensor(estimates, first.device, keep_float=True)
-    sources, channels, length = first.shape
+    # Inputs stay in their precision (float32 audio is not copied); every computation converts a chunk
+    # at a time to float64.
+    refs = as_tensor(references, device, keep_float=True)
+    ests = as_tensor(estimates, refs.device, keep_float=True)
+    sources, channels, length = refs.shape
     n = sources * channels
-    # One zero-padded buffer holds references then estimates in the input precision (float32 audio
-    # stays float32); every computation converts a chunk at a time to float64.
-    dtype = torch.promote_types(first.dtype, second.dtype)
-    step = (1 << 16) - filters_len + 1
-    padded_length = -(-length // step) * step + filters_len - 1
-    signals = torch.zeros(2 * n, padded_length, dtype=dtype, device=first.device)
-    signals[:n, :length] = first.reshape(n, length)
-    signals[n:, :length] = second.reshape(n, length)
-    del first, second
-    refs = signals[:n, :length].reshape(sources, channels, length)
-    ests = signals[n:, :length].reshape(sources, channels, length)
-    all_filters, own_filters = distortion_filters(None, None, filters_len, signals, sources, channels)
+    all_filters, own_filters = distortion_filters(refs, ests, filters_len)
 
     width = min(window, length)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
