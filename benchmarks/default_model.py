@@ -12,12 +12,14 @@ whole-track energy-ratio SDR (MDX "SDR", mean over tracks). Prints Markdown tabl
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from stemforge.checkpoint import read_metadata
 from stemforge.dsp.spectral import istft, stft
 from stemforge.metrics.bss_eval import bss_eval_v4, nanmedian
 from stemforge.separate import Separator
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="src/stemforge/assets/default.safetensors")
     parser.add_argument("--seconds", type=float, default=0.0, help="score only the first N seconds of each track (0: all)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", help="JSON file keeping per-track scores between runs (classical/oracle are computed once)")
     parser.add_argument("--check", action="store_true", help="also check v4_sdr against bss_eval_v4 where it runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,6 +68,10 @@ def main() -> None:
     tracks = find_tracks([args.data], STEMS, 44100)
     systems = {"default": Separator(args.checkpoint, threads=args.threads), "classical": Separator("classical")}
     names = list(systems) + ["oracle IRM"]
+    # Scores are cached per (system, track, length); the default model is keyed by its weights' hash.
+    keys = {"default": "default:" + read_metadata(args.checkpoint)["weights_sha256"], "classical": "classical", "oracle IRM": "oracle IRM"}
+    cache_path = Path(args.cache) if args.cache else None
+    cache = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
     v4: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STEMS} for n in names}
     mdx: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STEMS} for n in names}
     seconds = {n: 0.0 for n in names}
@@ -75,23 +82,30 @@ def main() -> None:
         mix = refs.sum(0)
         audio += frames / 44100
         for name in names:
-            tic = time.perf_counter()
-            if name == "oracle IRM":
-                est = oracle_irm(refs)
-            else:
-                out = systems[name].separate_array(mix, 44100)
-                est = np.stack([out[s] for s in STEMS])
-            seconds[name] += time.perf_counter() - tic
-            medians = v4_sdr(refs, est)
-            if args.check:
-                try:
-                    full = bss_eval_v4(refs, est).track_medians()["SDR"]
-                    print(f"  {name}: max |v4_sdr - bss_eval_v4| = {np.nanmax(np.abs(full - medians)):.2e} dB")
-                except RuntimeError as exc:
-                    print(f"  {name}: bss_eval_v4 failed ({str(exc).splitlines()[0][:60]})")
+            key = f"{keys[name]}|{track.folder.name}|{frames}"
+            if key not in cache:
+                tic = time.perf_counter()
+                if name == "oracle IRM":
+                    est = oracle_irm(refs)
+                else:
+                    out = systems[name].separate_array(mix, 44100)
+                    est = np.stack([out[s] for s in STEMS])
+                elapsed = time.perf_counter() - tic
+                medians = v4_sdr(refs, est)
+                if args.check:
+                    try:
+                        full = bss_eval_v4(refs, est).track_medians()["SDR"]
+                        print(f"  {name}: max |v4_sdr - bss_eval_v4| = {np.nanmax(np.abs(full - medians)):.2e} dB")
+                    except RuntimeError as exc:
+                        print(f"  {name}: bss_eval_v4 failed ({str(exc).splitlines()[0][:60]})")
+                cache[key] = {"v4": [float(m) for m in medians], "seconds": elapsed,
+                              "mdx": [energy_sdr(est[i], refs[i]) for i in range(len(STEMS))]}
+                if cache_path:
+                    cache_path.write_text(json.dumps(cache, indent=1))
+            seconds[name] += cache[key]["seconds"]
             for i, stem in enumerate(STEMS):
-                v4[name][stem].append(float(medians[i]))
-                mdx[name][stem].append(energy_sdr(est[i], refs[i]))
+                v4[name][stem].append(cache[key]["v4"][i])
+                mdx[name][stem].append(cache[key]["mdx"][i])
         print(f"scored {track.folder.name}", flush=True)
 
     def table(title: str, scores: dict[str, dict[str, list[float]]], agg) -> None:

@@ -144,3 +144,14 @@ def test_cli_trains_and_resumes(tmp_path, data, capsys):
     assert json.loads((tmp_path / "cli" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
     assert main(["train", "--model", "test-tinymask", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
     assert "error: no training data" in capsys.readouterr().err
+
+
+def test_stop_step_keeps_the_schedule_and_resumes(tmp_path, data):
+    cfg = _config(tmp_path, data, stop_step=3, epoch_steps=100)
+    summary = train(cfg)
+    assert summary["step"] == 3
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    assert state["step"] == 3
+    assert state["schedule"]["last_epoch"] == 3  # schedule of an 8-step run, stopped early
+    summary = train(_config(tmp_path, data, epoch_steps=100), resume=True)
+    assert summary["step"] == 8
