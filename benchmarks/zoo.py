@@ -97,15 +97,28 @@ def child(engine: str, package: Path, input_path: Path, seconds: float, out_path
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "model_mb": base_rss}
 
 
-def run_case(engine: str, package: Path, input_path: Path, seconds: float, threads: int, tmp: Path) -> dict:
+def run_cases(package: Path, input_path: Path, seconds: float, threads: int, tmp: Path, parallel: bool) -> dict:
+    """{engine: measurements}, each engine in its own process (both at once with ``parallel``)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, "--child", engine, "--package", str(package), "--input", str(input_path),
-           "--seconds", str(seconds), "--threads", str(threads), "--out", str(tmp / f"{engine}.out")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{engine} failed:\n{result.stderr}")
+    procs = {}
+    results = {}
+    for engine in ("demucs", "ours"):
+        cmd = [sys.executable, __file__, "--child", engine, "--package", str(package), "--input", str(input_path),
+               "--seconds", str(seconds), "--threads", str(threads), "--out", str(tmp / f"{engine}.out")]
+        procs[engine] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if not parallel:
+            results[engine] = _collect(engine, procs.pop(engine), tmp)
+    for engine, proc in procs.items():
+        results[engine] = _collect(engine, proc, tmp)
+    return results
+
+
+def _collect(engine: str, proc: subprocess.Popen, tmp: Path) -> dict:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{engine} failed:\n{err}")
     (tmp / f"{engine}.out").unlink(missing_ok=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -113,6 +126,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[60, 600])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--channels", type=int, default=48, help="htdemucs base width (48 = released models)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run both engines at once (CPU time and peak RSS are per process; wall times then interfere)")
     parser.add_argument("--child", choices=["ours", "demucs"])
     parser.add_argument("--package", type=Path)
     parser.add_argument("--input", type=Path)
@@ -132,7 +147,7 @@ def main() -> None:
         for seconds in args.seconds:
             input_path = tmp / "mix.f32"
             make_input(input_path, seconds)
-            res = {e: run_case(e, package, input_path, seconds, args.threads, tmp) for e in ("demucs", "ours")}
+            res = run_cases(package, input_path, seconds, args.threads, tmp, args.parallel)
             rows.append((seconds, res))
             d, o = res["demucs"], res["ours"]
             print(f"{seconds:>6.0f} s  demucs cpu {d['cpu']:7.1f} s wall {d['wall']:7.1f} s peak {d['peak_mb']:7.0f} MB | "
