@@ -42,6 +42,15 @@ class _Network(torch.nn.Module):
         return self.model.network(*inputs)
 
 
+def _import_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelError("the ONNX backend needs onnx and onnxruntime: pip install 'stemforge[onnx]'") from exc
+    return onnx, onnxruntime
+
+
 def _require_neural(model: StemModel) -> NeuralStemModel:
     if not isinstance(model, NeuralStemModel):
         raise ModelError(f"model {model.architecture!r} has no network to export (only neural models run on ONNX); use the torch backend")
@@ -61,8 +70,7 @@ def export_onnx(model: StemModel, path: str | os.PathLike[str], example_seconds:
 
     The file's metadata carries the architecture and config so ``load_onnx`` rebuilds the torch side alone.
     """
-    import onnx
-
+    onnx, _ = _import_onnx()
     # Exported from a CPU copy: the caller's model keeps its device and training mode.
     neural = copy.deepcopy(_require_neural(model)).cpu().eval()
     example = torch.randn(1, neural.channels, max(1, int(example_seconds * neural.sample_rate)))
@@ -103,8 +111,7 @@ class OnnxModel(StemModel):
     """A ``StemModel`` whose network runs in onnxruntime (CPU) and whose STFT/masking runs in torch."""
 
     def __init__(self, model: NeuralStemModel, onnx_path: str | os.PathLike[str], threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        _, ort = _import_onnx()
         super().__init__(model.config)
         self.architecture = model.architecture  # instance attribute: the class itself stays unregistered
         self.mask_based = model.mask_based
@@ -143,8 +150,7 @@ class OnnxModel(StemModel):
 
 def load_onnx(path: str | os.PathLike[str], threads: int | None = None) -> OnnxModel:
     """An ``OnnxModel`` from an exported file alone (the torch side is rebuilt from the stored config)."""
-    import onnx
-
+    onnx, _ = _import_onnx()
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"ONNX model not found: {path}")

@@ -92,6 +92,7 @@ class RoFormerConfig(ModelConfig):
     depth: int = 6
     heads: int = 8
     mask_mult: int = 4  # hidden width of the mask MLP, in multiples of dim
+    mask_glu: bool = True  # GLU output layer as published; off halves the widest layer (CPU presets)
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -130,8 +131,12 @@ class BandSplitRoFormer(NeuralStemModel):
         self.freq_layers = nn.ModuleList(TransformerLayer(d, config.heads, dropout=config.dropout) for _ in range(config.depth))
         self.norm_out = RMSNorm(d)
         hidden = d * config.mask_mult
+        glu = 2 if config.mask_glu else 1
         self.band_out = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, 2 * s * c2 * (e - b)), nn.GLU(dim=-1))
+            nn.Sequential(
+                nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, glu * s * c2 * (e - b)),
+                nn.GLU(dim=-1) if config.mask_glu else nn.Identity(),
+            )
             for b, e in self.bands
         )
 
@@ -186,8 +191,8 @@ class MelBandRoFormer(BandSplitRoFormer):
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Coarser STFT hop than the published models: a quarter of the attention cost, for CPU speed.
-    "tiny": dict(n_fft=4096, hop=1024, bands=16, dim=32, depth=1, heads=2, mask_mult=1),
-    "base": dict(n_fft=4096, hop=1024, bands=24, dim=64, depth=2, heads=4, mask_mult=1),
+    "tiny": dict(n_fft=4096, hop=1024, bands=16, dim=32, depth=1, heads=2, mask_mult=1, mask_glu=False),
+    "base": dict(n_fft=4096, hop=1024, bands=24, dim=64, depth=2, heads=4, mask_mult=1, mask_glu=False),
     # Close to the published BS-RoFormer / Mel-RoFormer widths (which use dim 384, depth 12).
     "large": dict(n_fft=2048, hop=441, bands=62, dim=256, depth=8, heads=8, mask_mult=4),
 }
