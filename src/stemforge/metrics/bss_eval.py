@@ -79,7 +79,7 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return x[..., : (num_windows(length, window, hop) - 1) * hop + width].unfold(-1, width, hop)
 
 
-def _lagged_correlations(parts: list[torch.Tensor], fixed: int, lags: int, block: int = 1 << 16) -> torch.Tensor:
+def _lagged_correlations(parts: list[torch.Tensor], fixed: int, lags: int, block: int = 1 << 13) -> torch.Tensor:
     """X[a, b, k] = sum_n x[a, n + k] * x[b, n] for b < ``fixed``, k in [0, lags), x = cat(parts).
 
     parts: tensors (rows, time) of one length, zero outside -> (A, fixed, lags), float64. The track is
@@ -204,7 +204,7 @@ def bss_eval_v4(
     hop: int = 44100,
     filters_len: int = 512,
     device: str | torch.device | None = None,
-    windows_per_chunk: int = 8,
+    windows_per_chunk: int = 2,
 ) -> BSSEvalScores:
     """Framewise BSS Eval v4 image metrics, equal to ``museval.evaluate`` (mode "v4").
 
