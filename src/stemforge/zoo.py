@@ -176,7 +176,11 @@ def _fetch(file: ZooFile, url: str, dest: Path, timeout: float, report: Callable
         raise ModelError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ModelError(f"download of {url} failed ({reason}); partial data kept in {part}, run again to resume") from exc
+        if part.exists() and part.stat().st_size > 0:
+            raise ModelError(f"download of {url} failed ({reason}); partial data kept in {part}, run again to resume") from exc
+        part.unlink(missing_ok=True)
+        raise ModelError(f"download of {url} failed ({reason}); offline? fetch it on a machine with internet "
+                         f"and put it in {dest.parent}/") from exc
     if total is not None and done < total:
         raise ModelError(f"download of {url} stopped at {done} of {total} bytes; run again to resume")
     part.replace(dest)
