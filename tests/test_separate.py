@@ -166,3 +166,15 @@ def test_checkpoint_as_model(tmp_path: Path, song_file: Path) -> None:
         Separator("no-such-model")
     with pytest.raises(ModelError, match="not found"):
         Separator(tmp_path / "missing.safetensors")
+
+
+def test_wiener_option(tmp_path: Path) -> None:
+    from stemforge.models import build
+
+    network = build("unet", preset="tiny")
+    separator = Separator(network, segment=1.0, wiener=1)
+    assert separator.model.wiener_iterations == 1
+    stems = separator.separate_array(toy_mix(1.0), SR)
+    assert np.abs(sum(stems.values()) - toy_mix(1.0)).max() < 1e-3  # Wiener gains sum to identity
+    with pytest.raises(StemforgeError, match="no Wiener post-filter"):
+        Separator("classical", wiener=2)

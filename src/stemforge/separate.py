@@ -49,7 +49,8 @@ class Separator:
 
     def __init__(self, model: str | Path | StemModel = DEFAULT_MODEL, *, segment: float | None = None,
                  overlap: float = 0.25, shifts: int = 0, batch_size: int = 1, device: str = "cpu",
-                 precision: str = "fp32", threads: int | None = None, backend: str = "torch", seed: int = 0) -> None:
+                 precision: str = "fp32", threads: int | None = None, backend: str = "torch", wiener: int = 0,
+                 seed: int = 0) -> None:
         if isinstance(model, StemModel):
             self.model, self.name = model.eval(), model.architecture
         else:
@@ -60,6 +61,10 @@ class Separator:
             if threads < 1:
                 raise StemforgeError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
+        if wiener:
+            if wiener < 0 or not hasattr(self.model, "wiener_iterations"):
+                raise StemforgeError(f"--wiener needs a spectrogram network and a count >= 0; {self.name!r} has no Wiener post-filter")
+            self.model.wiener_iterations = wiener
         self.model.to(device)
         if backend != "torch":
             from stemforge.export import load_backend

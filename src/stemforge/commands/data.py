@@ -1,17 +1,18 @@
-"""``stemforge data synth``: write synthetic multitrack songs as MUSDB18-style folders."""
+"""``stemforge data synth`` writes synthetic multitrack songs (MUSDB18 layout); ``data check`` checks datasets."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
+from stemforge.data.datasets import discover_songs
 from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, SIX_STEMS, render_song_with_plan, write_song
+from stemforge.data.synth.render import resolve_backend
 from stemforge.errors import StemforgeError
 
 
@@ -26,15 +27,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--sample-rate", type=int, default=44100)
     synth.add_argument("--six-stems", action="store_true", help="also write guitar.wav and piano.wav")
     synth.add_argument("--bits", choices=["16", "32f"], default="16", help="wav sample format (default 16)")
+    synth.add_argument("--backend", choices=["auto", "soundfont", "numpy"], default="auto",
+                       help="instrument synthesis: General MIDI SoundFont via FluidSynth, our numpy synths, "
+                            "or auto (SoundFont when installed)")
     synth.add_argument("--jobs", type=int, default=1, help="songs rendered in parallel (processes)")
     synth.add_argument("--evaluation", action="store_true",
                        help=f"render evaluation songs (seeds from {EVALUATION_SEED_BASE} + --seed, held-out instruments)")
     synth.set_defaults(func=run_synth)
 
+    check = commands.add_parser("check", help="find and check the songs of stem datasets (rates, lengths, files)")
+    check.add_argument("roots", nargs="+", type=Path, help="dataset folders, .stem.mp4 files or .csv/.json manifests")
+    check.add_argument("--sources", default="drums,bass,other,vocals", help="comma-separated sources")
+    check.set_defaults(func=run_check)
 
-def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str]) -> float:
-    seed, seconds, sample_rate, stems, bits, folder = job
-    tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, stems)
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print one line per song; a bad file raises a StemforgeError naming it (exit 1)."""
+    sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    songs = discover_songs(args.roots, sources)
+    total = 0.0
+    for song in songs:
+        present = [s for s in sources if song.sources.get(s)]
+        missing = [s for s in sources if not song.sources.get(s)]
+        note = f"  (silent: {', '.join(missing)})" if missing else ""
+        print(f"{song.name}: {song.sample_rate} Hz, {song.seconds:.1f} s, {', '.join(present)}{note}")
+        total += song.seconds
+    print(f"{len(songs)} songs, {total / 60:.1f} min, all files consistent")
+    return 0
+
+
+def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str]) -> float:
+    seed, seconds, sample_rate, stems, bits, folder, backend = job
+    tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, stems, backend)
     write_song(Path(folder), tracks, sample_rate, metadata, bits=16 if bits == "16" else "32f")
     return seconds
 
@@ -56,8 +80,9 @@ def run_synth(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StemforgeError(f"cannot create output folder {args.out}: {exc.strerror}") from None
-    jobs = [(first + i, args.seconds, args.sample_rate, stems, args.bits, str(args.out / f"song_{first + i:010d}"))
-            for i in range(args.songs)]
+    backend = resolve_backend(args.backend)  # decide (and warn) once, not per worker
+    jobs = [(first + i, args.seconds, args.sample_rate, stems, args.bits, str(args.out / f"song_{first + i:010d}"),
+             backend) for i in range(args.songs)]
     start = time.perf_counter()
     cpu_start = time.process_time()
     with tqdm(total=args.songs, unit="song", desc="synth") as bar:
@@ -71,7 +96,7 @@ def run_synth(args: argparse.Namespace) -> int:
                     bar.update()
     wall = time.perf_counter() - start
     audio = args.songs * args.seconds
-    summary = {"songs": args.songs, "audio_seconds": audio, "wall_seconds": round(wall, 2),
+    summary = {"backend": backend, "songs": args.songs, "audio_seconds": audio, "wall_seconds": round(wall, 2),
                "x_real_time": round(audio / wall, 1), "jobs": args.jobs}
     if args.jobs == 1:
         summary["x_real_time_per_core"] = round(audio / max(time.process_time() - cpu_start, 1e-9), 1)

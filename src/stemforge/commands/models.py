@@ -14,8 +14,11 @@ from stemforge.models.loading import bundled_checkpoint
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models", help="list available models", description="List available models.")
     p.add_argument("--no-speed", action="store_true", help="skip measuring speed (x real time on 5 s of noise)")
-    p.add_argument("--info", action="store_true", help="print the bundled default model's metadata")
+    p.add_argument("--info", action="store_true", help="print the bundled default model's metadata (its model card)")
     p.set_defaults(func=run)
+    from stemforge.zoo import register_subcommands
+
+    register_subcommands(p.add_subparsers(dest="models_command", metavar="{list,download}"))
 
 
 def measure_speed(model: torch.nn.Module, sample_rate: int, channels: int, seconds: float = 5.0) -> float:
@@ -59,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print("speed: x real time for one pass over 5 s of stereo noise on this machine's CPU; size: float32 weights")
+    print("cnn/rnn/transformer rows are architectures (tiny preset, untrained): train them with `stemforge train`;"
+          " `stemforge models list` shows published checkpoints")
     return 0

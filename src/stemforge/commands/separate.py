@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on CUDA")
     p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
+    p.add_argument("--wiener", type=int, default=0, metavar="N",
+                   help="multichannel Wiener EM post-filter iterations for spectrogram networks (default 0: off)")
     p.add_argument("-j", "--jobs", type=int, metavar="JOBS", help="CPU threads for the model (default: all cores)")
     p.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="wav", help="output format (default wav)")
     p.add_argument("--bits", choices=BIT_DEPTHS, default="16", help="bit depth: 16, 24 or 32f (float, wav only)")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
     separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
                           batch_size=args.batch_size, device=args.device, precision=args.precision,
-                          threads=args.jobs, backend=args.backend)
+                          threads=args.jobs, backend=args.backend, wiener=args.wiener)
     output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
                            clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
                            keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force)

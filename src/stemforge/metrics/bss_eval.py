@@ -18,8 +18,13 @@ Definition (Vincent et al. 2006; Liutkus et al. 2018, as implemented by museval 
   for every source. Track scores are the NaN-ignoring median over windows (``track_medians``).
 
 Unlike museval we correlate in blocks with FFTs, solve the big Gram system once for all estimates
-(Cholesky, LU fallback), and score all windows at once in the frequency domain (Parseval), so the
-cost is a few seconds per track and memory stays bounded. Works on any torch device; float64.
+(one Cholesky factorisation), and score windows in chunks in the frequency domain (Parseval: one
+batched matrix product per frequency gives every projection), so memory stays bounded. Works on any
+torch device; all arithmetic is float64 (float32 audio is converted a chunk at a time).
+
+Where a reference makes the Gram system exactly singular (a stem whose channels are identical, pure
+tones) museval's LU returns a numerically arbitrary solution and its SIR/SAR can be ~0.1 dB off; we
+return the well-posed least-squares projection instead (see ``_solve_psd``).
 """
 
 from __future__ import annotations
@@ -74,56 +79,87 @@ def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return x[..., : (num_windows(length, window, hop) - 1) * hop + width].unfold(-1, width, hop)
 
 
-def _lagged_correlations(shifted: torch.Tensor, fixed: torch.Tensor, lags: int, block: int = 1 << 16) -> torch.Tensor:
-    """X[a, b, k] = sum_n shifted[a, n + k] * fixed[b, n] for k in [0, lags) (zero outside the signals).
+def _lagged_correlations(parts: list[torch.Tensor], fixed: int, lags: int, block: int = 1 << 13) -> torch.Tensor:
+    """X[a, b, k] = sum_n x[a, n + k] * x[b, n] for b < ``fixed``, k in [0, lags), x = cat(parts).
 
-    shifted: (A, time), fixed: (B, time) -> (A, B, lags). Blocked FFT cross-spectra summed over blocks,
-    so memory does not grow with the track length.
+    parts: tensors (rows, time) of one length, zero outside -> (A, fixed, lags), float64. The track is
+    cut into blocks of ``block`` samples overlapping by ``lags - 1``; the circular cross-spectra of the
+    blocks are summed (one batched matrix product per frequency) and the wrapped-around products, which
+    only involve the ``lags - 1`` overlap samples, are subtracted with a short FFT. Blocks are gathered
+    and converted to float64 a few at a time, so the audio is never copied whole.
     """
-    length = shifted.shape[-1]
+    count, length = sum(p.shape[0] for p in parts), parts[0].shape[-1]
+    device = parts[0].device
     step = block - lags + 1
     blocks = -(-length // step)
-    pad = blocks * step + lags - 1 - length
-    ext = torch.nn.functional.pad(shifted, (0, pad)).unfold(-1, step + lags - 1, step)  # (A, blocks, step+lags-1)
-    base = torch.nn.functional.pad(fixed, (0, pad))[..., : blocks * step].reshape(fixed.shape[0], blocks, step)
-    cross = torch.zeros(shifted.shape[0], fixed.shape[0], block // 2 + 1, dtype=torch.complex128, device=shifted.device)
+    small = 2 * lags
+    cross = torch.zeros(block // 2 + 1, count, fixed, dtype=torch.complex128, device=device)
+    wrapped = torch.zeros(small // 2 + 1, count, fixed, dtype=torch.complex128, device=device)
+
+    def accumulate(total: torch.Tensor, shifted: torch.Tensor, kept: torch.Tensor, n_fft: int) -> None:
+        a = torch.fft.rfft(shifted, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, A)
+        b = torch.fft.rfft(kept, n=n_fft).permute(2, 1, 0).contiguous()  # (F, blocks, fixed)
+        total += torch.bmm(a.transpose(1, 2), b.conj())
+
     for start in range(0, blocks, 8):
-        a = torch.fft.rfft(ext[:, start : start + 8], n=block)
-        b = torch.fft.rfft(base[:, start : start + 8], n=block)
-        cross += torch.einsum("anf,bnf->abf", a, b.conj())
-    return torch.fft.irfft(cross, n=block)[..., :lags]
+        count_blocks = min(8, blocks - start)
+        begin = start * step
+        samples = torch.zeros(count, count_blocks * step + lags - 1, dtype=torch.float64, device=device)
+        stop = min(length, begin + samples.shape[1])
+        row = 0
+        for p in parts:
+            samples[row : row + p.shape[0], : stop - begin] = p[:, begin:stop]
+            row += p.shape[0]
+        part = samples.unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
+        spectra = torch.fft.rfft(part).permute(2, 1, 0).contiguous()  # (F, blocks, A)
+        cross += torch.bmm(spectra.transpose(1, 2), spectra[..., :fixed].conj())
+        # Circular products with n >= step: b's overlap tail against a's tail followed by a's head.
+        tails = torch.cat([part[..., step:], part[..., : lags - 1]], dim=-1)  # (A, blocks, 2 * (lags - 1))
+        accumulate(wrapped, tails, part[:fixed, :, step:], small)
+    full = torch.fft.irfft(cross, n=block, dim=0)[:lags]
+    edge = torch.fft.irfft(wrapped, n=small, dim=0)[:lags]
+    return (full - edge).permute(1, 2, 0)
 
 
 def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve (gram + eps I) x = rhs; Cholesky when positive definite, LU otherwise (batched)."""
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    system = gram + EPS * eye
-    factor, info = torch.linalg.cholesky_ex(system)
-    if bool((info == 0).all()):
-        return torch.cholesky_solve(rhs, factor)
-    return torch.linalg.solve(system, rhs)
+    """Solve (gram + eps I) x = rhs (batched) by Cholesky, as museval does with LU.
+
+    When rounding makes the matrix indefinite (references with little spectral content, e.g. pure
+    tones, make it singular) a tiny relative ridge (1e-12 of the mean diagonal, growing 100-fold until
+    Cholesky succeeds) is added instead: the projections, hence the metrics, then equal museval's
+    least-squares fallback up to the energy in directions the references barely span.
+    """
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(EPS)
+    ridge = 0.0
+    for exponent in range(-12, 0, 2):
+        system = gram.clone()
+        system.diagonal(dim1=-2, dim2=-1).add_((EPS + ridge * scale)[..., None])
+        factor, info = torch.linalg.cholesky_ex(system)
+        del system
+        if bool((info == 0).all()):
+            return torch.cholesky_solve(rhs, factor)
+        ridge = 10.0**exponent
+    return torch.linalg.lstsq(gram, rhs).solution
 
 
-def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filters_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filters_len: int = 512,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares distortion filters fitted on whole signals.
 
-    references, estimates: (sources, channels, time) float64 ->
+    references, estimates: (sources, channels, time), float32 or float64 ->
     ``all_filters``: (sources_ref, channels_ref, filters_len, sources_est, channels_est) projecting each
     estimate on every reference; ``own_filters``: (sources, channels_ref, filters_len, channels_est)
     projecting estimate j on reference j only.
     """
     sources, channels, _ = references.shape
     n = sources * channels
-    refs = references.reshape(n, -1)
-    ests = estimates.reshape(n, -1)
-    corr = _lagged_correlations(torch.cat([refs, ests]), refs, filters_len)  # (2n, n, L)
-    ref_corr, est_corr = corr[:n], corr[n:]
-    lag = torch.arange(filters_len, device=refs.device)
-    delta = lag[None, :] - lag[:, None]  # q - p
-    forward = ref_corr[:, :, delta.clamp(min=0)]  # (n, n, L, L): corr_ab[q-p] for q >= p
-    backward = ref_corr.transpose(0, 1)[:, :, (-delta).clamp(min=0)]  # corr_ba[p-q] for q < p
-    gram = torch.where(delta >= 0, forward, backward)  # (a, b, p, q)
-    gram = gram.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
+    corr = _lagged_correlations([references.reshape(n, -1), estimates.reshape(n, -1)], n, filters_len)
+    ref_corr, est_corr = corr[:n], corr[n:]  # (n, n, L), (n, n, L)
+    # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
+    negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
+    v = torch.cat([negative, ref_corr], dim=-1)
+    toeplitz = v.unfold(-1, filters_len, 1).flip(2)  # (a, b, p, q) = v[a, b, q - p + L - 1]
+    gram = toeplitz.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
     # D[(a, k), (e, c)] = <reference a delayed by k, estimate channel (e, c)>
     rhs = est_corr.permute(1, 2, 0).reshape(n * filters_len, n)
     all_filters = _solve_psd(gram, rhs).reshape(sources, channels, filters_len, sources, channels)
@@ -135,14 +171,24 @@ def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filter
     return all_filters, own_filters
 
 
-def _energy(spectrum: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Sum of squares of the real signal whose rfft (size n_fft, last axis) is ``spectrum`` (Parseval)."""
-    power = spectrum.real**2 + spectrum.imag**2
-    weights = torch.full((power.shape[-1],), 2.0, dtype=power.dtype, device=power.device)
-    weights[0] = 1.0
+def _energy(spectrum: torch.Tensor, weights: torch.Tensor, sources: int) -> torch.Tensor:
+    """Per-window, per-source energy of real signals from their rfft (Parseval).
+
+    spectrum: (freq, windows, sources * channels) complex, weights: (freq,) -> (sources, windows).
+    """
+    parts = torch.view_as_real(spectrum)
+    power = (parts * parts).reshape(parts.shape[0], -1)  # (freq, windows * sources * channels * 2)
+    energy = (weights @ power).reshape(spectrum.shape[1], sources, -1).sum(-1)
+    return energy.T
+
+
+def _parseval_weights(n_fft: int, device: torch.device) -> torch.Tensor:
+    """Weights w such that sum(x**2) == sum(w * |rfft(x, n_fft)|**2)."""
+    weights = torch.full((n_fft // 2 + 1,), 2.0 / n_fft, dtype=torch.float64, device=device)
+    weights[0] = 1.0 / n_fft
     if n_fft % 2 == 0:
-        weights[-1] = 1.0
-    return (power * weights).sum(-1) / n_fft
+        weights[-1] = 1.0 / n_fft
+    return weights
 
 
 def _db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -158,7 +204,7 @@ def bss_eval_v4(
     hop: int = 44100,
     filters_len: int = 512,
     device: str | torch.device | None = None,
-    windows_per_chunk: int = 16,
+    windows_per_chunk: int = 2,
 ) -> BSSEvalScores:
     """Framewise BSS Eval v4 image metrics, equal to ``museval.evaluate`` (mode "v4").
 
@@ -166,16 +212,20 @@ def bss_eval_v4(
     each (sources, windows). ``device`` defaults to the input tensor's device (CPU for numpy).
     """
     check_pair(references, estimates)
-    refs = as_tensor(references, device)
-    ests = as_tensor(estimates, refs.device)
+    # Inputs stay in their precision (float32 audio is not copied); every computation converts a chunk
+    # at a time to float64.
+    refs = as_tensor(references, device, keep_float=True)
+    ests = as_tensor(estimates, refs.device, keep_float=True)
     sources, channels, length = refs.shape
+    n = sources * channels
     all_filters, own_filters = distortion_filters(refs, ests, filters_len)
 
     width = min(window, length)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
-    # Filters to the frequency domain: (est, c_out, ref*c_ref, F) and (src, c_out, c_ref, F).
-    all_f = torch.fft.rfft(all_filters.permute(3, 4, 0, 1, 2).reshape(sources, channels, sources * channels, filters_len), n=n_fft)
-    own_f = torch.fft.rfft(own_filters.permute(0, 3, 1, 2), n=n_fft)
+    weights = _parseval_weights(n_fft, refs.device)
+    # Filters per frequency: all_f (F, ref channel, est channel), own_f (F * S, ref channel, est channel).
+    all_f = torch.fft.rfft(all_filters.reshape(n, filters_len, n), n=n_fft, dim=1).permute(1, 0, 2).contiguous()
+    own_f = torch.fft.rfft(own_filters, n=n_fft, dim=2).permute(2, 0, 1, 3).reshape(-1, channels, channels).contiguous()
 
     ref_frames = _frames(refs, window, hop)  # (S, C, W, width)
     est_frames = _frames(ests, window, hop)
@@ -185,21 +235,33 @@ def bss_eval_v4(
     est_active = (est_frames.sum(1) != 0).any(-1).all(0)
     valid = ref_active & est_active  # (W,)
 
-    ref_energy = ref_frames.pow(2).sum((1, 3))  # (S, W)
-    sdr = _db(ref_energy, (est_frames - ref_frames).pow(2).sum((1, 3)))
-    isr = torch.empty_like(sdr)
-    sir = torch.empty_like(sdr)
-    sar = torch.empty_like(sdr)
+    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=torch.float64, device=refs.device)
+    est_buffer = torch.zeros_like(ref_buffer)
+    sdr, isr, sir, sar = (torch.empty(sources, windows, dtype=torch.float64, device=refs.device) for _ in range(4))
+    ref_energy = torch.empty_like(sdr)
     for start in range(0, windows, windows_per_chunk):
         chunk = slice(start, start + windows_per_chunk)
-        ref_f = torch.fft.rfft(ref_frames[:, :, chunk].permute(2, 0, 1, 3), n=n_fft)  # (w, S, C, F)
-        est_f = torch.fft.rfft(est_frames[:, :, chunk].permute(2, 0, 1, 3), n=n_fft)
-        proj_all = torch.einsum("ecaf,waf->wecf", all_f, ref_f.reshape(ref_f.shape[0], sources * channels, -1))
-        proj_own = torch.einsum("jcdf,wjdf->wjcf", own_f, ref_f)
-        e_true = ref_energy[:, chunk].T
-        isr[:, chunk] = _db(e_true, _energy(proj_own - ref_f, n_fft).sum(-1)).T
-        sir[:, chunk] = _db(_energy(proj_own, n_fft).sum(-1), _energy(proj_all - proj_own, n_fft).sum(-1)).T
-        sar[:, chunk] = _db(_energy(proj_all, n_fft).sum(-1), _energy(est_f - proj_all, n_fft).sum(-1)).T
+        ref_part = ref_frames[:, :, chunk].to(torch.float64)
+        ref_energy[:, chunk] = (ref_part * ref_part).sum((1, 3))
+        error = est_frames[:, :, chunk].to(torch.float64) - ref_part
+        sdr[:, chunk] = _db(ref_energy[:, chunk], (error * error).sum((1, 3)))
+        del ref_part, error
+
+        def spectrum(frames: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+            part = frames[:, :, chunk].permute(2, 0, 1, 3)  # (w, S, C, width)
+            padded = buffer[: part.shape[0]]
+            padded[..., :width].copy_(part.reshape(-1, n, width))
+            return torch.fft.rfft(padded).permute(2, 0, 1).contiguous()  # (F, w, n)
+
+        ref_f = spectrum(ref_frames, ref_buffer)
+        count = ref_f.shape[1]
+        proj_all = torch.bmm(ref_f, all_f)  # (F, w, n)
+        by_source = ref_f.reshape(-1, count, sources, channels).transpose(1, 2).reshape(-1, count, channels)
+        proj_own = torch.bmm(by_source, own_f).reshape(-1, sources, count, channels).transpose(1, 2).reshape(-1, count, n)
+        residual = spectrum(est_frames, est_buffer).sub_(proj_all)
+        isr[:, chunk] = _db(ref_energy[:, chunk], _energy(proj_own - ref_f, weights, sources))
+        sir[:, chunk] = _db(_energy(proj_own, weights, sources), _energy(proj_all - proj_own, weights, sources))
+        sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(residual, weights, sources))
 
     nan = torch.tensor(float("nan"), dtype=sdr.dtype, device=sdr.device)
     scores = [torch.where(valid, m, nan).cpu().numpy() for m in (sdr, isr, sir, sar)]

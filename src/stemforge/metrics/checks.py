@@ -40,8 +40,9 @@ def check_pair(
     if reference.shape[-1] < 1:
         raise MetricsError(f"empty signal{where}")
     for name, x in (("reference", reference), ("estimate", estimate)):
-        finite = torch.isfinite(x).all() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
-        if not bool(finite):
+        # One reduction instead of an elementwise test: NaN or inf anywhere makes the sum non-finite.
+        total = x.sum() if isinstance(x, torch.Tensor) else np.sum(x, dtype=np.float64)
+        if not bool(np.isfinite(float(total))):
             raise MetricsError(f"{name} contains NaN or infinite samples{where}")
 
 
@@ -53,7 +54,10 @@ def check_rate(reference_rate: int, estimate_rate: int, track: str | None = None
         )
 
 
-def as_tensor(x: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
-    """float64 tensor on ``device`` (default: where ``x`` lives, CPU for numpy)."""
-    tensor = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-    return tensor.to(device=device if device is not None else tensor.device, dtype=torch.float64)
+def as_tensor(x: np.ndarray | torch.Tensor, device: str | torch.device | None = None,
+              keep_float: bool = False) -> torch.Tensor:
+    """Tensor on ``device`` (default: where ``x`` lives, CPU for numpy), float64 unless ``keep_float``
+    and ``x`` is already float32/float64 (then no copy is made when it is already there)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(x)) if not isinstance(x, torch.Tensor) else x
+    dtype = tensor.dtype if keep_float and tensor.dtype in (torch.float32, torch.float64) else torch.float64
+    return tensor.to(device=device if device is not None else tensor.device, dtype=dtype)

@@ -102,6 +102,7 @@ def apply_masks(masks: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     Returns the stems' spectra (batch, sources, channels, freq, frames). Masks are cast to float32 first so a
     bf16 network under autocast still gives full-precision spectra.
     """
-    if not masks.is_complex():
-        masks = masks.float()
-    return masks * spec.unsqueeze(1)
+    if masks.is_complex():
+        return masks * spec.unsqueeze(1)
+    # Real masks scale real and imaginary parts alike: no complex copy of the masks needed.
+    return torch.view_as_complex(torch.view_as_real(spec).unsqueeze(1) * masks.float().unsqueeze(-1))

@@ -31,7 +31,15 @@ def load_model(name: str | Path = DEFAULT_MODEL) -> tuple[StemModel, str]:
         model, _ = load_checkpoint(checkpoint)
         return model, DEFAULT_MODEL
     path = Path(text).expanduser()
-    if path.suffix == ".safetensors" or path.is_file():
+    if path.suffix == ".safetensors":
+        model, _ = load_checkpoint(path)
+        return model, path.stem
+    from stemforge.zoo import resolve_model
+
+    published = resolve_model(text)  # a zoo name, or a Demucs / Open-Unmix / RoFormer / MDX-Net file
+    if published is not None:
+        return published.eval(), path.stem if path.exists() else text
+    if path.is_file():
         model, _ = load_checkpoint(path)
         return model, path.stem
     names = {spec.name for spec in available()}

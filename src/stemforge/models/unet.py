@@ -111,9 +111,10 @@ class UNetSeparator(NeuralStemModel):
 PRESETS: dict[str, dict[str, Any]] = {
     # ~0.3 M parameters: CPU tests and quick experiments.
     "tiny": dict(n_fft=2048, hop=512, max_bins=512, depth=4, base_channels=8),
-    # Spleeter's layout (16..512 channels, 6 levels) on one shared trunk.
-    "base": dict(n_fft=4096, hop=1024, max_bins=1024, depth=6, base_channels=16, dropout=0.5),
-    "large": dict(n_fft=4096, hop=1024, max_bins=1536, depth=6, base_channels=32, dropout=0.5),
+    # ~5.5 M parameters (22 MB): Spleeter's 6 levels, 12..384 channels, one shared trunk.
+    "base": dict(n_fft=4096, hop=1024, max_bins=1024, depth=6, base_channels=12, dropout=0.5),
+    # Spleeter's widths (16..512 channels) over 16 kHz.
+    "large": dict(n_fft=4096, hop=1024, max_bins=1536, depth=6, base_channels=16, dropout=0.5),
 }
 
 register("unet", "cnn", "Spleeter-like U-Net on magnitude spectrograms, soft masks per stem")(

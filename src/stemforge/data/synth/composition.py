@@ -142,7 +142,13 @@ def _section_of_bar(sections: list[Section], bar: int) -> Section:
     return sections[-1]
 
 
-def _bass_part(rng, plan_args, chords_by_bar, sections, preset: str) -> Part:
+#: (seconds per beat, beats per bar, drum style) shared by the part writers.
+Meter = tuple[float, int, str]
+
+
+def _bass_part(rng: np.random.Generator, plan_args: Meter, chords_by_bar: list[list[int]],
+               sections: list[Section], preset: str) -> Part:
+    """A bass line on the chord roots, in one of several patterns (walking for swing)."""
     beat, beats_per_bar, style = plan_args
     pattern = str(rng.choice(["whole", "eighths", "root_fifth", "syncopated", "walking", "octaves"]))
     if style == "swing":
@@ -171,7 +177,7 @@ def _bass_part(rng, plan_args, chords_by_bar, sections, preset: str) -> Part:
                 pitch = root if i % 2 == 0 else root + 7
                 notes.append(Note(t0 + i * beat, beat * 0.9, pitch, vel))
         elif pattern == "syncopated":
-            for step in (0, 3, 6, 8, 10, 14)[: beats_per_bar * 4 // 4 * 6 // 4 + 2]:
+            for step in (0, 3, 6, 8, 10, 14):  # 16th-note steps; those past the bar's end are dropped
                 if step >= beats_per_bar * 4:
                     continue
                 pitch = root + int(rng.choice([0, 0, 0, 12, 7, 10 if rng.random() < 0.3 else 0]))
@@ -186,7 +192,9 @@ def _bass_part(rng, plan_args, chords_by_bar, sections, preset: str) -> Part:
     return Part("bass", "bass", preset, notes)
 
 
-def _comping_part(rng, plan_args, chords_by_bar, sections, preset: str, stem: str, role: str) -> Part:
+def _comping_part(rng: np.random.Generator, plan_args: Meter, chords_by_bar: list[list[int]],
+                  sections: list[Section], preset: str, stem: str, role: str) -> Part:
+    """Chord accompaniment: sustained, strummed, arpeggiated, block or off-beat stabs; some sections rest."""
     beat, beats_per_bar, style = plan_args
     notes: list[Note] = []
     active_sections = {s for s in ("intro", "verse", "chorus", "bridge", "outro") if rng.random() < 0.8} | {"chorus"}
@@ -226,7 +234,10 @@ def _comping_part(rng, plan_args, chords_by_bar, sections, preset: str, stem: st
     return Part(preset, stem, preset, notes)
 
 
-def _vocal_parts(rng, plan_args, key, scale, chords_by_bar, sections) -> list[Part]:
+def _vocal_parts(rng: np.random.Generator, plan_args: Meter, key: int, scale: tuple[int, ...],
+                 chords_by_bar: list[list[int]], sections: list[Section]) -> list[Part]:
+    """Lead melody (stepwise, chord tones on downbeats, a repeated rhythmic motif, one syllable per note)
+    in verses, choruses and bridges, plus sustained backing "ooh/aah" chords in some choruses."""
     beat, beats_per_bar, _ = plan_args
     low = int(rng.choice([50, 55, 57]))  # voice range: male-ish to female-ish
     high = low + 17
@@ -243,32 +254,45 @@ def _vocal_parts(rng, plan_args, key, scale, chords_by_bar, sections) -> list[Pa
     want_backing = rng.random() < 0.6
     motif = [rhythms[i] for i in rng.integers(len(rhythms), size=4)]
     degree = int(rng.integers(0, 5))
+    # Songs repeat themselves: a chorus comes back with its melody and words, a verse with its melody
+    # and new words. ``memory`` holds each (section, bar-in-section) line the first time it is written.
+    memory: dict[tuple[str, int], list[tuple[float, float, int, float, str]]] = {}
     for bar, chord in enumerate(chords_by_bar):
         section = _section_of_bar(sections, bar)
         if section.name not in ("verse", "chorus", "bridge"):
             continue
         rel = bar - section.start_bar
-        if rel % 4 == 3 and rng.random() < 0.7:  # breathe at the end of a 4-bar phrase
-            continue
-        rhythm = motif[rel % 4] if section.name != "bridge" else rhythms[int(rng.integers(len(rhythms)))]
         t0 = bar * beats_per_bar * beat
-        for onset, length in rhythm:
-            if onset >= beats_per_bar:
-                continue
-            length = min(length, beats_per_bar - onset)
-            degree += int(rng.choice([-2, -1, -1, 0, 1, 1, 2, 3, -3]))
-            pitch = _scale_pitch(key, scale, degree, 60)
-            if onset == 0:  # strong beat: snap to nearest chord tone
-                pitch = min((c + 12 * o for c in chord for o in range(-2, 3)), key=lambda c: abs(c - pitch))
-            while pitch > high:
-                pitch -= 12
-                degree -= len(scale)
-            while pitch < low:
-                pitch += 12
-                degree += len(scale)
-            syllable = str(rng.choice(SYLLABLE_ONSETS)) + str(rng.choice(VOWELS))
-            vel = float(rng.uniform(0.7, 0.95))
-            lead.append(Note(t0 + onset * beat, length * beat * 0.92, int(pitch), vel, syllable))
+        remembered = memory.get((section.name, rel)) if section.name != "bridge" else None
+        if remembered is not None:
+            for onset, length, pitch, vel, syllable in remembered:
+                if section.name == "verse":
+                    syllable = str(rng.choice(SYLLABLE_ONSETS)) + str(rng.choice(VOWELS))
+                lead.append(Note(t0 + onset * beat, length * beat * 0.92, pitch, vel, syllable))
+        elif rel % 4 == 3 and rng.random() < 0.7:  # breathe at the end of a 4-bar phrase
+            memory[(section.name, rel)] = []
+        else:
+            line = []
+            rhythm = motif[rel % 4] if section.name != "bridge" else rhythms[int(rng.integers(len(rhythms)))]
+            for onset, length in rhythm:
+                if onset >= beats_per_bar:
+                    continue
+                length = min(length, beats_per_bar - onset)
+                degree += int(rng.choice([-2, -1, -1, 0, 1, 1, 2, 3, -3]))
+                pitch = _scale_pitch(key, scale, degree, 60)
+                if onset == 0:  # strong beat: snap to nearest chord tone
+                    pitch = min((c + 12 * o for c in chord for o in range(-2, 3)), key=lambda c: abs(c - pitch))
+                while pitch > high:
+                    pitch -= 12
+                    degree -= len(scale)
+                while pitch < low:
+                    pitch += 12
+                    degree += len(scale)
+                syllable = str(rng.choice(SYLLABLE_ONSETS)) + str(rng.choice(VOWELS))
+                vel = float(rng.uniform(0.7, 0.95))
+                line.append((onset, length, int(pitch), vel, syllable))
+                lead.append(Note(t0 + onset * beat, length * beat * 0.92, int(pitch), vel, syllable))
+            memory[(section.name, rel)] = line
         if want_backing and section.name == "chorus":
             vowel = str(rng.choice(["a", "o", "u"]))
             for p in chord[1:3]:

@@ -114,29 +114,31 @@ class DrumKit:
         samples: dict[int, np.ndarray] = {}
 
         # Kick: sine with a fast downward pitch sweep plus a click.
-        n = int(0.45 * sr)
+        kick_decay = float(rng.uniform(0.1, 0.25))
+        n = int(7 * kick_decay * sr)
         t = np.arange(n) / sr
         f0 = 48 * tune
         freq = f0 + 110 * tune * np.exp(-t / 0.03)
-        kick = np.sin(2 * np.pi * np.cumsum(freq) / sr) * _env(n, sr, float(rng.uniform(0.12, 0.3)))
+        kick = np.sin(2 * np.pi * np.cumsum(freq) / sr) * _env(n, sr, kick_decay)
         kick[: int(0.004 * sr)] += noise[: int(0.004 * sr)] * 0.4
         samples[KICK] = np.tanh(1.5 * kick)
 
         # Snare: tuned body + band-passed noise.
-        n = int(0.35 * sr)
+        snare_decay = float(rng.uniform(0.05, 0.12))
+        n = int(7 * snare_decay * sr)  # long enough to decay by 60 dB: no audible cut-off
         t = np.arange(n) / sr
         body = np.sin(2 * np.pi * 185 * tune * t) * _env(n, sr, 0.05)
         sos = signal.butter(2, [1500, 9000], btype="bandpass", fs=sr, output="sos")
-        snare_noise = signal.sosfilt(sos, noise[:n]) * _env(n, sr, float(rng.uniform(0.08, 0.16)))
+        snare_noise = signal.sosfilt(sos, noise[:n]) * _env(n, sr, snare_decay)
         samples[SNARE] = 0.6 * body + 1.2 * snare_noise
 
         # Clap: three quick noise bursts then a tail.
-        n = int(0.3 * sr)
+        n = int(0.45 * sr)
         sos = signal.butter(2, [900, 5000], btype="bandpass", fs=sr, output="sos")
         env = np.zeros(n, np.float32)
         for k in range(3):
             start = int(k * 0.011 * sr)
-            env[start:] += _env(n - start, sr, 0.006 if k < 2 else 0.08)
+            env[start:] += _env(n - start, sr, 0.006 if k < 2 else 0.06)
         samples[CLAP] = signal.sosfilt(sos, noise[n: 2 * n]) * env * 1.5
 
         n = int(0.08 * sr)
@@ -145,23 +147,23 @@ class DrumKit:
 
         # Cymbals: high-passed noise mixed with inharmonic square partials (metallic).
         def metal(duration: float, decay: float, cutoff: float, offset: int) -> np.ndarray:
-            n = int(duration * sr)
+            n = int(min(duration, 7 * decay) * sr)
             t = np.arange(n) / sr
             partials = sum(np.sign(np.sin(2 * np.pi * f * tune * t)) for f in (205.3, 369.6, 304.4, 522.7, 800.0, 540.0))
             sos = signal.butter(4, cutoff, btype="highpass", fs=sr, output="sos")
             raw = 0.5 * noise[offset: offset + n] + 0.15 * partials
             return signal.sosfilt(sos, raw) * _env(n, sr, decay)
 
-        samples[CLOSED_HAT] = metal(0.12, float(rng.uniform(0.015, 0.04)), 7000, 100) * 0.8
-        samples[OPEN_HAT] = metal(0.6, 0.18, 6500, 2000) * 0.7
-        samples[CRASH] = metal(2.0, 0.7, 4000, 5000) * 0.8
-        ride = metal(1.2, 0.5, 5000, 9000) * 0.4
+        samples[CLOSED_HAT] = metal(0.3, float(rng.uniform(0.015, 0.04)), 7000, 100) * 0.8
+        samples[OPEN_HAT] = metal(1.2, 0.18, 6500, 2000) * 0.7
+        samples[CRASH] = metal(2.5, 0.7, 4000, 5000) * 0.8
+        ride = metal(2.0, 0.5, 5000, 9000) * 0.4
         n_ride = ride.shape[0]
         ride += (np.sin(2 * np.pi * 2900 * tune * np.arange(n_ride) / sr) * _env(n_ride, sr, 0.3) * 0.2)
         samples[RIDE] = ride
 
         for note, f in ((LOW_TOM, 90), (MID_TOM, 125), (HIGH_TOM, 170)):
-            n = int(0.5 * sr)
+            n = int(1.2 * sr)
             t = np.arange(n) / sr
             freq = f * tune * (1 + 0.4 * np.exp(-t / 0.05))
             samples[note] = np.sin(2 * np.pi * np.cumsum(freq) / sr) * _env(n, sr, 0.18) + 0.1 * noise[:n] * _env(n, sr, 0.02)

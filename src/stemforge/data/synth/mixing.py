@@ -117,7 +117,8 @@ def process(stereo: np.ndarray, chain: Chain, sample_rate: int, dynamics: bool =
 
 def rms_db(x: np.ndarray) -> float:
     """RMS level in dBFS; -inf for silence."""
-    power = float(np.mean(np.square(x, dtype=np.float64)))
+    flat = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    power = float(np.dot(flat, flat)) / max(flat.size, 1)
     return 10 * np.log10(power) if power > 0 else float("-inf")
 
 

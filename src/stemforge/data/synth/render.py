@@ -6,19 +6,24 @@ generators seeded by ``seed`` only, so the same seed gives the same samples (and
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import soundfile as sf
+from scipy.io import wavfile
 
-from stemforge.data.synth import mixing
-from stemforge.data.synth.composition import SongPlan, compose
+from stemforge.data.synth import mixing, soundfont
+from stemforge.data.synth.composition import compose
 from stemforge.data.synth.drums import DrumKit
 from stemforge.data.synth.instruments import render_part
 from stemforge.data.synth.singer import Voice, monophonic_lines, render_line
 from stemforge.errors import StemforgeError
+
+logger = logging.getLogger("stemforge.data")
 
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 SIX_STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")
@@ -32,12 +37,35 @@ def is_evaluation_seed(seed: int) -> bool:
     return seed >= EVALUATION_SEED_BASE
 
 
-def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
-                          stems: Sequence[str] = FOUR_STEMS) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def resolve_backend(backend: str) -> str:
+    """"auto" -> "soundfont" when FluidSynth and a GM SoundFont are installed, else "numpy" (logged once)."""
+    if backend not in ("auto", "soundfont", "numpy"):
+        raise StemforgeError(f"unknown synthesis backend {backend!r}; use auto, soundfont or numpy")
+    reason = soundfont.available() if backend != "numpy" else None
+    if backend == "soundfont" and reason:
+        raise StemforgeError(reason)
+    if backend == "auto":
+        if reason:
+            _warn_fallback(reason)
+            return "numpy"
+        return "soundfont"
+    return backend
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_fallback(reason: str) -> None:
+    logger.warning("SoundFont rendering unavailable, using numpy synthesis for instruments: %s", reason)
+
+
+def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100, stems: Sequence[str] = FOUR_STEMS,
+                          backend: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Render one song -> ({stem: (2, time) float32}, metadata with every choice made).
 
     ``stems`` must contain drums, bass, other and vocals; add "guitar" and/or "piano" to split those
     instruments out of "other". Stems with no notes in the song are all-zero (that is valid).
+    ``backend``: "soundfont" renders drums, bass and instruments with FluidSynth and a General MIDI
+    SoundFont; "numpy" uses our own synthesis; "auto" picks the SoundFont when installed. Vocals always
+    come from the formant singer. The same seed and backend (and SoundFont) give the same samples.
     """
     stems = tuple(stems)
     missing = set(FOUR_STEMS) - set(stems)
@@ -48,6 +76,7 @@ def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
         raise StemforgeError(f"song length must be positive, got {seconds} s")
     if seed < 0:
         raise StemforgeError(f"seed must be >= 0, got {seed}")
+    backend = resolve_backend(backend)
     evaluation = is_evaluation_seed(seed)
     plan = compose(seed, seconds, evaluation=evaluation)
     length = int(round(seconds * sample_rate))
@@ -55,8 +84,19 @@ def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
     tracks: dict[str, np.ndarray] = {name: np.zeros((2, length), np.float32) for name in stems}
     chains: dict[str, Any] = {}
 
-    kit = DrumKit(rng, sample_rate, evaluation=evaluation)
-    tracks["drums"] += kit.render(plan.drum_hits, length)
+    use_soundfont = backend == "soundfont"
+    if use_soundfont:
+        kit_program = soundfont.drum_kit_program(plan.drum_style)
+        events = [(h.time, h.note, int(np.clip(round(h.velocity * 127), 1, 127))) for h in plan.drum_hits]
+        events += [(h.time + 0.8, h.note, 0) for h in plan.drum_hits]
+        drums = soundfont.render_events(events, length, sample_rate, bank=128, program=kit_program, channel=9)
+        if rng.random() < 0.5:  # drummer's or audience's perspective
+            drums = drums[::-1].copy()
+        tracks["drums"] += drums
+        chains["drum_kit"] = {"soundfont_program": kit_program}
+    else:
+        kit = DrumKit(rng, sample_rate, evaluation=evaluation)
+        tracks["drums"] += kit.render(plan.drum_hits, length)
 
     for part in plan.parts:
         stem = part.stem if part.stem in stems else "other"
@@ -71,7 +111,12 @@ def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
                 tracks[stem] += gain * mixing.pan(mono, position)
             chains[part.name] = {"voice": voice.__dict__, "lines": len(lines)}
             continue
-        mono = render_part(part.preset, part.notes, length, sample_rate, rng)
+        if use_soundfont:
+            events = soundfont.note_events(part.notes)
+            program = soundfont.GM_PROGRAMS[part.preset]
+            mono = soundfont.render_events(events, length, sample_rate, bank=0, program=program).mean(0)
+        else:
+            mono = render_part(part.preset, part.notes, length, sample_rate, rng)
         position = 0.0 if part.stem == "bass" else float(rng.uniform(-0.7, 0.7))
         if part.stem != "bass":  # per-instrument EQ on the mono track (half the cost of stereo)
             chain = mixing.random_chain(rng, stem, reverb=False)
@@ -103,6 +148,8 @@ def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
     metadata = {
         "generator": "stemforge.data.synth",
         "version": 1,
+        "backend": backend,
+        "soundfont": str(soundfont.find_soundfont()) if backend == "soundfont" else None,
         "split": "evaluation" if evaluation else "train",
         "sample_rate": sample_rate,
         "stems": list(stems),
@@ -114,10 +161,15 @@ def render_song_with_plan(seed: int, seconds: float, sample_rate: int = 44100,
     return tracks, metadata
 
 
-def render_song(seed: int, seconds: float, sample_rate: int = 44100,
-                stems: Sequence[str] = FOUR_STEMS) -> dict[str, np.ndarray]:
+def render_song(seed: int, seconds: float, sample_rate: int = 44100, stems: Sequence[str] = FOUR_STEMS,
+                backend: str = "auto") -> dict[str, np.ndarray]:
     """Render one song -> {stem: (channels=2, time) float32}; the mixture is the sum of the stems."""
-    return render_song_with_plan(seed, seconds, sample_rate, stems)[0]
+    return render_song_with_plan(seed, seconds, sample_rate, stems, backend)[0]
+
+
+def _write_float_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    """32-bit float WAV without libsndfile's PEAK chunk (it holds a timestamp, so bytes would differ)."""
+    wavfile.write(path, sample_rate, np.ascontiguousarray(wav.T, dtype=np.float32))
 
 
 def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, metadata: dict[str, Any],
@@ -142,8 +194,8 @@ def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, met
         mixture = np.zeros_like(stems[names[0]])
         for n in names:
             mixture = mixture + stems[n]
-            sf.write(folder / f"{n}.wav", stems[n].T, sample_rate, subtype="FLOAT")
-        sf.write(folder / "mixture.wav", mixture.T, sample_rate, subtype="FLOAT")
+            _write_float_wav(folder / f"{n}.wav", stems[n], sample_rate)
+        _write_float_wav(folder / "mixture.wav", mixture, sample_rate)
     else:
         raise StemforgeError(f"bits must be 16 or '32f', got {bits!r}")
     (folder / "song.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")

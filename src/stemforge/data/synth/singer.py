@@ -62,8 +62,8 @@ class Voice:
             formant_scale=float(rng.uniform(0.95, 1.05) * (1.12 if pitch_low >= 55 else 1.0)),
             vibrato_rate=float(rng.uniform(4.8, 6.2)),
             vibrato_depth=float(rng.uniform(0.2, 0.5)),
-            breathiness=float(rng.uniform(0.02, 0.08)),
-            tilt=float(rng.uniform(0.85, 1.25)),
+            breathiness=float(rng.uniform(0.004, 0.015)),
+            tilt=float(rng.uniform(0.7, 1.0)),
         )
 
 
@@ -172,17 +172,22 @@ def render_line(notes: list, length: int, sample_rate: int, voice: Voice, rng: n
     for a, b in zip(edges[::2], edges[1::2]):
         a = max(0, a - 1)
         b = min(frames - 1, b + 1)
-        s0, s1 = a * HOP, min(length, b * HOP)
-        if s1 <= s0:
+        s0, s1 = a * HOP, b * HOP  # whole frames; the part past ``length`` is cut when adding
+        if s1 <= s0 or s0 >= length:
             continue
         n = s1 - s0
-        seg_frames = np.arange(a, b + 1)
-        pos = (np.arange(s0, s1) / HOP)
-        f0_s = np.interp(pos, seg_frames, f0[a: b + 1])
+        ramp = np.arange(HOP, dtype=np.float32) / HOP
+
+        def upsample(control: np.ndarray) -> np.ndarray:
+            """Frame-rate values at frames a..b -> per-sample linear ramps, (n,) float32."""
+            c = control.astype(np.float32)
+            return (c[:-1, None] + (c[1:] - c[:-1])[:, None] * ramp[None, :]).ravel()
+
+        f0_s = upsample(f0[a: b + 1]).astype(np.float64)
         phase = 2 * np.pi * np.cumsum(f0_s) / sr + rng.uniform(0, 6.28)
         z = np.exp(1j * phase).astype(np.complex64)
         zk = np.ones(n, np.complex64)
-        max_k = int(min(48, 6500 / float(f0[a: b + 1].min())))
+        max_k = int(min(44, 6000 / float(f0[a: b + 1].min())))
         # Spectral envelope at each harmonic for each frame: (k, frames).
         ks = np.arange(1, max_k + 1)[:, None]
         fk = ks * f0[a: b + 1][None, :]
@@ -195,12 +200,13 @@ def render_line(notes: list, length: int, sample_rate: int, voice: Voice, rng: n
         seg = np.zeros(n, np.float32)
         for k in range(max_k):
             zk *= z
-            seg += np.interp(pos, seg_frames, env[k]).astype(np.float32) * zk.imag
+            seg += upsample(env[k]) * zk.imag
         # Breathy aspiration follows the voiced amplitude.
-        aspiration = signal.sosfilt(signal.butter(2, [1800, 7000], btype="bandpass", fs=sr, output="sos"),
+        aspiration = signal.sosfilt(signal.butter(2, [1200, 5000], btype="bandpass", fs=sr, output="sos"),
                                     rng.standard_normal(n)).astype(np.float32)
-        seg += voice.breathiness * aspiration * np.interp(pos, seg_frames, amp[a: b + 1]).astype(np.float32)
-        out[s0:s1] += seg
+        seg += voice.breathiness * aspiration * upsample(amp[a: b + 1])
+        keep = min(n, length - s0)
+        out[s0: s0 + keep] += seg[:keep]
 
     for t, consonant, level in noise_events:
         band, _, dur, burst = NOISE_CONSONANTS[consonant]

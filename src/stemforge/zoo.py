@@ -1,0 +1,329 @@
+"""Model zoo: the public checkpoints stemforge can run, where to get them, and a verified download cache.
+
+Every fact in the catalogue comes from the reference packages' own source or metadata (demucs 4.1.0:
+``demucs/remote/files.txt``, the bag yamls, ``pretrained.ROOT_URL`` and its README; openunmix 1.3.0:
+the URLs in ``openunmix/__init__.py`` and its README). Fields those sources do not state are ``None``
+and shown as "unknown". File names of both projects embed a sha256 prefix, which the download checks.
+
+Files land in ``<cache>/<name>/`` (``$STEMFORGE_CACHE`` or ``~/.cache/stemforge/zoo``); an interrupted
+download resumes with an HTTP Range request. ``resolve_model`` is what ``separate -n`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterable
+
+from stemforge.errors import ModelError
+from stemforge.models.base import StemModel
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooFile:
+    """One file of a checkpoint. ``sha256`` may be a prefix (as published in the file name)."""
+
+    url: str
+    sha256: str | None
+    size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """A public checkpoint: what it is, how well it is said to do, and where it comes from."""
+
+    name: str
+    architecture: str
+    stems: tuple[str, ...]
+    files: tuple[ZooFile, ...]
+    licence: str | None
+    sdr: str | None  # as published, e.g. "9.0 (mean of 4 stems)"; None = not published in our sources
+    sdr_source: str | None
+    #: Extra file written next to the downloads (a demucs bag yaml), as (file name, text).
+    manifest: tuple[str, str] | None = None
+    notes: str = ""
+
+    @property
+    def size(self) -> int | None:
+        sizes = [f.size for f in self.files]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+
+
+_DEMUCS_ROOT = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
+_DEMUCS_LICENCE = "MIT (demucs repository licence; no separate weights licence stated)"
+_DEMUCS_README = "demucs 4.1.0 README (PyPI description)"
+_SOURCES4 = ("drums", "bass", "other", "vocals")
+
+
+def _demucs(name: str, files: list[str], yaml_text: str, sdr: str | None, stems: tuple[str, ...] = _SOURCES4,
+            notes: str = "", architecture: str = "htdemucs") -> ZooEntry:
+    return ZooEntry(
+        name=name, architecture=architecture, stems=stems,
+        files=tuple(ZooFile(_DEMUCS_ROOT + f, f.rsplit("-", 1)[1].split(".")[0]) for f in files),
+        licence=_DEMUCS_LICENCE, sdr=sdr, sdr_source=_DEMUCS_README if sdr else None,
+        manifest=(f"{name}.yaml", yaml_text), notes=notes,
+    )
+
+
+def _umx(name: str, record: str, files: dict[str, str], sdr: str, licence: str | None) -> ZooEntry:
+    return ZooEntry(
+        name=name, architecture="openunmix", stems=tuple(files),
+        files=tuple(ZooFile(f"https://zenodo.org/records/{record}/files/{f}", f.rsplit("-", 1)[1].split(".")[0])
+                    for f in files.values()),
+        licence=licence, sdr=sdr, sdr_source="openunmix 1.3.0 README, 'Scores (Median of frames, Median of tracks)'",
+    )
+
+
+CATALOGUE: tuple[ZooEntry, ...] = (
+    _demucs("htdemucs", ["955717e8-8726e21a.th"], "models: ['955717e8']\n", None,
+            notes="demucs default model; trained on MUSDB HQ + 800 songs"),
+    _demucs("htdemucs_ft", ["f7e0c4bc-ba3fe64a.th", "d12395a8-e57c48e6.th", "92cfc3b6-ef3bcb9c.th", "04573f0d-f3cf25b2.th"],
+            "models: ['f7e0c4bc', 'd12395a8', '92cfc3b6', '04573f0d']\n"
+            "weights: [[1., 0., 0., 0.], [0., 1., 0., 0.], [0., 0., 1., 0.], [0., 0., 0., 1.]]\n",
+            "9.0 (mean of 4 stems, MUSDB HQ test, 'HT Demucs f.t. (v4)')",
+            notes="bag of 4 per-source fine-tuned models (4x slower)"),
+    _demucs("htdemucs_6s", ["5c90dfd2-34c22ccb.th"], "models: ['5c90dfd2']\n", None,
+            stems=("drums", "bass", "other", "vocals", "guitar", "piano"), notes="README: piano 'not working great'"),
+    _demucs("hdemucs_mmi", ["75fc33f5-1941ce65.th"], "models: ['75fc33f5']\nsegment: 44\n", None,
+            notes="Hybrid Demucs v3 retrained on MUSDB + 800 songs", architecture="hdemucs"),
+    _umx("umxhq", "3370489", {"vocals": "vocals-b62c91ce.pth", "drums": "drums-9619578f.pth",
+                              "bass": "bass-8d85a5bd.pth", "other": "other-b52fbbf7.pth"},
+         "vocals 6.25, bass 5.07, drums 6.04, other 4.28", None),
+    _umx("umx", "3370486", {"vocals": "vocals-c8df74a5.pth", "drums": "drums-5a48008b.pth",
+                            "bass": "bass-646024d3.pth", "other": "other-f8e132cc.pth"},
+         "vocals 6.32, bass 5.23, drums 5.73, other 4.02", None),
+    _umx("umxl", "5069601", {"vocals": "vocals-bccbd9aa.pth", "drums": "drums-69e0ebd4.pth",
+                             "bass": "bass-2ca1ce51.pth", "other": "other-c8c5b3e6.pth"},
+         "vocals 7.21, bass 6.02, drums 7.15, other 4.89", "CC BY-NC-SA 4.0 (weights; non-commercial, per openunmix README)"),
+)
+
+
+def list_checkpoints() -> list[ZooEntry]:
+    """Every known public checkpoint, in catalogue order."""
+    return list(CATALOGUE)
+
+
+def find(name: str) -> ZooEntry | None:
+    return next((e for e in CATALOGUE if e.name == name), None)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("STEMFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "stemforge" / "zoo"
+
+
+def entry_dir(entry: ZooEntry, cache_dir: str | Path | None = None) -> Path:
+    """``<cache root>/<name>``; the root is ``cache_dir`` or ``default_cache_dir()``."""
+    return (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / entry.name
+
+
+def is_downloaded(entry: ZooEntry, cache_dir: str | Path | None = None) -> bool:
+    folder = entry_dir(entry, cache_dir)
+    return all((folder / f.name).is_file() for f in entry.files)
+
+
+def _offline_hint(entry: ZooEntry, folder: Path) -> str:
+    urls = " ".join(f.url for f in entry.files)
+    return f"download {urls} and put the file(s) in {folder} (or pass -n /path/to/the/file)"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(file: ZooFile, url: str, dest: Path, timeout: float, report: Callable[[int, int | None], None]) -> None:
+    """Download ``url`` to ``dest`` via ``dest.part``, resuming a previous partial download."""
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "stemforge"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if have and response.status != 206:
+                have = 0  # server ignored the range: start over
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length is not None else file.size
+            with part.open("ab" if have else "wb") as out:
+                done = have
+                report(done, total)
+                while True:
+                    block = response.read1(1 << 16)  # whatever has arrived, so a stall keeps it
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    report(done, total)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # requested range past the end: the partial file is complete
+            part.replace(dest)
+            return
+        raise ModelError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if part.exists() and part.stat().st_size > 0:
+            raise ModelError(f"download of {url} failed ({reason}); partial data kept in {part}, run again to resume") from exc
+        part.unlink(missing_ok=True)
+        raise ModelError(f"download of {url} failed ({reason}); offline? fetch it on a machine with internet "
+                         f"and put it in {dest.parent}/") from exc
+    if total is not None and done < total:
+        raise ModelError(f"download of {url} stopped at {done} of {total} bytes; run again to resume")
+    part.replace(dest)
+
+
+def download(entry: ZooEntry | str, cache_dir: str | Path | None = None, progress: bool = True,
+             mirror: str | None = None, timeout: float = 30.0) -> Path:
+    """Fetch every file of a zoo checkpoint into its cache folder, verify hashes, and return the folder.
+
+    ``mirror`` replaces each URL's folder (``<mirror>/<file name>``), for local mirrors. Files already present
+    with the right hash are kept; a hash mismatch deletes the file and raises ``ModelError``.
+    """
+    if isinstance(entry, str):
+        found = find(entry)
+        if found is None:
+            raise ModelError(f"unknown zoo model {entry!r}; known: {', '.join(e.name for e in CATALOGUE)}")
+        entry = found
+    folder = entry_dir(entry, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in entry.files:
+        dest = folder / file.name
+        url = f"{mirror.rstrip('/')}/{file.name}" if mirror else file.url
+        if not dest.is_file():
+            bar = _progress(file.name, progress)
+            try:
+                _fetch(file, url, dest, timeout, bar)
+            finally:
+                bar(-1, None)
+        digest = _sha256(dest)
+        if file.sha256 and not digest.startswith(file.sha256.lower()):
+            dest.unlink()
+            raise ModelError(f"{file.name}: sha256 {digest[:16]}... does not match the published {file.sha256} "
+                             "(corrupt or tampered download; deleted, run again)")
+    if entry.manifest:
+        (folder / entry.manifest[0]).write_text(entry.manifest[1])
+    return folder
+
+
+def _progress(label: str, enabled: bool) -> Callable[[int, int | None], None]:
+    """A (done, total) callback drawing a tqdm bar on stderr; (-1, None) closes it."""
+    if not enabled:
+        return lambda done, total: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+
+    def report(done: int, total: int | None) -> None:
+        if done < 0:
+            bar.close()
+            return
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return report
+
+
+def load(name: str, cache_dir: str | Path | None = None, **options: object) -> StemModel:
+    """The model of a downloaded zoo checkpoint; a clear error saying what to download if it is missing."""
+    from stemforge.models.compat.loaders import load_pretrained
+
+    entry = find(name)
+    if entry is None:
+        raise ModelError(f"{name!r} is neither a file nor a zoo model; known zoo models: "
+                         f"{', '.join(e.name for e in CATALOGUE)}")
+    folder = entry_dir(entry, cache_dir)
+    if not is_downloaded(entry, cache_dir):
+        raise ModelError(f"zoo model {name!r} is not downloaded: run 'stemforge models download {name}' "
+                         f"(needs internet), or {_offline_hint(entry, folder)}")
+    if entry.manifest and not (folder / entry.manifest[0]).is_file():
+        (folder / entry.manifest[0]).write_text(entry.manifest[1])
+    target = folder / entry.manifest[0] if entry.manifest else folder
+    return load_pretrained(target, **options)
+
+
+def resolve_model(name_or_path: str | Path, cache_dir: str | Path | None = None) -> StemModel | None:
+    """For ``separate -n``: a zoo name or a published-format file/folder -> model; None if it is neither.
+
+    Raises ``ModelError`` (one line) for a zoo name that is not downloaded or a file that fails to load.
+    """
+    from stemforge.models.compat.loaders import detect_format, load_pretrained
+
+    text = str(name_or_path)
+    if find(text) is not None:
+        return load(text, cache_dir)
+    path = Path(text).expanduser()
+    if path.exists() and detect_format(path) is not None:
+        return load_pretrained(path)
+    return None
+
+
+# ------------------------------------------------------------------ CLI (`stemforge models list|download`)
+
+
+def _rows(entries: Iterable[ZooEntry], cache_dir: str | Path | None) -> list[tuple[str, ...]]:
+    rows = [("name", "architecture", "stems", "size", "SDR (dB, as published)", "licence", "downloaded")]
+    for e in entries:
+        size = "unknown" if e.size is None else f"{e.size / 1e6:.0f} MB"
+        rows.append((e.name, e.architecture, ",".join(e.stems), size, e.sdr or "unknown", e.licence or "unknown",
+                     "yes" if is_downloaded(e, cache_dir) else "no"))
+    return rows
+
+
+def run_list(args: argparse.Namespace) -> int:
+    entries = list_checkpoints()
+    rows = _rows(entries, args.cache_dir)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if args.verbose:
+        for e in entries:
+            print(f"\n{e.name}: {e.notes}".rstrip())
+            print(f"  SDR source: {e.sdr_source or 'unknown'}")
+            for f in e.files:
+                print(f"  {f.url}  sha256 {f.sha256 or 'unknown'}{'...' if f.sha256 and len(f.sha256) < 64 else ''}")
+    else:
+        print("(-v for URLs, sha256 and SDR sources)")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    entry = find(args.name)
+    if entry is None:
+        raise ModelError(f"unknown zoo model {args.name!r}; known: {', '.join(e.name for e in CATALOGUE)}")
+    folder = download(entry, args.cache_dir, progress=not args.quiet, mirror=args.mirror, timeout=args.timeout)
+    print(f"{entry.name}: {folder}")
+    return 0
+
+
+def register_subcommands(models_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``list`` and ``download`` under the lead's ``stemforge models`` command."""
+    p = models_subparsers.add_parser("list", help="list known public checkpoints (model zoo)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print URLs, sha256 and SDR sources")
+    p.add_argument("--cache-dir", default=None, help="zoo cache (default: $STEMFORGE_CACHE or ~/.cache/stemforge/zoo)")
+    p.set_defaults(func=run_list)
+    d = models_subparsers.add_parser("download", help="download a zoo checkpoint into the cache (resumes, checks sha256)")
+    d.add_argument("name", help="zoo name, see 'stemforge models list'")
+    d.add_argument("--cache-dir", default=None, help="zoo cache (default: $STEMFORGE_CACHE or ~/.cache/stemforge/zoo)")
+    d.add_argument("--mirror", default=None, help="base URL of a mirror holding the same file names")
+    d.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up (default 30)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=run_download)
+
+
+__all__ = ["CATALOGUE", "ZooEntry", "ZooFile", "download", "list_checkpoints", "load",
+           "register_subcommands", "resolve_model"]

@@ -1,0 +1,141 @@
+"""HTDemucs / HDemucs: demucs .th packages (and bags) load unchanged and match demucs' own outputs."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from parity_helpers import assert_parity, randomize_, random_audio, require
+from stemforge.errors import ModelError
+from stemforge.models.compat import load_pretrained
+from stemforge.models.compat.bag import BagOfModels
+from stemforge.models.compat.hdemucs import HDemucs
+from stemforge.models.compat.htdemucs import HTDemucs
+
+SOURCES4 = ["drums", "bass", "other", "vocals"]
+SOURCES6 = ["drums", "bass", "other", "vocals", "guitar", "piano"]
+
+
+def _save_package(tmp_path, klass, name: str, seed: int = 0, **kwargs):
+    """Build a demucs model with random weights, write it as demucs writes release packages, reload it with demucs."""
+    require("demucs.htdemucs")
+    from demucs.states import get_state, load_model
+
+    torch.manual_seed(seed)
+    model = klass(**kwargs)
+    randomize_(model, seed=seed, scale=0.05)
+    package = {"klass": klass, "args": (), "kwargs": kwargs, "state": get_state(model, None, half=True),
+               "training_args": {}}
+    path = tmp_path / f"{name}.th"
+    torch.save(package, path)
+    return path, load_model(str(path)).eval()
+
+
+def _htdemucs_kwargs(sources, **extra):
+    # The released htdemucs hyper-parameters (demucs config "htdemucs" + dconv_mode 3), with fewer channels.
+    kw = dict(sources=sources, channels=16, depth=4, t_layers=5, dconv_mode=3, segment=Fraction(10), nfft=4096)
+    kw.update(extra)
+    return kw
+
+
+@pytest.mark.parametrize("sources,bottom", [(SOURCES4, 0), (SOURCES6, 64)])
+def test_htdemucs_parity_on_10s(tmp_path, sources, bottom) -> None:
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+
+    path, reference = _save_package(tmp_path, RefHTDemucs, "htdemucs", **_htdemucs_kwargs(sources, bottom_channels=bottom))
+    model = load_pretrained(path)
+    assert isinstance(model, HTDemucs) and model.sources == sources
+    audio = random_audio(10.0)
+    with torch.no_grad():
+        expected = reference(audio)
+        ours = model(audio)
+    assert ours.shape == expected.shape == (1, len(sources), 2, audio.shape[-1])
+    assert expected.std() > 1e-3
+    assert_parity(ours, expected)
+
+
+def test_htdemucs_shorter_than_segment_is_padded_like_demucs(tmp_path) -> None:
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+
+    path, reference = _save_package(tmp_path, RefHTDemucs, "short", **_htdemucs_kwargs(SOURCES4, segment=Fraction(2)))
+    model = load_pretrained(path)
+    for length in (1, 12345):
+        audio = random_audio(length / 44100, seed=length)
+        with torch.no_grad():
+            expected, ours = reference(audio), model(audio)
+        assert ours.shape == (1, 4, 2, length)
+        assert_parity(ours, expected)
+
+
+def test_hdemucs_parity_on_10s(tmp_path) -> None:
+    from demucs.hdemucs import HDemucs as RefHDemucs
+
+    # hdemucs_mmi layout (depth 6: last two levels with BLSTM + local attention, group norm), fewer channels.
+    kwargs = dict(sources=SOURCES4, channels=8, depth=6, dconv_mode=3, segment=10)
+    path, reference = _save_package(tmp_path, RefHDemucs, "hdemucs", **kwargs)
+    model = load_pretrained(path)
+    assert isinstance(model, HDemucs)
+    audio = random_audio(10.0)
+    with torch.no_grad():
+        expected, ours = reference(audio), model(audio)
+    assert expected.std() > 1e-3
+    assert_parity(ours, expected)
+
+
+def test_bag_of_models_matches_apply_model(tmp_path) -> None:
+    from demucs.apply import BagOfModels as RefBag, apply_model
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+    import hashlib
+
+    refs, names = [], []
+    for seed in range(2):
+        path, ref = _save_package(tmp_path, RefHTDemucs, f"sig{seed}", seed=seed,
+                                  **_htdemucs_kwargs(SOURCES4, channels=8, segment=Fraction(3)))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        path.rename(tmp_path / f"sig{seed}-{digest}.th")
+        refs.append(ref)
+        names.append(f"sig{seed}")
+    weights = [[1.0, 0.0, 1.0, 0.5], [0.0, 1.0, 1.0, 0.5]]
+    (tmp_path / "bag.yaml").write_text(f"models: {names}\nweights: {weights}\nsegment: 2\n")
+    bag = load_pretrained(tmp_path / "bag.yaml")
+    assert isinstance(bag, BagOfModels) and bag.default_segment == 2
+    audio = random_audio(2.0)
+    with torch.no_grad():
+        expected = apply_model(RefBag(refs, weights, 2), audio, shifts=0, split=False, progress=False)
+        ours = bag(audio)
+    assert_parity(ours, expected)
+
+
+def test_bad_packages(tmp_path) -> None:
+    (tmp_path / "junk.th").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="not a demucs model package"):
+        load_pretrained(tmp_path / "junk.th")
+    torch.save({"klass": None, "kwargs": {}, "state": {}}, tmp_path / "none.th")
+    with pytest.raises(ModelError, match="not supported"):
+        load_pretrained(tmp_path / "none.th")
+    (tmp_path / "bag.yaml").write_text("models: ['missing']\n")
+    with pytest.raises(ModelError, match="missing"):
+        load_pretrained(tmp_path / "bag.yaml")
+    path, _ = _save_package(tmp_path, __import__("demucs.htdemucs", fromlist=["HTDemucs"]).HTDemucs, "x",
+                            **_htdemucs_kwargs(SOURCES4, channels=8, depth=2, t_layers=1))
+    path.rename(tmp_path / "x-00000000.th")
+    with pytest.raises(ModelError, match="sha256"):
+        load_pretrained(tmp_path / "x-00000000.th")
+
+
+def test_converted_to_stemforge_checkpoint(tmp_path) -> None:
+    """A loaded package can be saved as a (pickle-free) stemforge checkpoint and reloaded unchanged."""
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+
+    from stemforge.checkpoint import load_checkpoint, save_checkpoint
+
+    path, _ = _save_package(tmp_path, RefHTDemucs, "conv", **_htdemucs_kwargs(SOURCES4, channels=8, segment=Fraction(1)))
+    model = load_pretrained(path)
+    save_checkpoint(model, tmp_path / "conv.safetensors", source=str(path.name))
+    again, meta = load_checkpoint(tmp_path / "conv.safetensors")
+    assert meta["architecture"] == "htdemucs" and again.default_segment == 1.0
+    audio = random_audio(1.0)
+    with torch.no_grad():
+        assert torch.equal(again(audio), model(audio))
