@@ -155,8 +155,9 @@ class HybridTransformer(NeuralStemModel):
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Time tokens at T / 4**depth; depth 4 keeps attention over ~170 tokens per second (HTDemucs' rate).
-    "tiny": dict(n_fft=2048, hop=512, depth=4, base_channels=8, dim=64, layers=2, heads=4),
-    "base": dict(n_fft=4096, hop=1024, depth=4, base_channels=16, dim=128, layers=2, heads=4),
+    # CPU presets: 50 % STFT overlap (exact inverse still) halves the spectrogram branch's work.
+    "tiny": dict(n_fft=2048, hop=1024, depth=4, base_channels=8, dim=64, layers=2, heads=4),
+    "base": dict(n_fft=4096, hop=2048, depth=4, base_channels=12, dim=96, layers=2, heads=4),
     # HTDemucs' widths (48 channels, dim 384, 4 levels here instead of 4 + shared 5th).
     "large": dict(n_fft=4096, hop=1024, depth=4, base_channels=48, dim=384, layers=4, heads=8),
 }
