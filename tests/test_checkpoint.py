@@ -101,3 +101,20 @@ def test_tiny_presets_fit_the_size_budget(tmp_path: Path) -> None:
             path = tmp_path / f"{name}-{preset}.safetensors"
             save_checkpoint(build(name, preset=preset), path)
             assert path.stat().st_size < 30e6, (name, preset, path.stat().st_size)
+
+
+def test_published_architecture_reloads_in_a_fresh_process(tmp_path) -> None:
+    """A converted published model (here Open-Unmix) must load without its compat module imported first."""
+    import subprocess
+    import sys
+
+    from stemforge.checkpoint import save_checkpoint
+    from stemforge.models.compat.openunmix import OpenUnmix, OpenUnmixConfig
+
+    model = OpenUnmix(OpenUnmixConfig(hidden_size=16, nb_layers=1, max_bin=64, n_fft=256, hop=64))
+    save_checkpoint(model, tmp_path / "umx.safetensors")
+    code = ("from stemforge.checkpoint import load_checkpoint; "
+            f"m, meta = load_checkpoint({str(tmp_path / 'umx.safetensors')!r}); print(meta['architecture'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == model.architecture

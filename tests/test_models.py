@@ -13,7 +13,7 @@ from stemforge.models.neural import NeuralStemModel
 # name -> (learning rate, steps on a 0.5 s clip for the fast test, steps on the 3 s mixture for the slow one).
 ARCHITECTURES = {
     "unet": (3e-3, 40, 100),
-    "bilstm": (1e-2, 60, 300),
+    "bilstm": (1e-2, 60, 400),
     "lstm-causal": (1e-2, 60, 300),
     "bsroformer": (3e-3, 30, 150),
     "melroformer": (3e-3, 30, 150),

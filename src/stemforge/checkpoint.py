@@ -92,7 +92,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     arch = meta.get("architecture")
     cls = ARCHITECTURES.get(arch)
     if cls is None:
-        import stemforge.models  # noqa: F401  (registers built-in architectures)
+        # Importing the model packages registers every architecture: built-in ones and published (compat) ones.
+        import stemforge.models  # noqa: F401
+        import stemforge.models.compat.hdemucs  # noqa: F401
+        import stemforge.models.compat.htdemucs  # noqa: F401
+        import stemforge.models.compat.openunmix  # noqa: F401
+        import stemforge.models.compat.roformer  # noqa: F401
 
         cls = ARCHITECTURES.get(arch)
     if cls is None:
