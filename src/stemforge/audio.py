@@ -157,15 +157,14 @@ def open_audio(path: str | os.PathLike[str]) -> AudioReader:
 
 
 def _try_open(path: Path) -> AudioReader:
-    errors: list[str] = []
     openers = [_SoundFileReader, _PyAVReader] if path.suffix.lower() in _SOUNDFILE_FIRST else [_PyAVReader, _SoundFileReader]
     for opener in openers:
         try:
             return opener(path)
         except AudioError:
             raise
-        except Exception as exc:  # both libraries raise a zoo of exception types for undecodable input
-            errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception:  # both libraries raise a zoo of exception types for undecodable input
+            continue
     raise AudioError(f"{path}: not a readable audio file (corrupt or unsupported format)")
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 
 
@@ -37,8 +38,6 @@ class EngineOptions:
     seed: int = 0  # for the random shifts, so results are reproducible
 
     def validate(self) -> None:
-        from stemforge.errors import StemforgeError
-
         if self.segment is not None and not self.segment > 0:
             raise StemforgeError(f"segment must be positive, got {self.segment}")
         if not 0 <= self.overlap < 1:
