@@ -56,6 +56,25 @@ def test_htdemucs_parity_on_10s(tmp_path, sources, bottom) -> None:
     assert_parity(ours, expected)
 
 
+def test_htdemucs_parity_with_small_dconv_chunks(tmp_path, monkeypatch) -> None:
+    """Frequency rows go through the DConvs in chunks (to bound memory); any chunk size gives demucs' output."""
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+    from stemforge.models.compat import hdemucs
+
+    path, reference = _save_package(tmp_path, RefHTDemucs, "htdemucs", **_htdemucs_kwargs(SOURCES4))
+    model = load_pretrained(path)
+    audio = random_audio(10.0)
+    calls = []
+    original = hdemucs.DConv.forward
+    monkeypatch.setattr(hdemucs.DConv, "forward", lambda self, x: calls.append(x.shape[0]) or original(self, x))
+    monkeypatch.setattr(hdemucs, "DCONV_CHUNK_ELEMENTS", 50_000)  # a few rows per call, with a ragged last chunk
+    with torch.no_grad():
+        expected = reference(audio)
+        ours = model(audio)
+    assert max(calls) < 512 and len(calls) > 50  # the chunked path really ran
+    assert_parity(ours, expected)
+
+
 def test_htdemucs_shorter_than_segment_is_padded_like_demucs(tmp_path) -> None:
     from demucs.htdemucs import HTDemucs as RefHTDemucs
 

@@ -190,13 +190,28 @@ class EncoderLayer(nn.Module):
         return y
 
 
+DCONV_CHUNK_ELEMENTS = 1 << 21  # folded rows per DConv call are capped to about this many input values
+
+
 def _dconv_over_time(dconv: DConv, y: torch.Tensor, freq: bool) -> torch.Tensor:
-    """Run a DConv along time; frequency rows of a 4-D input are folded into the batch."""
+    """Run a DConv along time; frequency rows of a 4-D input are folded into the batch.
+
+    Every folded row is independent (convolutions along time, GroupNorm per row), so the rows go through in
+    chunks: same result, but the DConv's wide hidden activations exist for one chunk at a time, which is what
+    bounds the peak memory of a spectrogram branch's first layers.
+    """
     if not freq:
         return dconv(y)
     batch, channels, bins, frames = y.shape
-    y = dconv(y.permute(0, 2, 1, 3).reshape(-1, channels, frames))
-    return y.view(batch, bins, channels, frames).permute(0, 2, 1, 3)
+    rows = y.permute(0, 2, 1, 3).reshape(-1, channels, frames)
+    step = max(1, DCONV_CHUNK_ELEMENTS // (channels * frames))
+    if step >= rows.shape[0]:
+        out = dconv(rows)
+    else:
+        out = torch.empty_like(rows)
+        for start in range(0, rows.shape[0], step):
+            out[start:start + step] = dconv(rows[start:start + step])
+    return out.view(batch, bins, channels, frames).permute(0, 2, 1, 3)
 
 
 class DecoderLayer(nn.Module):

@@ -211,7 +211,8 @@ def load_demucs_package(path: str | Path) -> StemModel:
     if state.get("__quantized"):
         raise ModelError(f"quantized demucs packages (diffq) are not supported: {path}")
     model = cls(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    # Half-precision packages are copied (and cast) into the float parameters directly: no float copy of the
+    # whole state dict, so loading peaks at the model plus the package, not the model plus two state dicts.
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
