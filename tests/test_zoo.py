@@ -135,6 +135,8 @@ def test_catalogue_facts_come_from_the_reference_packages() -> None:
     root_url = re.search(r'ROOT_URL = "([^"]+)"', (demucs_dir / "pretrained.py").read_text()).group(1)
     umx_init = Path(specs[1].origin).read_text()
     for entry in zoo.list_checkpoints():
+        if entry.architecture not in ("htdemucs", "hdemucs", "openunmix"):
+            continue
         assert entry.files and entry.stems
         for file in entry.files:
             if entry.architecture == "openunmix":
@@ -181,3 +183,87 @@ def test_resolve_downloaded_zoo_name(tmp_path, monkeypatch) -> None:
     model = zoo.resolve_model("mmi", cache_dir=tmp_path)
     assert model is not None and model.architecture == "hdemucs" and model.default_segment == 44
     assert zoo.resolve_model(folder / f"75fc33f5-{digest}.th") is not None
+
+
+def test_every_entry_is_complete_and_loadable_by_name() -> None:
+    """Names unique, https URLs, hashes hex with a stated origin, SDR with a source, a file to load."""
+    import json
+
+    entries = zoo.list_checkpoints()
+    assert len({e.name for e in entries}) == len(entries)
+    archs = {e.architecture for e in entries}
+    assert {"htdemucs", "hdemucs", "openunmix", "bsroformer", "melroformer", "mdxnet_onnx"} <= archs
+    for entry in entries:
+        names = [f.name for f in entry.files]
+        assert len(set(names)) == len(names) and entry.stems
+        for file in entry.files:
+            assert file.url.startswith("https://")
+            if file.sha256 is not None:
+                assert re.fullmatch(r"[0-9a-f]{8}|[0-9a-f]{64}", file.sha256)
+                assert len(file.sha256) == 8 or file.sha256_source  # a full hash says who published it
+        assert (entry.sdr is None) == (entry.sdr_source is None)
+        if entry.load_file:
+            assert entry.load_file in names
+        if entry.architecture in ("bsroformer", "melroformer"):
+            assert entry.load_file.endswith(".ckpt") and sum(n.endswith(".yaml") for n in names) == 1
+            assert re.search(r"/[0-9a-f]{40}/configs/", next(f.url for f in entry.files if f.name.endswith(".yaml")))
+        if entry.architecture == "mdxnet_onnx":
+            settings = json.loads(entry.manifest[1])
+            assert entry.manifest[0] == entry.load_file.replace(".onnx", ".json")
+            assert (settings["target"], settings["complement"]) == entry.stems
+            assert settings["dim_f"] <= settings["n_fft"] // 2 + 1 and settings["dim_t"] in (256, 512)
+
+
+def test_downloaded_mdxnet_entry_gets_uvr_settings(tmp_path) -> None:
+    """A catalogued UVR graph placed in the cache loads with the entry's n_fft, dim_t and compensate."""
+    pytest.importorskip("onnxruntime")
+    entry = zoo.find("mdx_kara_2")
+    folder = zoo.entry_dir(entry, tmp_path)
+    folder.mkdir(parents=True)
+
+    class Identity(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 1.0
+
+    torch.onnx.export(Identity(), (torch.randn(1, 4, 2048, 256),), str(folder / entry.load_file),
+                      input_names=["input"], output_names=["output"], dynamo=False)
+    model = zoo.load("mdx_kara_2", tmp_path)
+    config = model.config
+    assert (config.n_fft, config.hop, config.dim_f, config.dim_t, config.compensate) == (5120, 1024, 2048, 256, 1.065)
+    assert model.sources == ["instrumental", "vocals"]
+    assert (folder / "UVR_MDXNET_KARA_2.json").is_file()
+
+
+MEL_SMALL_YAML = """\
+audio: {chunk_size: 352800, num_channels: 2, sample_rate: 44100}
+model: {dim: 16, depth: 1, stereo: true, num_stems: 1, time_transformer_depth: 1, freq_transformer_depth: 1,
+  num_bands: 60, dim_head: 8, heads: 2, attn_dropout: 0, ff_dropout: 0, flash_attn: true, dim_freqs_in: 1025,
+  sample_rate: 44100, stft_n_fft: 2048, stft_hop_length: 441, stft_win_length: 2048, stft_normalized: false,
+  mask_estimator_depth: 2}
+training: {instruments: [vocals, other], target_instrument: vocals}
+"""
+
+
+def test_downloaded_roformer_entry_finds_its_differently_named_yaml(tmp_path) -> None:
+    """mel_roformer_kim's checkpoint and config have unrelated names; the entry still loads from its folder."""
+    import yaml
+
+    from parity_helpers import require
+    from stemforge.models.compat.loaders import _config_yaml_loader
+    from stemforge.models.compat.roformer import RoFormer
+
+    require("bs_roformer")
+    from bs_roformer import MelBandRoformer
+
+    entry = zoo.find("mel_roformer_kim")
+    folder = zoo.entry_dir(entry, tmp_path)
+    folder.mkdir(parents=True)
+    config_name = next(f.name for f in entry.files if f.name.endswith(".yaml"))
+    (folder / config_name).write_text(MEL_SMALL_YAML)
+    kwargs = yaml.load(MEL_SMALL_YAML, Loader=_config_yaml_loader())["model"]
+    # The community configs come from a code base whose Mel-RoFormer defaults to no linear attention layers.
+    reference = MelBandRoformer(**kwargs, linear_transformer_depth=0)
+    torch.save({"state_dict": reference.state_dict()}, folder / entry.load_file)
+    assert zoo.is_downloaded(entry, tmp_path)
+    model = zoo.resolve_model("mel_roformer_kim", tmp_path)
+    assert isinstance(model, RoFormer) and model.sources == ["vocals", "other"] and model.config.bands == "mel"
