@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import socket
 import sys
@@ -114,8 +115,6 @@ def _mdxnet(name: str, file: str, sha256: str | None, sha256_source: str | None,
             target: str, complement: str, n_fft: int, dim_f: int, dim_t_set: int, compensate: float,
             sdr: str | None = None, sdr_source: str | None = None, notes: str = "") -> ZooEntry:
     """A UVR MDX-Net ONNX graph with the settings UVR's model_data.json gives it, written beside it as JSON."""
-    import json
-
     settings = {"n_fft": n_fft, "hop": 1024, "dim_f": dim_f, "dim_t": 2 ** dim_t_set, "compensate": compensate,
                 "target": target, "complement": complement}
     return ZooEntry(name=name, architecture="mdxnet_onnx", stems=(target, complement),
