@@ -205,7 +205,7 @@ def test_every_entry_is_complete_and_loadable_by_name() -> None:
         if entry.load_file:
             assert entry.load_file in names
         if entry.architecture in ("bsroformer", "melroformer"):
-            assert entry.load_file.endswith(".ckpt") and sum(n.endswith(".yaml") for n in names) == 1
+            assert entry.load_file.endswith(".ckpt") and entry.config_file in names and entry.config_file.endswith(".yaml")
             assert re.search(r"/[0-9a-f]{40}/configs/", next(f.url for f in entry.files if f.name.endswith(".yaml")))
         if entry.architecture == "mdxnet_onnx":
             settings = json.loads(entry.manifest[1])
@@ -267,3 +267,6 @@ def test_downloaded_roformer_entry_finds_its_differently_named_yaml(tmp_path) ->
     assert zoo.is_downloaded(entry, tmp_path)
     model = zoo.resolve_model("mel_roformer_kim", tmp_path)
     assert isinstance(model, RoFormer) and model.sources == ["vocals", "other"] and model.config.bands == "mel"
+    (folder / config_name).write_text("model: [dim: 16\n")  # a damaged config is named as such, not searched past
+    with pytest.raises(ModelError, match=f"cannot read config .*{re.escape(config_name)}"):
+        zoo.resolve_model("mel_roformer_kim", tmp_path)

@@ -60,6 +60,8 @@ class ZooEntry:
     notes: str = ""
     #: The file ``load`` opens inside the entry's folder (None: the manifest, else the folder itself).
     load_file: str | None = None
+    #: The config that goes with ``load_file`` (a RoFormer YAML), handed to the loader rather than searched for.
+    config_file: str | None = None
 
     @property
     def size(self) -> int | None:
@@ -108,7 +110,7 @@ def _roformer(name: str, architecture: str, stems: tuple[str, str], ckpt: ZooFil
     config = ZooFile(_MSST_RAW + config_path, None, sha256_source="none published; the URL is pinned to a git commit")
     return ZooEntry(name=name, architecture=architecture, stems=stems, files=(ckpt, config), licence=licence,
                     sdr=sdr, sdr_source=f"{_MSST_TABLE}, {sdr_dataset}",
-                    notes=notes, load_file=ckpt.name)
+                    notes=notes, load_file=ckpt.name, config_file=config.name)
 
 
 def _mdxnet(name: str, file: str, sha256: str | None, sha256_source: str | None, size: int | None,
@@ -344,6 +346,8 @@ def load(name: str, cache_dir: str | Path | None = None, **options: object) -> S
     if entry.manifest and not (folder / entry.manifest[0]).is_file():
         (folder / entry.manifest[0]).write_text(entry.manifest[1])
     target = folder / (entry.load_file or (entry.manifest[0] if entry.manifest else ""))
+    if entry.config_file:
+        options.setdefault("config", folder / entry.config_file)
     return load_pretrained(target, **options)
 
 
