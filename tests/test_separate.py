@@ -114,15 +114,28 @@ def test_very_short_clip(tmp_path: Path, separator: Separator) -> None:
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    separator.separate_file(song_file, OutputOptions(directory=tmp_path))
     target = tmp_path / "classical" / "song" / "vocals.wav"
-    target.parent.mkdir(parents=True)
     target.write_bytes(b"precious")
     with pytest.raises(StemforgeError, match="already exists"):
         separator.separate_file(song_file, OutputOptions(directory=tmp_path))
     assert target.read_bytes() == b"precious"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["vocals.wav"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
     separator.separate_file(song_file, OutputOptions(directory=tmp_path, force=True))
     assert audio.load(target)[0].shape == (2, 4 * SR)
+
+
+def test_incomplete_earlier_output_is_completed_not_refused(tmp_path: Path, separator: Separator, song_file: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    # What an interrupted run used to leave: one stem of four. A re-run writes the other three, keeps that one.
+    target = tmp_path / "classical" / "song" / "vocals.wav"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"precious")
+    written = separator.separate_file(song_file, OutputOptions(directory=tmp_path))
+    assert target.read_bytes() == b"precious"
+    assert all(p.exists() for p in written.values()) and len(written) == 4
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    assert "left 1 of 4 stems" in caplog.text
 
 
 def test_failure_mid_separation_leaves_nothing(tmp_path: Path, song_file: Path) -> None:

@@ -9,15 +9,22 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import re
+import signal
+import struct
 import tempfile
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Mapping, Protocol
 
 import numpy as np
 
 from stemforge.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 #: Extensions we try to read; anything else is skipped when walking directories.
 AUDIO_EXTENSIONS = frozenset(
@@ -62,6 +69,8 @@ class _SoundFileReader:
 
         self._file = sf.SoundFile(str(path))
         self.info = AudioInfo(path, int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
+        if self._file.format == "WAV":
+            _warn_if_truncated(self.info, _wav_declared_frames(path))
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         import soundfile as sf
@@ -119,6 +128,42 @@ class _PyAVReader:
 
     def close(self) -> None:
         self._container.close()
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header promises (its data chunk size), or None when it does not say."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            for _ in range(64):  # a WAVE file has a handful of chunks before its data
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):  # streamed wavs leave the size open
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
+def _warn_if_truncated(info: AudioInfo, declared: int | None) -> None:
+    if declared is not None and info.frames is not None and declared > info.frames:
+        missing = declared - info.frames
+        log.warning("%s: file is truncated: its header promises %d frames but it holds %d (%.3f s missing)",
+                    info.path, declared, info.frames, missing / info.sample_rate)
 
 
 def _frame_to_array(frame: object, channels: int) -> np.ndarray:
@@ -264,9 +309,10 @@ class AudioWriter:
         if self.path.exists() and not overwrite:
             raise AudioError(f"{self.path}: already exists (use --force to overwrite)")
         self.fmt, self.bits, self.channels, self.sample_rate = fmt, bits, channels, sample_rate
+        self.overwrite = overwrite
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part.{fmt}", dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_part_prefix(self.path), suffix=f".part.{fmt}", dir=self.path.parent)
             os.close(fd)
         except OSError as exc:
             raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
@@ -302,20 +348,30 @@ class AudioWriter:
             raise ValueError(f"expected {self.channels} channels, got {block.shape[0]}")
         if self.fmt == "mp3" or self.bits != "32f":
             block = np.clip(block, -1.0, 1.0)
-        if self.fmt == "mp3":
-            import av
+        try:
+            if self.fmt == "mp3":
+                import av
 
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, dtype=np.float32), format="fltp", layout=self._layout)
-            frame.sample_rate = self.sample_rate
-            frame.pts = self._pts
-            self._pts += block.shape[1]
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-        else:
-            self._sf.write(np.ascontiguousarray(block.T))
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, dtype=np.float32), format="fltp", layout=self._layout)
+                frame.sample_rate = self.sample_rate
+                frame.pts = self._pts
+                self._pts += block.shape[1]
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
+            else:
+                self._sf.write(np.ascontiguousarray(block.T))
+        except Exception as exc:  # a full disk, a file size limit, a vanished directory...
+            reason = self._failure(exc)
+            self.abort()
+            raise AudioError(f"{self.path}: writing failed: {reason}") from exc
 
-    def commit(self) -> Path:
-        """Finish the file and move it into place."""
+    def finish(self) -> Path:
+        """Complete the file without publishing it.
+
+        Returns:
+            The finished hidden temporary file next to ``path``; the caller moves it into place (``publish``)
+            or deletes it.
+        """
         try:
             if self.fmt == "mp3":
                 for packet in self._stream.encode(None):
@@ -324,12 +380,40 @@ class AudioWriter:
             else:
                 self._sf.close()
             self._closed = True
-            os.chmod(self._tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
-            os.replace(self._tmp, self.path)
         except Exception as exc:
+            reason = self._failure(exc)
             self.abort()
-            raise AudioError(f"{self.path}: writing failed ({exc})") from exc
+            raise AudioError(f"{self.path}: writing failed: {reason}") from exc
+        return self._tmp
+
+    def commit(self) -> Path:
+        """Finish the file and move it into place (refusing to replace an existing file unless ``overwrite``).
+
+        Returns:
+            The target path.
+        """
+        tmp = self.finish()
+        try:
+            publish({self.path: tmp}, overwrite=self.overwrite)
+        finally:
+            tmp.unlink(missing_ok=True)
         return self.path
+
+    def _failure(self, exc: Exception) -> str:
+        """One-line reason for a failed write; libsndfile keeps the system error on the handle, not the exception."""
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror[:1].lower() + exc.strerror[1:]
+        if self.fmt != "mp3":
+            try:
+                import soundfile as sf
+
+                text = sf._ffi.string(sf._snd.sf_strerror(self._sf._file)).decode("utf-8", "replace")
+            except Exception:
+                text = ""
+            if text.startswith("System error"):
+                text = text.split(":", 1)[-1].strip().rstrip(".")
+                return text[:1].lower() + text[1:]
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
     def abort(self) -> None:
         """Drop the partial output; the target path is left untouched."""
@@ -352,6 +436,125 @@ class AudioWriter:
             self.commit()
         else:
             self.abort()
+
+
+#: Marks our temporary files: ``.<target name>.sf<pid>.<random>.part.<ext>``, so a later run can tell whose they are.
+_PART_RE = re.compile(r"^\.(?P<name>.+)\.sf(?P<pid>\d+)\.[^.]+\.part\.[a-z0-9]+$")
+
+
+def _part_prefix(target: Path) -> str:
+    return f".{target.name}.sf{os.getpid()}."
+
+
+def sweep_stale_parts(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files for ``target`` left by runs that died (killed, power loss) before cleaning up.
+
+    Only files whose writer process no longer exists are removed, so a run writing right now is left alone.
+
+    Args:
+        target: an output path; its directory is searched for that path's temporary files.
+
+    Returns:
+        The files removed.
+    """
+    target = Path(target)
+    removed = []
+    if os.name != "posix" or not target.parent.is_dir():
+        return removed
+    for entry in target.parent.iterdir():
+        match = _PART_RE.match(entry.name)
+        if not match or match["name"] != target.name:
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: cannot remove a stale temporary file (%s)", entry, exc.strerror or exc)
+    if removed:
+        log.info("removed %d stale temporary file(s) next to %s", len(removed), target)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a group of renames is never cut in half."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def publish(parts: Mapping[Path, Path], overwrite: bool = False) -> None:
+    """Move finished temporary files onto their targets as one step: all of them or (on failure) none.
+
+    Without ``overwrite`` each target is claimed exclusively (a hard link fails if the name exists), so of two
+    runs racing for the same outputs exactly one wins. Signals are held while the files move.
+
+    Args:
+        parts: target path -> finished temporary file in the same directory.
+        overwrite: replace existing targets instead of refusing.
+
+    Raises:
+        AudioError: a target exists (without ``overwrite``) or cannot be written; targets published so far by
+            this call are removed again.
+    """
+    done: list[Path] = []
+    with deferred_signals():
+        try:
+            for target, tmp in parts.items():
+                os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
+                if overwrite:
+                    os.replace(tmp, target)
+                else:
+                    _claim(tmp, target)
+                done.append(target)
+        except FileExistsError as exc:
+            _unpublish(done, overwrite)
+            raise AudioError(f"{target}: already exists (use --force to overwrite)") from exc
+        except OSError as exc:
+            _unpublish(done, overwrite)
+            raise AudioError(f"{target}: cannot write output ({exc.strerror or exc})") from exc
+
+
+def _claim(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` unless ``target`` exists, atomically."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this filesystem: reserve the name, then rename over the reservation
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(tmp, target)
+    else:
+        tmp.unlink()
+
+
+def _unpublish(done: list[Path], overwrite: bool) -> None:
+    if overwrite:
+        return  # replaced files cannot be brought back; the new ones are complete, so keep them
+    for path in done:
+        path.unlink(missing_ok=True)
 
 
 def default_file_mode() -> int:
