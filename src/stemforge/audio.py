@@ -162,8 +162,8 @@ def _wav_declared_frames(path: Path) -> int | None:
 def _warn_if_truncated(info: AudioInfo, declared: int | None) -> None:
     if declared is not None and info.frames is not None and declared > info.frames:
         missing = declared - info.frames
-        log.warning("%s: file is truncated: its header promises %d frames but it holds %d (%.3f s missing)",
-                    info.path, declared, info.frames, missing / info.sample_rate)
+        log.warning("%s: file is truncated: its header promises %d frames but it holds %d (%d frames, %.3f s missing)",
+                    info.path, declared, info.frames, missing, missing / info.sample_rate)
 
 
 def _frame_to_array(frame: object, channels: int) -> np.ndarray:
@@ -326,9 +326,12 @@ class AudioWriter:
 
                 self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
                                         subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
+        except AudioError:
+            self._tmp.unlink(missing_ok=True)
+            raise
         except Exception as exc:
             self._tmp.unlink(missing_ok=True)
-            raise AudioError(f"{self.path}: cannot open for writing ({exc})") from exc
+            raise AudioError(f"{self.path}: cannot open for writing: {self._failure(exc)}") from exc
 
     def _open_mp3(self, bitrate: int) -> None:
         import av
@@ -407,12 +410,17 @@ class AudioWriter:
             try:
                 import soundfile as sf
 
-                text = sf._ffi.string(sf._snd.sf_strerror(self._sf._file)).decode("utf-8", "replace")
+                handle = self._sf._file if getattr(self, "_sf", None) is not None else sf._ffi.NULL  # NULL: failed open
+                text = sf._ffi.string(sf._snd.sf_strerror(handle)).decode("utf-8", "replace")
             except Exception:
                 text = ""
             if text.startswith("System error"):
                 text = text.split(":", 1)[-1].strip().rstrip(".")
                 return text[:1].lower() + text[1:]
+        # Some encoders (FLAC) report only "encoder error": try a write ourselves to learn the system's reason.
+        probed = _probe_write(self._tmp)
+        if probed:
+            return probed[:1].lower() + probed[1:]
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
     def abort(self) -> None:
@@ -436,6 +444,21 @@ class AudioWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _probe_write(path: Path) -> str | None:
+    """Append 64 KiB to our own (doomed) temp file: the system's reason it cannot be written, or None."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        return exc.strerror
+    try:
+        os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        return exc.strerror
+    finally:
+        os.close(fd)
+    return None
 
 
 #: Marks our temporary files: ``.<target name>.sf<pid>.<random>.part.<ext>``, so a later run can tell whose they are.
@@ -519,42 +542,42 @@ def publish(parts: Mapping[Path, Path], overwrite: bool = False) -> None:
         AudioError: a target exists (without ``overwrite``) or cannot be written; targets published so far by
             this call are removed again.
     """
-    done: list[Path] = []
+    claimed: list[Path] = []
+    linked: set[Path] = set()
+    target = None
     with deferred_signals():
         try:
             for target, tmp in parts.items():
                 os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
                 if overwrite:
-                    os.replace(tmp, target)
+                    continue
+                try:  # a hard link claims the name atomically and fails if it exists
+                    os.link(tmp, target)
+                    linked.add(target)
+                except FileExistsError:
+                    raise
+                except OSError:  # no hard links on this filesystem: reserve the name, rename over it below
+                    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                claimed.append(target)
+            for target, tmp in parts.items():
+                if target in linked:
+                    tmp.unlink()
                 else:
-                    _claim(tmp, target)
-                done.append(target)
+                    os.replace(tmp, target)
         except FileExistsError as exc:
-            _unpublish(done, overwrite)
+            _unclaim(claimed)
             raise AudioError(f"{target}: already exists (use --force to overwrite)") from exc
         except OSError as exc:
-            _unpublish(done, overwrite)
+            _unclaim(claimed)
             raise AudioError(f"{target}: cannot write output ({exc.strerror or exc})") from exc
 
 
-def _claim(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target`` unless ``target`` exists, atomically."""
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links on this filesystem: reserve the name, then rename over the reservation
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.replace(tmp, target)
-    else:
-        tmp.unlink()
-
-
-def _unpublish(done: list[Path], overwrite: bool) -> None:
-    if overwrite:
-        return  # replaced files cannot be brought back; the new ones are complete, so keep them
-    for path in done:
-        path.unlink(missing_ok=True)
+def _unclaim(claimed: list[Path]) -> None:
+    for path in claimed:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def default_file_mode() -> int:
