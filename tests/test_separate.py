@@ -191,3 +191,42 @@ def test_wiener_option(tmp_path: Path) -> None:
     assert np.abs(sum(stems.values()) - toy_mix(1.0)).max() < 1e-3  # Wiener gains sum to identity
     with pytest.raises(StemforgeError, match="no Wiener post-filter"):
         Separator("classical", wiener=2)
+
+
+def test_track_lock_makes_runs_take_turns_and_leaves_no_file(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from stemforge.separate import TrackLock
+
+    lock = tmp_path / "model" / ".stemforge-x.lock"
+    order: list[str] = []
+
+    def second() -> None:
+        with TrackLock(lock):
+            order.append("second in")
+
+    with TrackLock(lock):
+        order.append("first in")
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        assert order == ["first in"]  # the second waits (flock conflicts between open files, even in one process)
+        order.append("first out")
+    thread.join(10)
+    assert order == ["first in", "first out", "second in"]
+    assert list(lock.parent.iterdir()) == []
+
+
+def test_interrupt_leaves_no_temp_files(tmp_path: Path, song_file: Path) -> None:
+    calls = []
+
+    def interrupt(done: float, total: float | None) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    separator = Separator("classical", segment=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"), callback=interrupt)
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []

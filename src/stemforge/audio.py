@@ -310,28 +310,29 @@ class AudioWriter:
             raise AudioError(f"{self.path}: already exists (use --force to overwrite)")
         self.fmt, self.bits, self.channels, self.sample_rate = fmt, bits, channels, sample_rate
         self.overwrite = overwrite
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_part_prefix(self.path), suffix=f".part.{fmt}", dir=self.path.parent)
-            os.close(fd)
-        except OSError as exc:
-            raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
-        self._tmp = Path(tmp)
-        self._closed = False
-        try:
-            if fmt == "mp3":
-                self._open_mp3(mp3_bitrate)
-            else:
-                import soundfile as sf
+        with deferred_signals():  # a signal must not land between creating the temp file and owning it
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=_part_prefix(self.path), suffix=f".part.{fmt}", dir=self.path.parent)
+                os.close(fd)
+            except OSError as exc:
+                raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
+            self._tmp = Path(tmp)
+            self._closed = False
+            try:
+                if fmt == "mp3":
+                    self._open_mp3(mp3_bitrate)
+                else:
+                    import soundfile as sf
 
-                self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
-                                        subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
-        except AudioError:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        except Exception as exc:
-            self._tmp.unlink(missing_ok=True)
-            raise AudioError(f"{self.path}: cannot open for writing: {self._failure(exc)}") from exc
+                    self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
+                                            subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
+            except AudioError:
+                self._tmp.unlink(missing_ok=True)
+                raise
+            except Exception as exc:
+                self._tmp.unlink(missing_ok=True)
+                raise AudioError(f"{self.path}: cannot open for writing: {self._failure(exc)}") from exc
 
     def _open_mp3(self, bitrate: int) -> None:
         import av

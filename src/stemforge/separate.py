@@ -22,8 +22,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from stemforge.audio import (AudioWriter, StreamResampler, check_output_format, open_audio, publish, resample,
-                             sweep_stale_parts)
+from stemforge.audio import (AudioWriter, StreamResampler, check_output_format, deferred_signals, open_audio,
+                             publish, resample, sweep_stale_parts)
 from stemforge.engine import EngineOptions, separate_blocks, separate_tensor
 from stemforge.errors import AudioError, StemforgeError
 from stemforge.layout import ChannelPlan
@@ -192,84 +192,81 @@ class Separator:
                     if callback is not None:
                         callback(done, info.seconds)
 
+                opened: list[AudioWriter] = []  # every temp file, so cleanup cannot miss one whenever a signal lands
                 try:
-                    parts = self._stream_to_files(reader, plan, todo, output, out_rate, report)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                try:
+                    try:
+                        parts = self._stream_to_files(reader, plan, todo, output, out_rate, report, opened)
+                    finally:
+                        if bar is not None:
+                            bar.close()
                     publish({todo[stem]: tmp for stem, tmp in parts.items()}, overwrite=output.force)
                 finally:
-                    for tmp in parts.values():
-                        tmp.unlink(missing_ok=True)
+                    for writer in opened:
+                        writer.abort()  # published files are links or renames: only leftovers go
         finally:
             reader.close()
         return targets
 
     def _stream_to_files(self, reader, plan: ChannelPlan, targets: dict[str, Path], output: OutputOptions,
-                         out_rate: int, report: Callable[[int], None]) -> dict[str, Path]:
-        """Separate ``reader`` into finished temporary files next to ``targets``; returns stem -> temp file."""
+                         out_rate: int, report: Callable[[int], None], opened: list[AudioWriter]) -> dict[str, Path]:
+        """Separate ``reader`` into finished temporary files next to ``targets``; returns stem -> temp file.
+
+        Every writer is appended to ``opened`` as it is created; the caller aborts them all when done.
+        """
         info = reader.info
         groups, width = len(plan.groups), self.model.channels
         rescale = output.clip == "rescale" and output.bits != "32f"
         # With rescaling, stems go to float staging files first: the gain needs each stem's peak.
         writers: dict[str, AudioWriter] = {}
-        staged: dict[str, Path] = {}
-        final: dict[str, Path] = {}
-        try:
-            for stem, dest in targets.items():
-                writers[stem] = AudioWriter(dest, out_rate, plan.out_channels, "wav" if rescale else output.fmt,
-                                            "32f" if rescale else output.bits, output.mp3_bitrate, overwrite=True)
-            peaks = dict.fromkeys(targets, 0.0)
-            back = {stem: StreamResampler(self.sample_rate, out_rate, plan.out_channels) for stem in targets}
-            frames_in = [0]
+        for stem, dest in targets.items():
+            writers[stem] = _open_writer(opened, dest, out_rate, plan.out_channels, "wav" if rescale else output.fmt,
+                                         "32f" if rescale else output.bits, output.mp3_bitrate)
+        peaks = dict.fromkeys(targets, 0.0)
+        back = {stem: StreamResampler(self.sample_rate, out_rate, plan.out_channels) for stem in targets}
+        frames_in = [0]
 
-            def model_blocks() -> Iterator[np.ndarray]:
-                to_model = StreamResampler(info.sample_rate, self.sample_rate, groups * width)
-                for block in reader.blocks(READ_BLOCK):
-                    if not np.isfinite(block).all():
-                        at = frames_in[0] + int(np.argmin(np.isfinite(block).all(axis=0)))
-                        raise AudioError(f"{info.path}: contains NaN or infinite samples (first at "
-                                         f"{at / info.sample_rate:.3f} s); refusing to separate it")
-                    frames_in[0] += block.shape[1]
-                    x = plan.to_model(block).reshape(groups * width, -1)
-                    yield to_model.process(x).reshape(groups, width, -1)
-                yield to_model.process(np.zeros((groups * width, 0), np.float32), last=True).reshape(groups, width, -1)
+        def model_blocks() -> Iterator[np.ndarray]:
+            to_model = StreamResampler(info.sample_rate, self.sample_rate, groups * width)
+            for block in reader.blocks(READ_BLOCK):
+                if not np.isfinite(block).all():
+                    at = frames_in[0] + int(np.argmin(np.isfinite(block).all(axis=0)))
+                    raise AudioError(f"{info.path}: contains NaN or infinite samples (first at "
+                                     f"{at / info.sample_rate:.3f} s); refusing to separate it")
+                frames_in[0] += block.shape[1]
+                x = plan.to_model(block).reshape(groups * width, -1)
+                yield to_model.process(x).reshape(groups, width, -1)
+            yield to_model.process(np.zeros((groups * width, 0), np.float32), last=True).reshape(groups, width, -1)
 
-            written = dict.fromkeys(targets, 0)
+        written = dict.fromkeys(targets, 0)
 
-            def emit(stem: str, block: np.ndarray, last: bool = False) -> None:
-                block = back[stem].process(block, last=last)
-                if last and out_rate == info.sample_rate:
-                    block = block[:, :max(0, frames_in[0] - written[stem])]  # resampling twice can add a sample or two
-                if block.shape[1]:
-                    peaks[stem] = max(peaks[stem], float(np.abs(block).max()))
-                    writers[stem].write(block)
-                    written[stem] += block.shape[1]
+        def emit(stem: str, block: np.ndarray, last: bool = False) -> None:
+            block = back[stem].process(block, last=last)
+            if last and out_rate == info.sample_rate:
+                block = block[:, :max(0, frames_in[0] - written[stem])]  # resampling twice can add a sample or two
+            if block.shape[1]:
+                peaks[stem] = max(peaks[stem], float(np.abs(block).max()))
+                writers[stem].write(block)
+                written[stem] += block.shape[1]
 
-            for out in separate_blocks(self.model, model_blocks(), groups, self.options, report):
-                for stem, block in _selected(self.sources, plan.to_file(out), targets).items():
-                    emit(stem, block)
-            for stem in targets:
-                emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
-                if out_rate == info.sample_rate and written[stem] < frames_in[0]:
-                    writers[stem].write(np.zeros((plan.out_channels, frames_in[0] - written[stem]), np.float32))
-            if frames_in[0] == 0:
-                raise AudioError(f"{info.path}: contains no audio samples")
-            for stem, writer in writers.items():
-                staged[stem] = writer.finish()
-            if not rescale:
-                return staged
-            for stem in targets:
-                final[stem] = _finalise(staged[stem], targets[stem], peaks[stem], output)
-                staged[stem].unlink(missing_ok=True)
-            return final
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            for tmp in (*staged.values(), *final.values()):
-                tmp.unlink(missing_ok=True)
-            raise
+        for out in separate_blocks(self.model, model_blocks(), groups, self.options, report):
+            for stem, block in _selected(self.sources, plan.to_file(out), targets).items():
+                emit(stem, block)
+        for stem in targets:
+            emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
+            if out_rate == info.sample_rate and written[stem] < frames_in[0]:
+                writers[stem].write(np.zeros((plan.out_channels, frames_in[0] - written[stem]), np.float32))
+        if frames_in[0] == 0:
+            raise AudioError(f"{info.path}: contains no audio samples")
+        staged = {stem: writer.finish() for stem, writer in writers.items()}
+        if not rescale:
+            return staged
+        final = {}
+        for stem, dest in targets.items():
+            writer = _open_writer(opened, dest, out_rate, plan.out_channels, output.fmt, output.bits,
+                                  output.mp3_bitrate)
+            final[stem] = _finalise(staged[stem], writer, peaks[stem])
+            writers[stem].abort()  # the float staging file is no longer needed
+        return final
 
 
 def check_filename_template(template: str) -> None:
@@ -293,6 +290,8 @@ def check_filename_template(template: str) -> None:
             raise StemforgeError(f"bad --filename template {template!r}: unknown field {field}; use {allowed}")
     if template.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", template) or os.path.isabs(template):
         raise StemforgeError(f"--filename {template!r} must be relative to the output folder, not an absolute path")
+    if ".." in re.split(r"[/\\]", template.format(**dict.fromkeys(TEMPLATE_FIELDS, "x"))):
+        raise StemforgeError(f"--filename {template!r} must stay inside the output folder (no '..')")
 
 
 def _safe_part(value: str) -> str:
@@ -336,26 +335,38 @@ class TrackLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while True:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-                try:
+                with deferred_signals():  # the file is held (and will be removed) or not created by us, never leaked
+                    fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
-                        log.info("%s: another run is writing this track; waiting for it", self.path.parent)
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                    try:
-                        current = os.path.samestat(os.fstat(fd), os.stat(self.path))
-                    except FileNotFoundError:
-                        current = False
+                        pass
+                    else:
+                        if self._current(fd):
+                            self._fd = fd
+                            return self
+                        os.close(fd)  # the previous holder deleted it just now: lock a fresh one
+                        continue
+                log.info("%s: another run is writing this track; waiting for it", self.path.parent)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible; the holder removes the file when done
                 except BaseException:
                     os.close(fd)
                     raise
-                if current:  # else the previous holder deleted the file as we waited: lock the new one
-                    self._fd = fd
-                    return self
-                os.close(fd)
+                with deferred_signals():
+                    if self._current(fd):
+                        self._fd = fd
+                        return self
+                    os.close(fd)
         except OSError as exc:
             raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
+
+    def _current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at ``path`` (a holder deletes it on release)."""
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
@@ -393,25 +404,27 @@ def _selected(sources: list[str], block: np.ndarray, targets: dict[str, Path]) -
     return out
 
 
-def _finalise(staged: Path, dest: Path, peak: float, output: OutputOptions) -> Path:
-    """Copy a float staging file into the final format, scaled down if it would clip (as Demucs does).
+def _open_writer(opened: list[AudioWriter], *args: object) -> AudioWriter:
+    """An ``AudioWriter`` (overwrite allowed: ``publish`` decides) recorded in ``opened`` before a signal can land."""
+    with deferred_signals():
+        writer = AudioWriter(*args, overwrite=True)  # type: ignore[arg-type]
+        opened.append(writer)
+    return writer
 
-    Returns the finished (unpublished) temporary file for ``dest``.
+
+def _finalise(staged: Path, writer: AudioWriter, peak: float) -> Path:
+    """Copy a float staging file into ``writer``, scaled down if it would clip (as Demucs does).
+
+    Returns the finished (unpublished) temporary file.
     """
     gain = 1.0 / max(1.01 * peak, 1.0)
     reader = open_audio(staged)
     try:
-        writer = AudioWriter(dest, reader.info.sample_rate, reader.info.channels, output.fmt, output.bits,
-                             output.mp3_bitrate, overwrite=True)
-        try:
-            for block in reader.blocks(READ_BLOCK):
-                writer.write(block * gain)
-            return writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
+        for block in reader.blocks(READ_BLOCK):
+            writer.write(block * gain)
     finally:
         reader.close()
+    return writer.finish()
 
 
 def _fit_length(x: np.ndarray, length: int) -> np.ndarray:
