@@ -230,3 +230,22 @@ def test_interrupt_leaves_no_temp_files(tmp_path: Path, song_file: Path) -> None
     with pytest.raises(KeyboardInterrupt):
         separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"), callback=interrupt)
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_absurdly_loud_float_input_gives_an_error_not_nan_stems(tmp_path: Path, separator: Separator) -> None:
+    # Bit flips in a float wav's exponents make samples ~1e38: finite, but the separation overflows on them.
+    mix = toy_mix(1.0)
+    mix[:, SR // 2:SR // 2 + 100] = 3e38
+    path = write(tmp_path, mix)
+    with pytest.raises(StemforgeError, match="NaN or infinite samples .* reach 3e\\+38"):
+        separator.separate_file(path, OutputOptions(directory=tmp_path / "out"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    with pytest.raises(StemforgeError, match="NaN or infinite"):
+        separator.separate_array(mix, SR)
+
+
+def test_non_finite_array_is_refused(separator: Separator) -> None:
+    mix = toy_mix(1.0)
+    mix[1, 100] = np.nan
+    with pytest.raises(StemforgeError, match="NaN or infinite samples"):
+        separator.separate_array(mix, SR)

@@ -100,12 +100,18 @@ class Separator:
         """mix: (channels, time) at ``sample_rate`` -> {stem: (channels, time)} in the same layout and rate."""
         if mix.ndim != 2 or mix.shape[1] == 0:
             raise StemforgeError(f"mix must be a non-empty (channels, time) array, got shape {mix.shape}")
+        if not np.isfinite(mix).all():
+            raise StemforgeError("mix contains NaN or infinite samples")
         plan = ChannelPlan(mix.shape[0], self.model.channels, keep_channels=True)
         x = plan.to_model(np.asarray(mix, dtype=np.float32))
         flat = resample(x.reshape(-1, x.shape[-1]), sample_rate, self.sample_rate)
-        stems = separate_tensor(self.model, flat.reshape(*x.shape[:2], -1), self.options)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output below
+            stems = separate_tensor(self.model, flat.reshape(*x.shape[:2], -1), self.options)
         out = plan.to_file(stems)  # (sources, channels, time)
         result = {}
+        if not np.isfinite(out).all():
+            raise StemforgeError(f"separating the mix gave NaN or infinite samples (its samples reach "
+                                 f"{float(np.abs(mix).max()):.3g}, far outside [-1, 1])")
         for name, stem in zip(self.sources, out):
             stem = resample(stem, self.sample_rate, sample_rate)
             result[name] = _fit_length(stem, mix.shape[1])
@@ -224,6 +230,7 @@ class Separator:
         peaks = dict.fromkeys(targets, 0.0)
         back = {stem: StreamResampler(self.sample_rate, out_rate, plan.out_channels) for stem in targets}
         frames_in = [0]
+        peak_in = [0.0]
 
         def model_blocks() -> Iterator[np.ndarray]:
             to_model = StreamResampler(info.sample_rate, self.sample_rate, groups * width)
@@ -233,6 +240,8 @@ class Separator:
                     raise AudioError(f"{info.path}: contains NaN or infinite samples (first at "
                                      f"{at / info.sample_rate:.3f} s); refusing to separate it")
                 frames_in[0] += block.shape[1]
+                if block.size:
+                    peak_in[0] = max(peak_in[0], float(np.abs(block).max()))
                 x = plan.to_model(block).reshape(groups * width, -1)
                 yield to_model.process(x).reshape(groups, width, -1)
             yield to_model.process(np.zeros((groups * width, 0), np.float32), last=True).reshape(groups, width, -1)
@@ -244,13 +253,18 @@ class Separator:
             if last and out_rate == info.sample_rate:
                 block = block[:, :max(0, frames_in[0] - written[stem])]  # resampling twice can add a sample or two
             if block.shape[1]:
-                peaks[stem] = max(peaks[stem], float(np.abs(block).max()))
+                peak = float(np.abs(block).max())  # NaN if any sample is NaN
+                if not np.isfinite(peak):  # finite but absurd input (a corrupt float file) overflows
+                    raise AudioError(f"{info.path}: separating it gave NaN or infinite samples (its samples reach "
+                                     f"{peak_in[0]:.3g}, far outside [-1, 1]: a corrupt file?)")
+                peaks[stem] = max(peaks[stem], peak)
                 writers[stem].write(block)
                 written[stem] += block.shape[1]
 
-        for out in separate_blocks(self.model, model_blocks(), groups, self.options, report):
-            for stem, block in _selected(self.sources, plan.to_file(out), targets).items():
-                emit(stem, block)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output, in one line
+            for out in separate_blocks(self.model, model_blocks(), groups, self.options, report):
+                for stem, block in _selected(self.sources, plan.to_file(out), targets).items():
+                    emit(stem, block)
         for stem in targets:
             emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
             if out_rate == info.sample_rate and written[stem] < frames_in[0]:
