@@ -69,6 +69,20 @@ def test_terminated_run_leaves_no_temp_files_and_no_partial_set(tmp_path: Path, 
     assert wavs(out) == ["hpss/long/drums.wav", "hpss/long/other.wav"]
 
 
+def test_hangup_is_still_ignored_under_nohup(tmp_path: Path, song_file: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(["nohup", sys.executable, "-m", "stemforge", "separate", str(song_file), "-o", str(out),
+                             "-n", "classical", "--segment", "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    wait_for_temp_files(out, proc)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert wavs(out) == ["classical/song/bass.wav", "classical/song/drums.wav", "classical/song/other.wav",
+                         "classical/song/vocals.wav"]
+
+
 def test_killed_run_temp_files_are_swept_by_next_run(tmp_path: Path, long_song: Path) -> None:
     out = tmp_path / "out"
     proc = spawn(str(long_song), "-o", str(out), *FAST)

@@ -108,10 +108,10 @@ class Separator:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output below
             stems = separate_tensor(self.model, flat.reshape(*x.shape[:2], -1), self.options)
         out = plan.to_file(stems)  # (sources, channels, time)
-        result = {}
         if not np.isfinite(out).all():
             raise StemforgeError(f"separating the mix gave NaN or infinite samples (its samples reach "
                                  f"{float(np.abs(mix).max()):.3g}, far outside [-1, 1])")
+        result = {}
         for name, stem in zip(self.sources, out):
             stem = resample(stem, self.sample_rate, sample_rate)
             result[name] = _fit_length(stem, mix.shape[1])

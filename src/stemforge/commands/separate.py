@@ -139,7 +139,10 @@ def _check_collisions(separator, output, tracks: list[tuple[Path, Path]]) -> lis
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """Make SIGTERM and SIGHUP interrupt like Ctrl-C, so a killed run cleans up its temporary files."""
+    """Make SIGTERM and SIGHUP interrupt like Ctrl-C, so a killed run cleans up its temporary files.
+
+    A signal whose handler is not the default is left alone (``nohup`` ignores SIGHUP, and must keep doing so).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -149,8 +152,9 @@ def _signals_interrupt() -> Iterator[None]:
 
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            previous[getattr(signal, name)] = signal.signal(getattr(signal, name), interrupt)
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, interrupt)
     try:
         yield
     finally:
