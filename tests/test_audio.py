@@ -291,3 +291,14 @@ def test_sweep_removes_only_temp_files_of_dead_runs(tmp_path: Path) -> None:
         path.write_bytes(b"x")
     assert audio.sweep_stale_parts(target) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+@pytest.mark.parametrize("rate", [1, 100, 0x7FFFFFFF])
+def test_implausible_sample_rate_in_header_is_an_error(tmp_path: Path, rate: int) -> None:
+    # A corrupt rate field: 1 Hz made a 0.2 s clip into hours of audio to resample (a hang), 2^31 Hz into none.
+    data = bytearray(audio.save(tmp_path / "ok.wav", sine(0.2), SR, bits=16).read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=f"bad.wav: implausible sample rate {rate} Hz"):
+        audio.open_audio(bad)

@@ -249,3 +249,10 @@ def test_non_finite_array_is_refused(separator: Separator) -> None:
     mix[1, 100] = np.nan
     with pytest.raises(StemforgeError, match="NaN or infinite samples"):
         separator.separate_array(mix, SR)
+
+
+def test_input_too_short_for_the_model_rate_is_an_error(tmp_path: Path, separator: Separator) -> None:
+    path = write(tmp_path, np.full((2, 1), 0.1, np.float32), rate=192000)  # 1 frame: under one sample at 44.1 kHz
+    with pytest.raises(StemforgeError, match=r"in.wav: too short to separate \(1 frames at 192000 Hz"):
+        separator.separate_file(path, OutputOptions(directory=tmp_path / "out"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []

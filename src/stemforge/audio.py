@@ -31,7 +31,11 @@ AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".mp3", ".m4a", ".aac",
      ".mp4", ".wma", ".webm", ".mka", ".caf", ".w64", ".rf64", ".au"}
 )
+_PYAV_ONLY = frozenset({".mp3", ".mp2", ".mpga"})
 _SOUNDFILE_FIRST = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".au"})
+
+#: Sample rates we accept; anything outside is a corrupt header rather than audio.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 1_536_000
 
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 BIT_DEPTHS = ("16", "24", "32f")
@@ -68,6 +72,9 @@ class _SoundFileReader:
         import soundfile as sf
 
         self._file = sf.SoundFile(str(path))
+        if self._file.format == "MPEG":  # libmpg123 prints its complaints to stderr: leave MPEG audio to FFmpeg
+            self._file.close()
+            raise ValueError("MPEG audio is read with PyAV")
         self.info = AudioInfo(path, int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
         if self._file.format == "WAV":
             _warn_if_truncated(self.info, _wav_declared_frames(path))
@@ -198,11 +205,21 @@ def open_audio(path: str | os.PathLike[str]) -> AudioReader:
     if reader.info.frames == 0:
         reader.close()
         raise AudioError(f"{path}: contains no audio samples")
+    if not MIN_SAMPLE_RATE <= reader.info.sample_rate <= MAX_SAMPLE_RATE:
+        reader.close()  # a corrupt header: 1 Hz would mean hours of audio to resample, 2 GHz none at all
+        raise AudioError(f"{path}: implausible sample rate {reader.info.sample_rate} Hz (corrupt header?); "
+                         f"expected {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
     return reader
 
 
 def _try_open(path: Path) -> AudioReader:
-    openers = [_SoundFileReader, _PyAVReader] if path.suffix.lower() in _SOUNDFILE_FIRST else [_PyAVReader, _SoundFileReader]
+    suffix = path.suffix.lower()
+    if suffix in _SOUNDFILE_FIRST:
+        openers = [_SoundFileReader, _PyAVReader]
+    elif suffix in _PYAV_ONLY:
+        openers = [_PyAVReader]  # libsndfile would hand MPEG to libmpg123, which writes its errors to stderr
+    else:
+        openers = [_PyAVReader, _SoundFileReader]
     for opener in openers:
         try:
             return opener(path)

@@ -271,6 +271,9 @@ class Separator:
                 writers[stem].write(np.zeros((plan.out_channels, frames_in[0] - written[stem]), np.float32))
         if frames_in[0] == 0:
             raise AudioError(f"{info.path}: contains no audio samples")
+        if not all(written.values()):
+            raise AudioError(f"{info.path}: too short to separate ({frames_in[0]} frames at {info.sample_rate} Hz "
+                             f"give no samples at {out_rate} Hz)")
         staged = {stem: writer.finish() for stem, writer in writers.items()}
         if not rescale:
             return staged
