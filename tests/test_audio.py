@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -230,7 +231,7 @@ def test_full_disk_is_one_line_error_naming_file(tmp_path: Path, monkeypatch: py
 
 def test_file_size_limit_is_one_line_error(tmp_path: Path) -> None:
     # RLIMIT_FSIZE makes write() fail with EFBIG; Python ignores SIGXFSZ, so it surfaces as an error.
-    resource = pytest.importorskip("resource")
+    pytest.importorskip("resource")
     code = ("import resource, sys, numpy as np\n"
             "from stemforge import audio\n"
             "from stemforge.errors import AudioError\n"
@@ -245,7 +246,6 @@ def test_file_size_limit_is_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("big.wav: writing failed: file too large"), result.stdout
     assert list(tmp_path.iterdir()) == []
-    del resource
 
 
 def test_truncated_wav_warns_how_much_is_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -302,3 +302,23 @@ def test_implausible_sample_rate_in_header_is_an_error(tmp_path: Path, rate: int
     bad.write_bytes(bytes(data))
     with pytest.raises(AudioError, match=f"bad.wav: implausible sample rate {rate} Hz"):
         audio.open_audio(bad)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_deferred_signals_hold_the_signal_until_the_block_ends(signum: int) -> None:
+    import torch
+
+    torch.ones(1000, 1000) @ torch.ones(1000, 1000)  # torch's worker threads exist: a process signal may land on any
+    got: list[str] = []
+    previous = signal.signal(signum, lambda s, f: got.append("handled"))
+    try:
+        with audio.deferred_signals():
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):  # give the interpreter every chance to run a handler inside the block
+                sum(range(100))
+            got.append("block done")
+        got.append("after")
+    finally:
+        signal.signal(signum, previous)
+    assert got == ["block done", "handled", "after"]
+    assert signal.getsignal(signum) is previous

@@ -4,7 +4,9 @@ Arrays are always float32 shaped ``(channels, time)``. Reading goes through soun
 aiff, ...) and falls back to PyAV/FFmpeg (mp3, m4a/aac, opus, ...). Writing supports wav (16/24-bit
 PCM, 32-bit float), flac (16/24-bit) and mp3 (via PyAV's LAME encoder). Every write goes to a temporary
 file in the target directory and is renamed into place only when complete, so a crash or a bad input
-never leaves a half-written file behind.
+never leaves a half-written file behind. Temp files are named ``.<target>.sf<pid>.<random>.part.<ext>`` so a
+later run can sweep those of a run that was killed outright; ``publish`` moves a group of them into place
+together, claiming each name exclusively unless overwriting was asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import signal
 import struct
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol
 
@@ -534,16 +537,34 @@ def _process_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a group of renames is never cut in half."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a group of renames is never cut in half.
+
+    The Python-level handlers are swapped for one that only notes the signal; on exit the old handlers come
+    back and each noted signal is raised again (so Ctrl-C still interrupts, SIGTERM still terminates, just
+    after the block). Masking with ``pthread_sigmask`` would not do: it covers one thread, and a process
+    signal may land on any of torch's threads. Python runs handlers on the main thread only, so elsewhere
+    nothing can interrupt the block and nothing needs holding. Ignored signals stay ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    caught: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            previous[sig] = signal.signal(sig, hold)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
 
 
 def publish(parts: Mapping[Path, Path], overwrite: bool = False) -> None:
