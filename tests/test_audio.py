@@ -1,3 +1,7 @@
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +199,126 @@ def test_integer_formats_clamp(tmp_path: Path) -> None:
 def test_outputs_get_normal_permissions(tmp_path: Path) -> None:
     path = audio.save(tmp_path / "x.wav", sine(0.1), SR)
     assert path.stat().st_mode & 0o777 == audio.default_file_mode()
+
+
+def _full_device_mkstemp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Make the writer's temp file a link to /dev/full, where every write fails with a real ENOSPC."""
+    real = audio.tempfile.mkstemp
+
+    def mkstemp(prefix: str = "", suffix: str = "", dir: str | None = None) -> tuple[int, str]:
+        fd, name = real(prefix=prefix, suffix=suffix, dir=dir)
+        os.close(fd)
+        os.unlink(name)
+        os.symlink("/dev/full", name)
+        return os.open(name, os.O_WRONLY), name
+
+    monkeypatch.setattr(audio.tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3"])
+def test_full_disk_is_one_line_error_naming_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    _full_device_mkstemp(monkeypatch, tmp_path)
+    target = tmp_path / f"out.{fmt}"
+    with pytest.raises(AudioError) as caught:
+        with audio.AudioWriter(target, SR, 2, fmt) as writer:
+            for _ in range(20):
+                writer.write(sine(1.0))
+    message = str(caught.value)
+    assert "\n" not in message and str(target) in message and "no space left on device" in message
+    assert list(tmp_path.iterdir()) == []  # the temp link is gone, no target
+
+
+def test_file_size_limit_is_one_line_error(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE makes write() fail with EFBIG; Python ignores SIGXFSZ, so it surfaces as an error.
+    pytest.importorskip("resource")
+    code = ("import resource, sys, numpy as np\n"
+            "from stemforge import audio\n"
+            "from stemforge.errors import AudioError\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))\n"
+            "try:\n"
+            "    audio.save(sys.argv[1], np.zeros((2, 441000), np.float32), 44100, bits=16)\n"
+            "except AudioError as exc:\n"
+            "    print(exc)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(audio.__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.wav")], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("big.wav: writing failed: file too large"), result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_wav_warns_how_much_is_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = audio.save(tmp_path / "whole.wav", sine(1.0), SR, bits=16)
+    cut = tmp_path / "cut.wav"
+    data = path.read_bytes()
+    cut.write_bytes(data[:44 + 4 * 11025])  # header + a quarter of the frames
+    wav, _ = audio.load(cut)
+    assert wav.shape == (2, 11025)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and str(cut) in lines[0] and "truncated" in lines[0]
+    assert "33075" in lines[0] and "0.750 s missing" in lines[0]
+    caplog.clear()
+    audio.load(path)  # a whole file says nothing
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_publish_is_exclusive_and_all_or_nothing(tmp_path: Path) -> None:
+    first = {tmp_path / f"{n}.wav": audio.AudioWriter(tmp_path / f"{n}.wav", SR, 2) for n in ("a", "b")}
+    for w in first.values():
+        w.write(sine(0.1))
+    parts = {target: w.finish() for target, w in first.items()}
+    assert not any(t.exists() for t in parts)  # finished, not yet visible
+    (tmp_path / "b.wav").write_bytes(b"someone else's")
+    with pytest.raises(AudioError, match="b.wav: already exists"):
+        audio.publish(parts)
+    assert not (tmp_path / "a.wav").exists()  # rolled back: none of the set appears
+    assert (tmp_path / "b.wav").read_bytes() == b"someone else's"
+    (tmp_path / "b.wav").unlink()
+    audio.publish(parts)
+    assert all(audio.load(t)[0].shape == (2, 4410) for t in parts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]
+
+
+def test_sweep_removes_only_temp_files_of_dead_runs(tmp_path: Path) -> None:
+    target = tmp_path / "vocals.wav"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f".vocals.wav.sf{pid}.abc123.part.wav"
+    live = tmp_path / f".vocals.wav.sf{os.getpid()}.def456.part.wav"
+    other = tmp_path / f".drums.wav.sf{pid}.abc123.part.wav"
+    for path in (stale, live, other):
+        path.write_bytes(b"x")
+    assert audio.sweep_stale_parts(target) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+@pytest.mark.parametrize("rate", [1, 100, 0x7FFFFFFF])
+def test_implausible_sample_rate_in_header_is_an_error(tmp_path: Path, rate: int) -> None:
+    # A corrupt rate field: 1 Hz made a 0.2 s clip into hours of audio to resample (a hang), 2^31 Hz into none.
+    data = bytearray(audio.save(tmp_path / "ok.wav", sine(0.2), SR, bits=16).read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=f"bad.wav: implausible sample rate {rate} Hz"):
+        audio.open_audio(bad)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_deferred_signals_hold_the_signal_until_the_block_ends(signum: int) -> None:
+    import torch
+
+    torch.ones(1000, 1000) @ torch.ones(1000, 1000)  # torch's worker threads exist: a process signal may land on any
+    got: list[str] = []
+    previous = signal.signal(signum, lambda s, f: got.append("handled"))
+    try:
+        with audio.deferred_signals():
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):  # give the interpreter every chance to run a handler inside the block
+                sum(range(100))
+            got.append("block done")
+        got.append("after")
+    finally:
+        signal.signal(signum, previous)
+    assert got == ["block done", "handled", "after"]
+    assert signal.getsignal(signum) is previous

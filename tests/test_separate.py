@@ -114,15 +114,28 @@ def test_very_short_clip(tmp_path: Path, separator: Separator) -> None:
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path, separator: Separator, song_file: Path) -> None:
+    separator.separate_file(song_file, OutputOptions(directory=tmp_path))
     target = tmp_path / "classical" / "song" / "vocals.wav"
-    target.parent.mkdir(parents=True)
     target.write_bytes(b"precious")
     with pytest.raises(StemforgeError, match="already exists"):
         separator.separate_file(song_file, OutputOptions(directory=tmp_path))
     assert target.read_bytes() == b"precious"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["vocals.wav"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
     separator.separate_file(song_file, OutputOptions(directory=tmp_path, force=True))
     assert audio.load(target)[0].shape == (2, 4 * SR)
+
+
+def test_incomplete_earlier_output_is_completed_not_refused(tmp_path: Path, separator: Separator, song_file: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    # What an interrupted run used to leave: one stem of four. A re-run writes the other three, keeps that one.
+    target = tmp_path / "classical" / "song" / "vocals.wav"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"precious")
+    written = separator.separate_file(song_file, OutputOptions(directory=tmp_path))
+    assert target.read_bytes() == b"precious"
+    assert all(p.exists() for p in written.values()) and len(written) == 4
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    assert "left 1 of 4 stems" in caplog.text
 
 
 def test_failure_mid_separation_leaves_nothing(tmp_path: Path, song_file: Path) -> None:
@@ -178,3 +191,68 @@ def test_wiener_option(tmp_path: Path) -> None:
     assert np.abs(sum(stems.values()) - toy_mix(1.0)).max() < 1e-3  # Wiener gains sum to identity
     with pytest.raises(StemforgeError, match="no Wiener post-filter"):
         Separator("classical", wiener=2)
+
+
+def test_track_lock_makes_runs_take_turns_and_leaves_no_file(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from stemforge.separate import TrackLock
+
+    lock = tmp_path / "model" / ".stemforge-x.lock"
+    order: list[str] = []
+
+    def second() -> None:
+        with TrackLock(lock):
+            order.append("second in")
+
+    with TrackLock(lock):
+        order.append("first in")
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        assert order == ["first in"]  # the second waits (flock conflicts between open files, even in one process)
+        order.append("first out")
+    thread.join(10)
+    assert order == ["first in", "first out", "second in"]
+    assert list(lock.parent.iterdir()) == []
+
+
+def test_interrupt_leaves_no_temp_files(tmp_path: Path, song_file: Path) -> None:
+    calls = []
+
+    def interrupt(done: float, total: float | None) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    separator = Separator("classical", segment=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"), callback=interrupt)
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_absurdly_loud_float_input_gives_an_error_not_nan_stems(tmp_path: Path, separator: Separator) -> None:
+    # Bit flips in a float wav's exponents make samples ~1e38: finite, but the separation overflows on them.
+    mix = toy_mix(1.0)
+    mix[:, SR // 2:SR // 2 + 100] = 3e38
+    path = write(tmp_path, mix)
+    with pytest.raises(StemforgeError, match="NaN or infinite samples .* reach 3e\\+38"):
+        separator.separate_file(path, OutputOptions(directory=tmp_path / "out"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    with pytest.raises(StemforgeError, match="NaN or infinite"):
+        separator.separate_array(mix, SR)
+
+
+def test_non_finite_array_is_refused(separator: Separator) -> None:
+    mix = toy_mix(1.0)
+    mix[1, 100] = np.nan
+    with pytest.raises(StemforgeError, match="NaN or infinite samples"):
+        separator.separate_array(mix, SR)
+
+
+def test_input_too_short_for_the_model_rate_is_an_error(tmp_path: Path, separator: Separator) -> None:
+    path = write(tmp_path, np.full((2, 1), 0.1, np.float32), rate=192000)  # 1 frame: under one sample at 44.1 kHz
+    with pytest.raises(StemforgeError, match=r"in.wav: too short to separate \(1 frames at 192000 Hz"):
+        separator.separate_file(path, OutputOptions(directory=tmp_path / "out"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []

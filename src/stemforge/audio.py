@@ -4,27 +4,41 @@ Arrays are always float32 shaped ``(channels, time)``. Reading goes through soun
 aiff, ...) and falls back to PyAV/FFmpeg (mp3, m4a/aac, opus, ...). Writing supports wav (16/24-bit
 PCM, 32-bit float), flac (16/24-bit) and mp3 (via PyAV's LAME encoder). Every write goes to a temporary
 file in the target directory and is renamed into place only when complete, so a crash or a bad input
-never leaves a half-written file behind.
+never leaves a half-written file behind. Temp files are named ``.<target>.sf<pid>.<random>.part.<ext>`` so a
+later run can sweep those of a run that was killed outright; ``publish`` moves a group of them into place
+together, claiming each name exclusively unless overwriting was asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import re
+import signal
+import struct
 import tempfile
+import threading
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Mapping, Protocol
 
 import numpy as np
 
 from stemforge.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 #: Extensions we try to read; anything else is skipped when walking directories.
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".mp3", ".m4a", ".aac",
      ".mp4", ".wma", ".webm", ".mka", ".caf", ".w64", ".rf64", ".au"}
 )
+_PYAV_ONLY = frozenset({".mp3", ".mp2", ".mpga"})
 _SOUNDFILE_FIRST = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".caf", ".w64", ".rf64", ".au"})
+
+#: Sample rates we accept; anything outside is a corrupt header rather than audio.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 1_536_000
 
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 BIT_DEPTHS = ("16", "24", "32f")
@@ -61,7 +75,12 @@ class _SoundFileReader:
         import soundfile as sf
 
         self._file = sf.SoundFile(str(path))
+        if self._file.format == "MPEG":  # libmpg123 prints its complaints to stderr: leave MPEG audio to FFmpeg
+            self._file.close()
+            raise ValueError("MPEG audio is read with PyAV")
         self.info = AudioInfo(path, int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
+        if self._file.format == "WAV":
+            _warn_if_truncated(self.info, _wav_declared_frames(path))
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         import soundfile as sf
@@ -121,6 +140,42 @@ class _PyAVReader:
         self._container.close()
 
 
+def _wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header promises (its data chunk size), or None when it does not say."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            for _ in range(64):  # a WAVE file has a handful of chunks before its data
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):  # streamed wavs leave the size open
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
+def _warn_if_truncated(info: AudioInfo, declared: int | None) -> None:
+    if declared is not None and info.frames is not None and declared > info.frames:
+        missing = declared - info.frames
+        log.warning("%s: file is truncated: its header promises %d frames but it holds %d (%d frames, %.3f s missing)",
+                    info.path, declared, info.frames, missing, missing / info.sample_rate)
+
+
 def _frame_to_array(frame: object, channels: int) -> np.ndarray:
     """A decoded PyAV audio frame -> float32 (channels, n), whatever its sample format."""
     data = frame.to_ndarray()  # type: ignore[attr-defined]
@@ -153,11 +208,21 @@ def open_audio(path: str | os.PathLike[str]) -> AudioReader:
     if reader.info.frames == 0:
         reader.close()
         raise AudioError(f"{path}: contains no audio samples")
+    if not MIN_SAMPLE_RATE <= reader.info.sample_rate <= MAX_SAMPLE_RATE:
+        reader.close()  # a corrupt header: 1 Hz would mean hours of audio to resample, 2 GHz none at all
+        raise AudioError(f"{path}: implausible sample rate {reader.info.sample_rate} Hz (corrupt header?); "
+                         f"expected {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
     return reader
 
 
 def _try_open(path: Path) -> AudioReader:
-    openers = [_SoundFileReader, _PyAVReader] if path.suffix.lower() in _SOUNDFILE_FIRST else [_PyAVReader, _SoundFileReader]
+    suffix = path.suffix.lower()
+    if suffix in _SOUNDFILE_FIRST:
+        openers = [_SoundFileReader, _PyAVReader]
+    elif suffix in _PYAV_ONLY:
+        openers = [_PyAVReader]  # libsndfile would hand MPEG to libmpg123, which writes its errors to stderr
+    else:
+        openers = [_PyAVReader, _SoundFileReader]
     for opener in openers:
         try:
             return opener(path)
@@ -264,25 +329,30 @@ class AudioWriter:
         if self.path.exists() and not overwrite:
             raise AudioError(f"{self.path}: already exists (use --force to overwrite)")
         self.fmt, self.bits, self.channels, self.sample_rate = fmt, bits, channels, sample_rate
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part.{fmt}", dir=self.path.parent)
-            os.close(fd)
-        except OSError as exc:
-            raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
-        self._tmp = Path(tmp)
-        self._closed = False
-        try:
-            if fmt == "mp3":
-                self._open_mp3(mp3_bitrate)
-            else:
-                import soundfile as sf
+        self.overwrite = overwrite
+        with deferred_signals():  # a signal must not land between creating the temp file and owning it
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=_part_prefix(self.path), suffix=f".part.{fmt}", dir=self.path.parent)
+                os.close(fd)
+            except OSError as exc:
+                raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
+            self._tmp = Path(tmp)
+            self._closed = False
+            try:
+                if fmt == "mp3":
+                    self._open_mp3(mp3_bitrate)
+                else:
+                    import soundfile as sf
 
-                self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
-                                        subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
-        except Exception as exc:
-            self._tmp.unlink(missing_ok=True)
-            raise AudioError(f"{self.path}: cannot open for writing ({exc})") from exc
+                    self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
+                                            subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
+            except AudioError:
+                self._tmp.unlink(missing_ok=True)
+                raise
+            except Exception as exc:
+                self._tmp.unlink(missing_ok=True)
+                raise AudioError(f"{self.path}: cannot open for writing: {self._failure(exc)}") from exc
 
     def _open_mp3(self, bitrate: int) -> None:
         import av
@@ -302,20 +372,30 @@ class AudioWriter:
             raise ValueError(f"expected {self.channels} channels, got {block.shape[0]}")
         if self.fmt == "mp3" or self.bits != "32f":
             block = np.clip(block, -1.0, 1.0)
-        if self.fmt == "mp3":
-            import av
+        try:
+            if self.fmt == "mp3":
+                import av
 
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, dtype=np.float32), format="fltp", layout=self._layout)
-            frame.sample_rate = self.sample_rate
-            frame.pts = self._pts
-            self._pts += block.shape[1]
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-        else:
-            self._sf.write(np.ascontiguousarray(block.T))
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, dtype=np.float32), format="fltp", layout=self._layout)
+                frame.sample_rate = self.sample_rate
+                frame.pts = self._pts
+                self._pts += block.shape[1]
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
+            else:
+                self._sf.write(np.ascontiguousarray(block.T))
+        except Exception as exc:  # a full disk, a file size limit, a vanished directory...
+            reason = self._failure(exc)
+            self.abort()
+            raise AudioError(f"{self.path}: writing failed: {reason}") from exc
 
-    def commit(self) -> Path:
-        """Finish the file and move it into place."""
+    def finish(self) -> Path:
+        """Complete the file without publishing it.
+
+        Returns:
+            The finished hidden temporary file next to ``path``; the caller moves it into place (``publish``)
+            or deletes it.
+        """
         try:
             if self.fmt == "mp3":
                 for packet in self._stream.encode(None):
@@ -324,12 +404,45 @@ class AudioWriter:
             else:
                 self._sf.close()
             self._closed = True
-            os.chmod(self._tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
-            os.replace(self._tmp, self.path)
         except Exception as exc:
+            reason = self._failure(exc)
             self.abort()
-            raise AudioError(f"{self.path}: writing failed ({exc})") from exc
+            raise AudioError(f"{self.path}: writing failed: {reason}") from exc
+        return self._tmp
+
+    def commit(self) -> Path:
+        """Finish the file and move it into place (refusing to replace an existing file unless ``overwrite``).
+
+        Returns:
+            The target path.
+        """
+        tmp = self.finish()
+        try:
+            publish({self.path: tmp}, overwrite=self.overwrite)
+        finally:
+            tmp.unlink(missing_ok=True)
         return self.path
+
+    def _failure(self, exc: Exception) -> str:
+        """One-line reason for a failed write; libsndfile keeps the system error on the handle, not the exception."""
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror[:1].lower() + exc.strerror[1:]
+        if self.fmt != "mp3":
+            try:
+                import soundfile as sf
+
+                handle = self._sf._file if getattr(self, "_sf", None) is not None else sf._ffi.NULL  # NULL: failed open
+                text = sf._ffi.string(sf._snd.sf_strerror(handle)).decode("utf-8", "replace")
+            except Exception:
+                text = ""
+            if text.startswith("System error"):
+                text = text.split(":", 1)[-1].strip().rstrip(".")
+                return text[:1].lower() + text[1:]
+        # Some encoders (FLAC) report only "encoder error": try a write ourselves to learn the system's reason.
+        probed = _probe_write(self._tmp)
+        if probed:
+            return probed[:1].lower() + probed[1:]
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
     def abort(self) -> None:
         """Drop the partial output; the target path is left untouched."""
@@ -352,6 +465,158 @@ class AudioWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _probe_write(path: Path) -> str | None:
+    """Append 64 KiB to our own (doomed) temp file: the system's reason it cannot be written, or None."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        return exc.strerror
+    try:
+        os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        return exc.strerror
+    finally:
+        os.close(fd)
+    return None
+
+
+#: Marks our temporary files: ``.<target name>.sf<pid>.<random>.part.<ext>``, so a later run can tell whose they are.
+_PART_RE = re.compile(r"^\.(?P<name>.+)\.sf(?P<pid>\d+)\.[^.]+\.part\.[a-z0-9]+$")
+
+
+def _part_prefix(target: Path) -> str:
+    return f".{target.name}.sf{os.getpid()}."
+
+
+def sweep_stale_parts(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files for ``target`` left by runs that died (killed, power loss) before cleaning up.
+
+    Only files whose writer process no longer exists are removed, so a run writing right now is left alone.
+
+    Args:
+        target: an output path; its directory is searched for that path's temporary files.
+
+    Returns:
+        The files removed.
+    """
+    target = Path(target)
+    removed = []
+    if os.name != "posix" or not target.parent.is_dir():
+        return removed
+    for entry in target.parent.iterdir():
+        match = _PART_RE.match(entry.name)
+        if not match or match["name"] != target.name:
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: cannot remove a stale temporary file (%s)", entry, exc.strerror or exc)
+    if removed:
+        log.info("removed %d stale temporary file(s) next to %s", len(removed), target)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so a group of renames is never cut in half.
+
+    The Python-level handlers are swapped for one that only notes the signal; on exit the old handlers come
+    back and each noted signal is raised again (so Ctrl-C still interrupts, SIGTERM still terminates, just
+    after the block). Masking with ``pthread_sigmask`` would not do: it covers one thread, and a process
+    signal may land on any of torch's threads. Python runs handlers on the main thread only, so elsewhere
+    nothing can interrupt the block and nothing needs holding. Ignored signals stay ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            previous[sig] = signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
+def publish(parts: Mapping[Path, Path], overwrite: bool = False) -> None:
+    """Move finished temporary files onto their targets as one step: all of them or (on failure) none.
+
+    Without ``overwrite`` each target is claimed exclusively (a hard link fails if the name exists), so of two
+    runs racing for the same outputs exactly one wins. Signals are held while the files move.
+
+    Args:
+        parts: target path -> finished temporary file in the same directory.
+        overwrite: replace existing targets instead of refusing.
+
+    Raises:
+        AudioError: a target exists (without ``overwrite``) or cannot be written; targets published so far by
+            this call are removed again.
+    """
+    claimed: list[Path] = []
+    linked: set[Path] = set()
+    target = None
+    with deferred_signals():
+        try:
+            for target, tmp in parts.items():
+                os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; outputs should look like any other
+                if overwrite:
+                    continue
+                try:  # a hard link claims the name atomically and fails if it exists
+                    os.link(tmp, target)
+                    linked.add(target)
+                except FileExistsError:
+                    raise
+                except OSError:  # no hard links on this filesystem: reserve the name, rename over it below
+                    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                claimed.append(target)
+            for target, tmp in parts.items():
+                if target in linked:
+                    tmp.unlink()
+                else:
+                    os.replace(tmp, target)
+        except FileExistsError as exc:
+            _unclaim(claimed)
+            raise AudioError(f"{target}: already exists (use --force to overwrite)") from exc
+        except OSError as exc:
+            _unclaim(claimed)
+            raise AudioError(f"{target}: cannot write output ({exc.strerror or exc})") from exc
+
+
+def _unclaim(claimed: list[Path]) -> None:
+    for path in claimed:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def default_file_mode() -> int:

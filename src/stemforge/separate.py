@@ -2,21 +2,30 @@
 
 Files are streamed end to end (decode -> channel plan -> resample -> overlap-add engine -> resample back
 -> encode), so memory stays bounded by the segment size whatever the track length. Outputs are written
-atomically: nothing appears under the target name until the stem is complete.
+atomically and as a set: every stem of a track goes to a hidden temporary file first, and only when all of
+them are complete are they moved into place together (exclusively, unless ``force``), under a per-track lock
+so two runs writing the same track never interleave. Output names come from a template confined to the
+output folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
+import os
+import re
+import string
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from stemforge.audio import AudioWriter, StreamResampler, check_output_format, open_audio, resample
+from stemforge.audio import (AudioWriter, StreamResampler, check_output_format, deferred_signals, open_audio,
+                             publish, resample, sweep_stale_parts)
 from stemforge.engine import EngineOptions, separate_blocks, separate_tensor
-from stemforge.errors import StemforgeError
+from stemforge.errors import AudioError, StemforgeError
 from stemforge.layout import ChannelPlan
 from stemforge.models.base import StemModel
 from stemforge.models.loading import DEFAULT_MODEL, load_model
@@ -25,6 +34,11 @@ from stemforge.models.loading import DEFAULT_MODEL, load_model
 READ_BLOCK = 1 << 16
 
 ProgressCallback = Callable[[float, "float | None"], None]
+
+#: The fields an output file name template may use.
+TEMPLATE_FIELDS = ("track", "trackext", "stem", "ext", "relpath")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -86,91 +100,148 @@ class Separator:
         """mix: (channels, time) at ``sample_rate`` -> {stem: (channels, time)} in the same layout and rate."""
         if mix.ndim != 2 or mix.shape[1] == 0:
             raise StemforgeError(f"mix must be a non-empty (channels, time) array, got shape {mix.shape}")
+        if not np.isfinite(mix).all():
+            raise StemforgeError("mix contains NaN or infinite samples")
         plan = ChannelPlan(mix.shape[0], self.model.channels, keep_channels=True)
         x = plan.to_model(np.asarray(mix, dtype=np.float32))
         flat = resample(x.reshape(-1, x.shape[-1]), sample_rate, self.sample_rate)
-        stems = separate_tensor(self.model, flat.reshape(*x.shape[:2], -1), self.options)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output below
+            stems = separate_tensor(self.model, flat.reshape(*x.shape[:2], -1), self.options)
         out = plan.to_file(stems)  # (sources, channels, time)
+        if not np.isfinite(out).all():
+            raise StemforgeError(f"separating the mix gave NaN or infinite samples (its samples reach "
+                                 f"{float(np.abs(mix).max()):.3g}, far outside [-1, 1])")
         result = {}
         for name, stem in zip(self.sources, out):
             stem = resample(stem, self.sample_rate, sample_rate)
             result[name] = _fit_length(stem, mix.shape[1])
         return result
 
-    def output_paths(self, track: Path, output: OutputOptions) -> dict[str, Path]:
-        """stem name -> target path, following ``output.filename``."""
+    def output_paths(self, track: Path, output: OutputOptions, relpath: str | Path = "") -> dict[str, Path]:
+        """Where each stem of ``track`` goes, following ``output.filename``, always inside ``output.directory``.
+
+        Args:
+            track: the input file.
+            output: output options (directory, template, format, stem selection).
+            relpath: the track's folder relative to the input directory it was found in (``{relpath}``).
+
+        Returns:
+            stem name -> target path.
+        """
+        check_filename_template(output.filename)
         names = select_stems(self.sources, output.stems, output.two_stems)
-        base = Path(output.directory) / self.name
+        base = Path(output.directory) / _safe_part(self.name)
+        fields = {"track": _safe_part(track.stem), "trackext": _safe_part(track.name),
+                  "relpath": "/".join(_safe_part(p) for p in Path(relpath).parts if p not in ("", "."))}
         paths = {}
         for stem in names:
-            try:
-                rel = output.filename.format(track=track.stem, trackext=track.name, stem=stem, ext=output.fmt)
-            except (KeyError, IndexError, ValueError) as exc:
-                raise StemforgeError(f"bad --filename template {output.filename!r}: use {{track}}, {{trackext}}, {{stem}}, {{ext}}") from exc
-            paths[stem] = base / rel
+            rel = output.filename.format(**fields, stem=_safe_part(stem), ext=output.fmt)
+            parts = [p for p in re.split(r"[/\\]", rel) if p not in ("", ".")]
+            if not parts or ".." in parts or "\0" in rel:
+                raise StemforgeError(f"--filename {output.filename!r} gives {rel!r} for {track}, which is not a file "
+                                     "name inside the output folder")
+            paths[stem] = base.joinpath(*parts)
         if len(set(paths.values())) != len(paths):
             raise StemforgeError(f"--filename template {output.filename!r} gives several stems the same file name")
         return paths
 
     def separate_file(self, path: str | Path, output: OutputOptions | None = None, *, progress: bool = False,
-                      callback: ProgressCallback | None = None) -> dict[str, Path]:
-        """Separate one file into ``output.directory``; returns stem -> written path.
+                      callback: ProgressCallback | None = None, relpath: str | Path = "") -> dict[str, Path]:
+        """Separate one file into ``output.directory``.
 
-        ``callback(done_seconds, total_seconds_or_None)`` is called as audio is processed; ``progress``
-        shows a tqdm bar on stderr.
+        A track's stems appear all at once when every one is complete; an interrupted run leaves none of
+        them and no temporary files (those of a run that was killed outright are swept by the next run).
+        If an earlier run left only some of the stems, the missing ones are written and the others kept.
+
+        Args:
+            path: the audio file.
+            output: where and how to write; defaults to ``OutputOptions()``.
+            progress: show a tqdm bar on stderr.
+            callback: called as ``callback(done_seconds, total_seconds_or_None)`` as audio is processed.
+            relpath: the track's folder relative to the input directory, for the ``{relpath}`` field.
+
+        Returns:
+            stem -> written path.
+
+        Raises:
+            StemforgeError: bad options, an unreadable or non-finite input, outputs that already exist
+                (without ``force``), or a failed write (full disk, ...), each with a one-line message.
         """
         output = output or OutputOptions()
         if output.clip not in ("rescale", "clamp"):
             raise StemforgeError(f"clip mode must be rescale or clamp, got {output.clip!r}")
         path = Path(path)
-        targets = self.output_paths(path, output)
-        existing = [str(p) for p in targets.values() if p.exists()]
-        if existing and not output.force:
-            raise StemforgeError(f"output already exists: {existing[0]} (use --force to overwrite)")
+        targets = self.output_paths(path, output, relpath)
+        _refuse_complete(targets, output.force)
         reader = open_audio(path)
         try:
             info = reader.info
             plan = ChannelPlan(info.channels, self.model.channels, output.keep_channels)
             check_output_format(output.fmt, output.bits, plan.out_channels)
             out_rate = info.sample_rate if output.keep_rate else self.sample_rate
-            bar = _progress_bar(path.name, info.seconds) if progress else None
+            lock = Path(output.directory) / _safe_part(self.name) / _lock_name(path, relpath)
+            with TrackLock(lock):
+                for target in targets.values():
+                    sweep_stale_parts(target)
+                todo = _refuse_complete(targets, output.force)
+                if len(todo) < len(targets):
+                    log.warning("%s: an earlier run left %d of %d stems; writing the missing ones (%s)", path,
+                                len(targets) - len(todo), len(targets), ", ".join(todo))
+                bar = _progress_bar(path.name, info.seconds) if progress else None
+                done = 0.0
 
-            done = 0.0
+                def report(model_samples: int) -> None:
+                    nonlocal done
+                    done += model_samples / self.sample_rate
+                    if bar is not None:
+                        bar.update(model_samples / self.sample_rate)
+                    if callback is not None:
+                        callback(done, info.seconds)
 
-            def report(model_samples: int) -> None:
-                nonlocal done
-                done += model_samples / self.sample_rate
-                if bar is not None:
-                    bar.update(model_samples / self.sample_rate)
-                if callback is not None:
-                    callback(done, info.seconds)
-
-            try:
-                return self._stream_to_files(reader, plan, targets, output, out_rate, report)
-            finally:
-                if bar is not None:
-                    bar.close()
+                opened: list[AudioWriter] = []  # every temp file, so cleanup cannot miss one whenever a signal lands
+                try:
+                    try:
+                        parts = self._stream_to_files(reader, plan, todo, output, out_rate, report, opened)
+                    finally:
+                        if bar is not None:
+                            bar.close()
+                    publish({todo[stem]: tmp for stem, tmp in parts.items()}, overwrite=output.force)
+                finally:
+                    for writer in opened:
+                        writer.abort()  # published files are links or renames: only leftovers go
         finally:
             reader.close()
+        return targets
 
     def _stream_to_files(self, reader, plan: ChannelPlan, targets: dict[str, Path], output: OutputOptions,
-                         out_rate: int, report: Callable[[int], None]) -> dict[str, Path]:
+                         out_rate: int, report: Callable[[int], None], opened: list[AudioWriter]) -> dict[str, Path]:
+        """Separate ``reader`` into finished temporary files next to ``targets``; returns stem -> temp file.
+
+        Every writer is appended to ``opened`` as it is created; the caller aborts them all when done.
+        """
         info = reader.info
         groups, width = len(plan.groups), self.model.channels
         rescale = output.clip == "rescale" and output.bits != "32f"
         # With rescaling, stems go to float staging files first: the gain needs each stem's peak.
-        writers = {stem: AudioWriter(_staging_path(dest) if rescale else dest, out_rate, plan.out_channels,
-                                     "wav" if rescale else output.fmt, "32f" if rescale else output.bits,
-                                     output.mp3_bitrate, overwrite=True if rescale else output.force)
-                   for stem, dest in targets.items()}
+        writers: dict[str, AudioWriter] = {}
+        for stem, dest in targets.items():
+            writers[stem] = _open_writer(opened, dest, out_rate, plan.out_channels, "wav" if rescale else output.fmt,
+                                         "32f" if rescale else output.bits, output.mp3_bitrate)
         peaks = dict.fromkeys(targets, 0.0)
         back = {stem: StreamResampler(self.sample_rate, out_rate, plan.out_channels) for stem in targets}
         frames_in = [0]
+        peak_in = [0.0]
 
         def model_blocks() -> Iterator[np.ndarray]:
             to_model = StreamResampler(info.sample_rate, self.sample_rate, groups * width)
             for block in reader.blocks(READ_BLOCK):
+                if not np.isfinite(block).all():
+                    at = frames_in[0] + int(np.argmin(np.isfinite(block).all(axis=0)))
+                    raise AudioError(f"{info.path}: contains NaN or infinite samples (first at "
+                                     f"{at / info.sample_rate:.3f} s); refusing to separate it")
                 frames_in[0] += block.shape[1]
+                if block.size:
+                    peak_in[0] = max(peak_in[0], float(np.abs(block).max()))
                 x = plan.to_model(block).reshape(groups * width, -1)
                 yield to_model.process(x).reshape(groups, width, -1)
             yield to_model.process(np.zeros((groups * width, 0), np.float32), last=True).reshape(groups, width, -1)
@@ -182,32 +253,143 @@ class Separator:
             if last and out_rate == info.sample_rate:
                 block = block[:, :max(0, frames_in[0] - written[stem])]  # resampling twice can add a sample or two
             if block.shape[1]:
-                peaks[stem] = max(peaks[stem], float(np.abs(block).max()))
+                peak = float(np.abs(block).max())  # NaN if any sample is NaN
+                if not np.isfinite(peak):  # finite but absurd input (a corrupt float file) overflows
+                    raise AudioError(f"{info.path}: separating it gave NaN or infinite samples (its samples reach "
+                                     f"{peak_in[0]:.3g}, far outside [-1, 1]: a corrupt file?)")
+                peaks[stem] = max(peaks[stem], peak)
                 writers[stem].write(block)
                 written[stem] += block.shape[1]
 
-        try:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output, in one line
             for out in separate_blocks(self.model, model_blocks(), groups, self.options, report):
                 for stem, block in _selected(self.sources, plan.to_file(out), targets).items():
                     emit(stem, block)
-            for stem in targets:
-                emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
-                if out_rate == info.sample_rate and written[stem] < frames_in[0]:
-                    writers[stem].write(np.zeros((plan.out_channels, frames_in[0] - written[stem]), np.float32))
-            if frames_in[0] == 0:
-                raise StemforgeError(f"{info.path}: contains no audio samples")
-            staged = {stem: writer.commit() for stem, writer in writers.items()}
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
+        for stem in targets:
+            emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
+            if out_rate == info.sample_rate and written[stem] < frames_in[0]:
+                writers[stem].write(np.zeros((plan.out_channels, frames_in[0] - written[stem]), np.float32))
+        if frames_in[0] == 0:
+            raise AudioError(f"{info.path}: contains no audio samples")
+        if not all(written.values()):
+            raise AudioError(f"{info.path}: too short to separate ({frames_in[0]} frames at {info.sample_rate} Hz "
+                             f"give no samples at {out_rate} Hz)")
+        staged = {stem: writer.finish() for stem, writer in writers.items()}
         if not rescale:
             return staged
+        final = {}
+        for stem, dest in targets.items():
+            writer = _open_writer(opened, dest, out_rate, plan.out_channels, output.fmt, output.bits,
+                                  output.mp3_bitrate)
+            final[stem] = _finalise(staged[stem], writer, peaks[stem])
+            writers[stem].abort()  # the float staging file is no longer needed
+        return final
+
+
+def check_filename_template(template: str) -> None:
+    """Accept only a relative output name template that uses the documented fields.
+
+    Args:
+        template: e.g. ``"{track}/{stem}.{ext}"``; fields: ``{track}``, ``{trackext}``, ``{stem}``, ``{ext}``,
+            ``{relpath}`` (no attribute access, indexing, conversions or format specs).
+
+    Raises:
+        StemforgeError: an unknown or malformed field, or an absolute template.
+    """
+    allowed = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise StemforgeError(f"bad --filename template {template!r} ({exc}); use {allowed}") from exc
+    for name, spec, conv in fields:
+        if name not in TEMPLATE_FIELDS or spec or conv:
+            field = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise StemforgeError(f"bad --filename template {template!r}: unknown field {field}; use {allowed}")
+    if template.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", template) or os.path.isabs(template):
+        raise StemforgeError(f"--filename {template!r} must be relative to the output folder, not an absolute path")
+    if ".." in re.split(r"[/\\]", template.format(**dict.fromkeys(TEMPLATE_FIELDS, "x"))):
+        raise StemforgeError(f"--filename {template!r} must stay inside the output folder (no '..')")
+
+
+def _safe_part(value: str) -> str:
+    """A field value as a single harmless path component (no separators, never ``.`` or ``..``)."""
+    value = value.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    return "_" * max(1, len(value)) if set(value) <= {"."} else value
+
+
+def _refuse_complete(targets: dict[str, Path], force: bool) -> dict[str, Path]:
+    """The targets still to write: all with ``force``, else the missing ones (an error if none is missing)."""
+    if force:
+        return dict(targets)
+    todo = {stem: p for stem, p in targets.items() if not p.exists()}
+    if not todo:
+        raise AudioError(f"output already exists: {next(iter(targets.values()))} (use --force to overwrite)")
+    return todo
+
+
+def _lock_name(track: Path, relpath: str | Path) -> str:
+    key = hashlib.sha1(f"{Path(relpath).as_posix()}/{track.name}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f".stemforge-{key}.lock"
+
+
+class TrackLock:
+    """An exclusive lock on one track's outputs (``flock`` on a hidden file), so concurrent runs take turns.
+
+    A second run writing the same track waits for the first, then finds its outputs and stops with
+    "already exists". The lock file is deleted on release; where ``fcntl`` is missing (Windows) this is a no-op
+    and the exclusive publish alone keeps runs from overwriting each other.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "TrackLock":
         try:
-            return {stem: _finalise(staged[stem], targets[stem], peaks[stem], output) for stem in targets}
-        finally:
-            for path in staged.values():
-                path.unlink(missing_ok=True)
+            import fcntl
+        except ImportError:
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                with deferred_signals():  # the file is held (and will be removed) or not created by us, never leaked
+                    fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        pass
+                    else:
+                        if self._current(fd):
+                            self._fd = fd
+                            return self
+                        os.close(fd)  # the previous holder deleted it just now: lock a fresh one
+                        continue
+                log.info("%s: another run is writing this track; waiting for it", self.path.parent)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible; the holder removes the file when done
+                except BaseException:
+                    os.close(fd)
+                    raise
+                with deferred_signals():
+                    if self._current(fd):
+                        self._fd = fd
+                        return self
+                    os.close(fd)
+        except OSError as exc:
+            raise AudioError(f"{self.path.parent}: cannot write output ({exc.strerror or exc})") from exc
+
+    def _current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at ``path`` (a holder deletes it on release)."""
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # still held: nobody can have locked this file meanwhile
+            os.close(self._fd)
+            self._fd = None
 
 
 def select_stems(sources: list[str], stems: tuple[str, ...] | None, two_stems: str | None) -> list[str]:
@@ -239,23 +421,27 @@ def _selected(sources: list[str], block: np.ndarray, targets: dict[str, Path]) -
     return out
 
 
-def _staging_path(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.stage.wav")
+def _open_writer(opened: list[AudioWriter], *args: object) -> AudioWriter:
+    """An ``AudioWriter`` (overwrite allowed: ``publish`` decides) recorded in ``opened`` before a signal can land."""
+    with deferred_signals():
+        writer = AudioWriter(*args, overwrite=True)  # type: ignore[arg-type]
+        opened.append(writer)
+    return writer
 
 
-def _finalise(staged: Path, dest: Path, peak: float, output: OutputOptions) -> Path:
-    """Copy a float staging file into the final format, scaled down if it would clip (as Demucs does)."""
+def _finalise(staged: Path, writer: AudioWriter, peak: float) -> Path:
+    """Copy a float staging file into ``writer``, scaled down if it would clip (as Demucs does).
+
+    Returns the finished (unpublished) temporary file.
+    """
     gain = 1.0 / max(1.01 * peak, 1.0)
     reader = open_audio(staged)
     try:
-        with AudioWriter(dest, reader.info.sample_rate, reader.info.channels, output.fmt, output.bits,
-                         output.mp3_bitrate, overwrite=output.force) as writer:
-            for block in reader.blocks(READ_BLOCK):
-                writer.write(block * gain)
+        for block in reader.blocks(READ_BLOCK):
+            writer.write(block * gain)
     finally:
         reader.close()
-        staged.unlink(missing_ok=True)
-    return dest
+    return writer.finish()
 
 
 def _fit_length(x: np.ndarray, length: int) -> np.ndarray:

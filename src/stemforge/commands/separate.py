@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from stemforge.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, OUTPUT_FORMATS
 from stemforge.errors import StemforgeError
@@ -38,15 +44,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-rate", action="store_true", help="write stems at the input's sample rate")
     p.add_argument("--keep-channels", action="store_true", help="write stems with the input's channel layout")
     p.add_argument("--filename", default="{track}/{stem}.{ext}",
-                   help="output name template with {track}, {trackext}, {stem}, {ext} (default {track}/{stem}.{ext})")
+                   help="output name template inside DIR/<model> with {track} (file name without extension), "
+                        "{trackext} (with it), {stem}, {ext} and {relpath} (the track's folder relative to the "
+                        "input directory) (default {track}/{stem}.{ext})")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary on stdout (per input: status, output paths or the error); no progress bar")
     p.set_defaults(func=run)
 
 
-def find_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Expand directories into their audio files; returns (files, problems)."""
-    files: list[Path] = []
+def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Expand directories into their audio files.
+
+    Args:
+        inputs: files and directories as given on the command line.
+
+    Returns:
+        ``(tracks, problems)``: tracks are ``(file, folder relative to the input directory)`` (``.`` for files
+        given directly), problems one-line messages for directories without audio.
+    """
+    tracks: list[tuple[Path, Path]] = []
     problems: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -54,19 +72,20 @@ def find_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
             if not found:
                 problems.append(f"{path}: directory contains no audio files")
-            files.extend(found)
+            tracks.extend((p, p.parent.relative_to(path)) for p in found)
         else:
-            files.append(path)  # missing or bad files are reported when opened, one by one
-    return files, problems
+            tracks.append((path, Path(".")))  # missing or bad files are reported when opened, one by one
+    return tracks, problems
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemforge.separate import OutputOptions, Separator
+    from stemforge.separate import OutputOptions, Separator, check_filename_template
 
-    files, problems = find_inputs(args.inputs)
+    check_filename_template(args.filename)  # before loading a model or reading anything
+    tracks, problems = find_inputs(args.inputs)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    if not files:
+    if not tracks:
         return 1
     stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
     separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
@@ -75,16 +94,69 @@ def run(args: argparse.Namespace) -> int:
     output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
                            clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
                            keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force)
+    tracks = _check_collisions(separator, output, tracks)
+    results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
     failed = len(problems)
-    for path in files:
-        try:
-            written = separator.separate_file(path, output, progress=not args.quiet)
-        except StemforgeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        folder = sorted({str(p.parent) for p in written.values()})
-        print(f"{path}: {len(written)} stems -> {', '.join(folder)}")
+    with _signals_interrupt():
+        for path, relpath in tracks:
+            try:
+                written = separator.separate_file(path, output, progress=not (args.quiet or args.json), relpath=relpath)
+            except StemforgeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                results.append({"input": str(path), "status": "error", "error": str(exc)})
+                failed += 1
+                continue
+            results.append({"input": str(path), "status": "ok", "outputs": {stem: str(p) for stem, p in written.items()}})
+            if not args.json:
+                folder = sorted({str(p.parent) for p in written.values()})
+                print(f"{path}: {len(written)} stems -> {', '.join(folder)}")
     if failed:
-        print(f"{failed} of {len(files) + len(problems)} inputs failed", file=sys.stderr)
+        print(f"{failed} of {len(tracks) + len(problems)} inputs failed", file=sys.stderr)
+    if args.json:
+        json.dump({"model": separator.name, "failed": failed, "inputs": results}, sys.stdout, indent=2)
+        print()
     return 1 if failed else 0
+
+
+def _check_collisions(separator, output, tracks: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Drop repeated inputs; refuse, before any work, two inputs that would write the same output file."""
+    owners: dict[str, Path] = {}
+    seen: set[str] = set()
+    unique = []
+    for path, relpath in tracks:
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append((path, relpath))
+        for target in separator.output_paths(path, output, relpath).values():
+            other = owners.setdefault(os.path.normcase(os.path.abspath(target)), path)
+            if other != path:
+                raise StemforgeError(f"{other} and {path} would both be written to {target}; add {{relpath}} to "
+                                     "--filename (e.g. '{relpath}/{track}/{stem}.{ext}') or separate them apart")
+    return unique
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Make SIGTERM and SIGHUP interrupt like Ctrl-C, so a killed run cleans up its temporary files.
+
+    A signal whose handler is not the default is left alone (``nohup`` ignores SIGHUP, and must keep doing so).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
