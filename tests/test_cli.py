@@ -115,9 +115,72 @@ def test_bad_options(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixt
 
 
 def test_models_lists_registry(capsys: pytest.CaptureFixture) -> None:
-    assert main(["models", "--no-speed"]) == 0
+    assert main(["models", "--no-speed"]) == 0  # the old flag still parses
     out = capsys.readouterr().out
     assert "classical" in out and "drums,bass,other,vocals" in out and "44100" in out
+
+
+def test_models_measures_speed_only_when_asked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from stemforge.commands import models as command
+
+    calls = []
+    monkeypatch.setattr(command, "measure_speed", lambda *args, **kwargs: calls.append(args) or 12.5)
+    assert main(["models"]) == 0
+    assert calls == [] and "speed" not in capsys.readouterr().out.splitlines()[0]
+    assert main(["models", "--speed"]) == 0
+    header, first = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[-1] == "speed" and first.split()[-1] == "12.5x" and len(calls) >= 2
+
+
+def test_models_json(capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    assert main(["models", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in records}
+    assert {"unet", "classical", "hpss"} <= set(by_name)
+    unet = by_name["unet"]
+    assert unet["stems"] == ["drums", "bass", "other", "vocals"] and unet["sample_rate"] == 44100
+    assert unet["parameters"] > 0 and unet["x_real_time"] is None and by_name["hpss"]["stems"] == ["drums", "other"]
+
+
+def test_parser_does_not_import_torch() -> None:
+    """`stemforge --help` must not pay for torch (or scipy, or the optional extras)."""
+    code = ("import sys\n"
+            "import stemforge.cli\n"
+            "stemforge.cli.build_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib', 'pedalboard', 'fluidsynth') if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("flags,shown", [([], {"warning", "error"}), (["-q"], {"error"}),
+                                         (["-v"], {"debug", "info", "warning", "error"})])
+def test_log_levels(flags: list[str], shown: set[str], monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture) -> None:
+    import logging
+    import warnings
+
+    from stemforge.commands import models as command
+
+    def rows(speed: bool = False) -> list:
+        log = logging.getLogger("stemforge.models")
+        log.debug("a debug line")
+        log.info("an info line")
+        log.warning("a warning\nover two lines")
+        log.error("an error line")
+        warnings.warn("a Python warning", UserWarning)
+        return []
+
+    monkeypatch.setattr(command, "model_rows", rows)
+    assert main([*flags, "models", "--json"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert {line.split(":", 1)[0] for line in err} == shown
+    if "warning" in shown:
+        assert "warning: a warning over two lines" in err and "warning: a Python warning" in err
+    assert "error: an error line" in err
 
 
 # ---------------------------------------------------------------- packaging, extras, start-up, logging

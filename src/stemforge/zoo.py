@@ -23,10 +23,12 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from stemforge.errors import ModelError
-from stemforge.models.base import StemModel
+
+if TYPE_CHECKING:
+    from stemforge.models.base import StemModel
 
 
 @dataclasses.dataclass(frozen=True)
