@@ -175,12 +175,16 @@ def test_log_levels(flags: list[str], shown: set[str], monkeypatch: pytest.Monke
         return []
 
     monkeypatch.setattr(command, "model_rows", rows)
+    handlers_before, showwarning_before = list(logging.getLogger("stemforge").handlers), warnings.showwarning
     assert main([*flags, "models", "--json"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert {line.split(":", 1)[0] for line in err} == shown
     if "warning" in shown:
         assert "warning: a warning over two lines" in err and "warning: a Python warning" in err
     assert "error: an error line" in err
+    stemforge_logger = logging.getLogger("stemforge")  # main() leaves the logging set-up as it found it
+    assert stemforge_logger.propagate and stemforge_logger.level == logging.NOTSET
+    assert stemforge_logger.handlers == handlers_before and warnings.showwarning is showwarning_before
 
 
 # ---------------------------------------------------------------- packaging, extras, start-up, logging

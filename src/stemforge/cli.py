@@ -47,7 +47,8 @@ class _StderrHandler(logging.StreamHandler):
 def configure_logging(level: int = logging.WARNING) -> logging.Handler:
     """Send the ``stemforge`` logger's records at ``level`` and above to stderr, one line each.
 
-    Calling it again replaces the handler it installed before (no duplicate lines).
+    Calling it again replaces the handler it installed before (no duplicate lines). Records still propagate
+    to the root logger, so an application's own logging set-up (or pytest's caplog) sees them too.
 
     Args:
         level: ``logging.DEBUG`` (``-v``), ``logging.WARNING`` (default) or ``logging.ERROR`` (``-q``).
@@ -61,7 +62,6 @@ def configure_logging(level: int = logging.WARNING) -> logging.Handler:
     handler.setFormatter(_OneLineFormatter())
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
     return handler
 
 
@@ -102,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # Set for this command only: main() called from Python leaves the caller's logging and warnings as they were.
+    level, showwarning = logger.level, warnings.showwarning
+    handler = configure_logging(args.log_level)
     logger.debug("stemforge %s: %s", __version__, args.command)
-    showwarning = warnings.showwarning
     warnings.showwarning = _warning_to_log
     try:
         return int(args.func(args) or 0)
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = showwarning
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":
