@@ -1,6 +1,6 @@
 """Start-up time of the ``stemforge`` command: each command runs as a fresh subprocess N times; median wall.
 
-    python benchmarks/cli_start.py [--runs 7] [--command "--help" --command "models"]
+    python benchmarks/cli_start.py [--runs 7] [--command=--help --command=models]
 
 Prints the machine's state before and after (CPU count, 1-minute load average, and whether the load was
 below the core count: "quiet" or "loaded"), then one line per command: median, min and max wall seconds.
@@ -59,7 +59,7 @@ def time_command(args: list[str], runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="runs per command (default 7)")
-    parser.add_argument("--command", action="append", help="stemforge arguments, quoted (repeatable)")
+    parser.add_argument("--command", action="append", help="stemforge arguments, quoted, as --command='models --json' (repeatable)")
     options = parser.parse_args()
     print(f"python {sys.version.split()[0]}; before: {machine_state()}")
     for command in options.command or DEFAULT_COMMANDS:
