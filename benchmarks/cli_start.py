@@ -3,7 +3,8 @@
     python benchmarks/cli_start.py [--runs 7] [--command=--help --command=models]
 
 Prints the machine's state before and after (CPU count, 1-minute load average, and whether the load was
-below the core count: "quiet" or "loaded"), then one line per command: median, min and max wall seconds.
+below half the core count: "quiet" or "loaded"), then one line per command: median, min and max wall seconds,
+and the median CPU seconds (user + system) of the process, which a loaded machine inflates much less.
 Targets (issue #11): ``stemforge --help`` < 1 s, ``stemforge models`` < 3 s.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -34,26 +36,29 @@ def machine_state() -> str:
     return f"{cores} cores, load {load:.2f} ({state})"
 
 
-def time_command(args: list[str], runs: int) -> list[float]:
-    """Wall seconds of ``python -m stemforge ARGS`` run ``runs`` times, each in a fresh process.
+def time_command(args: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``python -m stemforge ARGS`` run ``runs`` times, each in a fresh process.
 
     Args:
         args: the stemforge arguments.
         runs: how many times.
 
     Returns:
-        The wall times in seconds.
+        (wall times, CPU times) in seconds, one per run.
     """
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
-    times = []
+    walls, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "stemforge", *args], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        times.append(time.perf_counter() - start)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if result.returncode != 0:
             raise SystemExit(f"stemforge {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    return times
+    return walls, cpus
 
 
 def main() -> None:
@@ -64,9 +69,9 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}; before: {machine_state()}")
     for command in options.command or DEFAULT_COMMANDS:
         args = shlex.split(command)
-        times = time_command(args, options.runs)
+        times, cpus = time_command(args, options.runs)
         print(f"stemforge {command:<18} median {statistics.median(times):.2f} s  "
-              f"(min {min(times):.2f}, max {max(times):.2f}, n={len(times)})")
+              f"(min {min(times):.2f}, max {max(times):.2f}, n={len(times)})  cpu {statistics.median(cpus):.2f} s")
     print(f"after: {machine_state()}")
 
 
