@@ -393,8 +393,8 @@ def _fetch(file: ZooFile, url: str, dest: Path, timeout: float, report: Callable
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, ssl.SSLError) as exc:
         reason, tls = _network_reason(exc, url)
         if tls:
-            raise ModelError(f"download of {url} failed: {reason} (nothing was saved; a proxy that intercepts "
-                             "HTTPS or a wrong system clock can cause this)") from exc
+            raise ModelError(f"download of {url} failed: {reason} (a proxy that intercepts HTTPS or a wrong "
+                             "system clock can cause this)") from exc
         if part.exists() and part.stat().st_size > 0:
             raise ModelError(f"download of {url} failed ({reason}); partial data kept in {part}, run again to resume") from exc
         part.unlink(missing_ok=True)
