@@ -8,6 +8,7 @@ import pytest
 
 from stemforge import audio
 from stemforge.cli import main
+from stemforge.errors import StemforgeError
 
 SR = 44100
 
@@ -114,6 +115,168 @@ def test_bad_options(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixt
 
 
 def test_models_lists_registry(capsys: pytest.CaptureFixture) -> None:
-    assert main(["models", "--no-speed"]) == 0
+    assert main(["models", "--no-speed"]) == 0  # the old flag still parses
     out = capsys.readouterr().out
     assert "classical" in out and "drums,bass,other,vocals" in out and "44100" in out
+
+
+def test_models_measures_speed_only_when_asked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from stemforge.commands import models as command
+
+    calls = []
+    monkeypatch.setattr(command, "measure_speed", lambda *args, **kwargs: calls.append(args) or 12.5)
+    assert main(["models"]) == 0
+    assert calls == [] and "speed" not in capsys.readouterr().out.splitlines()[0]
+    assert main(["models", "--speed"]) == 0
+    header, first = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[-1] == "speed" and first.split()[-1] == "12.5x" and len(calls) >= 2
+
+
+def test_models_json(capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    assert main(["models", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in records}
+    assert {"unet", "classical", "hpss"} <= set(by_name)
+    unet = by_name["unet"]
+    assert unet["stems"] == ["drums", "bass", "other", "vocals"] and unet["sample_rate"] == 44100
+    assert unet["parameters"] > 0 and unet["x_real_time"] is None and by_name["hpss"]["stems"] == ["drums", "other"]
+
+
+def test_parser_does_not_import_torch() -> None:
+    """`stemforge --help` must not pay for torch (or scipy, or the optional extras)."""
+    code = ("import sys\n"
+            "import stemforge.cli\n"
+            "stemforge.cli.build_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib', 'pedalboard', 'fluidsynth') if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("flags,shown", [([], {"warning", "error"}), (["-q"], {"error"}),
+                                         (["-v"], {"debug", "info", "warning", "error"})])
+def test_log_levels(flags: list[str], shown: set[str], monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture) -> None:
+    import logging
+    import warnings
+
+    from stemforge.commands import models as command
+
+    def rows(speed: bool = False) -> list:
+        log = logging.getLogger("stemforge.models")
+        log.debug("a debug line")
+        log.info("an info line")
+        log.warning("a warning\nover two lines")
+        log.error("an error line")
+        warnings.warn("a Python warning", UserWarning)
+        return []
+
+    monkeypatch.setattr(command, "model_rows", rows)
+    handlers_before, showwarning_before = list(logging.getLogger("stemforge").handlers), warnings.showwarning
+    assert main([*flags, "models", "--json"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert {line.split(":", 1)[0] for line in err} == shown
+    if "warning" in shown:
+        assert "warning: a warning over two lines" in err and "warning: a Python warning" in err
+    assert "error: an error line" in err
+    stemforge_logger = logging.getLogger("stemforge")  # main() leaves the logging set-up as it found it
+    assert stemforge_logger.propagate and stemforge_logger.level == logging.NOTSET
+    assert stemforge_logger.handlers == handlers_before and warnings.showwarning is showwarning_before
+
+
+# ---------------------------------------------------------------- packaging, extras, start-up, logging
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_packaging_metadata() -> None:
+    """SPDX `license` needs setuptools >= 77; synth/report are extras the `test` extra pulls in; MIT LICENSE file."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "setuptools>=77" in project["build-system"]["requires"]
+    deps = " ".join(project["project"]["dependencies"])
+    for optional in ("pedalboard", "pyfluidsynth", "matplotlib"):
+        assert optional not in deps
+    assert "platformdirs" in deps
+    extras = project["project"]["optional-dependencies"]
+    assert any(d.startswith("pedalboard") for d in extras["synth"]) and any(d.startswith("pyfluidsynth") for d in extras["synth"])
+    assert any(d.startswith("matplotlib") for d in extras["report"])
+    assert "stemforge[synth,report]" in extras["test"]
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and "Copyright (c) 2026 the stemforge developers" in licence
+
+
+def test_missing_synth_extra_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    import stemforge.data.synth.mixing  # noqa: F401 - imported before pedalboard disappears, as in a real session
+
+    monkeypatch.setitem(sys.modules, "pedalboard", None)
+    out = tmp_path / "songs"
+    assert main(["data", "synth", "--out", str(out), "--songs", "1", "--seconds", "1", "--backend", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'stemforge[synth]'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before anything was written
+    from stemforge.data.synth import mixing
+    from stemforge.extras import MissingExtraError
+
+    with pytest.raises(MissingExtraError, match=r"stemforge\[synth\]"):  # the library path says so too
+        mixing.random_chain(np.random.default_rng(0), "drums").dynamics(reverb=True)
+
+
+def test_missing_soundfont_support_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stemforge.data.synth import soundfont
+    from stemforge.data.synth.render import resolve_backend
+
+    monkeypatch.setitem(sys.modules, "fluidsynth", None)
+    soundfont.available.cache_clear()
+    try:
+        with pytest.raises(StemforgeError, match=r"pip install 'stemforge\[synth\]'"):
+            resolve_backend("soundfont")
+    finally:
+        soundfont.available.cache_clear()
+
+
+def test_missing_report_extra_fails_before_evaluating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    import stemforge.evaluate
+
+    def evaluate_not_reached(*args, **kwargs):
+        raise AssertionError("evaluation started although the plots could not be drawn")
+
+    monkeypatch.setattr(stemforge.evaluate, "evaluate", evaluate_not_reached)
+    assert main(["evaluate", "--data", str(tmp_path), "-m", "classical", "-o", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'stemforge[report]'" in err and "--no-plots" in err and len(err.strip().splitlines()) == 1
+    from stemforge.report import write_plots
+
+    with pytest.raises(StemforgeError, match=r"stemforge\[report\]"):
+        write_plots([], tmp_path)
+
+
+def test_separate_runs_without_the_extras(tmp_path: Path, song_file: Path) -> None:
+    """The README's main command needs none of pedalboard, pyfluidsynth, matplotlib."""
+    code = ("import sys\n"
+            "for name in ('pedalboard', 'fluidsynth', 'matplotlib'):\n"
+            "    sys.modules[name] = None\n"
+            "from stemforge.cli import main\n"
+            f"sys.exit(main(['separate', {str(song_file)!r}, '-o', {str(tmp_path / 'out')!r}, '-q']))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out").rglob("*.wav"))) == 4
+
+
+def test_evaluate_metric_choices_match_the_library() -> None:
+    from stemforge.commands import evaluate as command
+    from stemforge.evaluate import METRICS
+
+    assert command.METRICS == METRICS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_load_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = build("unet").eval()
     assert load_backend(model, "torch") is model
     runtime = load_backend(model, "onnx")
-    assert isinstance(runtime, OnnxModel) and len(list(tmp_path.glob("*.onnx"))) == 1
+    assert isinstance(runtime, OnnxModel) and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
     assert load_backend(model, "onnx").onnx_path == runtime.onnx_path  # cached, not exported twice
     mix = torch.randn(1, 2, 3000)
     with torch.no_grad():
@@ -97,3 +98,75 @@ def test_compiled_backend_matches_eager() -> None:
         compiled = load_backend(build("unet").eval(), "compile")
         compiled.load_state_dict(model.state_dict())
         assert torch.allclose(compiled(mix), expected, atol=1e-4)
+
+
+def test_onnx_cache_is_per_user_not_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    import platformdirs
+
+    from stemforge.export import onnx_cache_dir
+
+    monkeypatch.delenv("STEMFORGE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    folder = onnx_cache_dir()
+    assert folder == platformdirs.user_cache_path("stemforge") / "onnx"
+    assert folder.is_relative_to(Path.home()) and not folder.is_relative_to(tempfile.gettempdir())
+    from stemforge.export import _cache_path
+
+    assert _cache_path(build("unet")).parent == folder
+
+
+def _cached(tmp_path: Path) -> Path:
+    (graph,) = tmp_path.rglob("*.onnx")
+    return graph
+
+
+def test_poisoned_cached_graph_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A different valid graph under the cached name (here: the same network with zeroed weights) is not run."""
+    monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path))
+    model = build("unet").eval()
+    load_backend(model, "onnx")
+    cached = _cached(tmp_path)
+    poison = build("unet").eval()
+    with torch.no_grad():
+        for p in poison.parameters():
+            p.zero_()
+    export_onnx(poison, cached, example_seconds=0.25)  # a valid graph with the same name, other outputs
+    mix = torch.randn(1, 2, 3000)
+    with caplog.at_level("WARNING", logger="stemforge.export"):
+        runtime = load_backend(model, "onnx")
+    with torch.no_grad():
+        expected = model(mix)
+        assert torch.allclose(runtime(mix), expected, atol=1e-4)
+    assert "does not match its recorded sha256" in caplog.text
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == cached.with_name(cached.name + ".sha256").read_text().strip()
+
+
+def test_truncated_cached_graph_is_reexported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path))
+    model = build("unet").eval()
+    load_backend(model, "onnx")
+    cached = _cached(tmp_path)
+    data = cached.read_bytes()
+    cached.write_bytes(data[: len(data) // 2])
+    runtime = load_backend(model, "onnx")
+    mix = torch.randn(1, 2, 3000)
+    with torch.no_grad():
+        assert torch.allclose(runtime(mix), model(mix), atol=1e-4)
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == cached.with_name(cached.name + ".sha256").read_text().strip()
+
+
+def test_graph_that_fails_to_load_is_reexported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even with a matching recorded hash (e.g. written by an older onnxruntime-incompatible run) a graph
+    onnxruntime refuses is exported again rather than breaking the backend for good."""
+    monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path))
+    model = build("unet").eval()
+    load_backend(model, "onnx")
+    cached = _cached(tmp_path)
+    junk = b"not an onnx graph"
+    cached.write_bytes(junk)
+    cached.with_name(cached.name + ".sha256").write_text(hashlib.sha256(junk).hexdigest())
+    runtime = load_backend(model, "onnx")
+    assert cached.read_bytes() != junk and runtime.session is not None

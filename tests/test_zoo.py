@@ -37,6 +37,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(2.0)
             return
+        if self.path.endswith("/long.bin"):  # more bytes than the catalogue says, no Content-Length
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for _ in range(64):
+                    self.wfile.write(PAYLOAD)
+            except OSError:  # the client hung up, as it should
+                pass
+            return
+        if self.path.endswith("/announced.bin"):  # a Content-Length larger than the catalogue's size
+            self.send_response(200)
+            self.send_header("Content-Length", str(2 * len(PAYLOAD)))
+            self.end_headers()
+            try:
+                self.wfile.write(PAYLOAD * 2)
+            except OSError:
+                pass
+            return
         if not self.path.endswith("/ok.bin"):
             self.send_error(404, "Not Found")
             return
@@ -214,7 +233,17 @@ def test_every_entry_is_complete_and_loadable_by_name() -> None:
             assert settings["dim_f"] <= settings["n_fft"] // 2 + 1 and settings["dim_t"] in (256, 512)
 
 
-def test_downloaded_mdxnet_entry_gets_uvr_settings(tmp_path) -> None:
+def _as_placed(monkeypatch, entry: zoo.ZooEntry, folder: Path) -> None:
+    """Make the catalogue's ``entry`` describe the stand-in files a test put in its folder (their real hashes)."""
+    import dataclasses
+
+    files = tuple(dataclasses.replace(f, sha256=hashlib.sha256((folder / f.name).read_bytes()).hexdigest(),
+                                      size=(folder / f.name).stat().st_size) for f in entry.files)
+    monkeypatch.setattr(zoo, "CATALOGUE", tuple(dataclasses.replace(e, files=files) if e.name == entry.name else e
+                                                for e in zoo.CATALOGUE))
+
+
+def test_downloaded_mdxnet_entry_gets_uvr_settings(tmp_path, monkeypatch) -> None:
     """A catalogued UVR graph placed in the cache loads with the entry's n_fft, dim_t and compensate."""
     pytest.importorskip("onnxruntime")
     entry = zoo.find("mdx_kara_2")
@@ -227,6 +256,7 @@ def test_downloaded_mdxnet_entry_gets_uvr_settings(tmp_path) -> None:
 
     torch.onnx.export(Identity(), (torch.randn(1, 4, 2048, 256),), str(folder / entry.load_file),
                       input_names=["input"], output_names=["output"], dynamo=False)
+    _as_placed(monkeypatch, entry, folder)  # a stand-in graph, not UVR's file
     model = zoo.load("mdx_kara_2", tmp_path)
     config = model.config
     assert (config.n_fft, config.hop, config.dim_f, config.dim_t, config.compensate) == (5120, 1024, 2048, 256, 1.065)
@@ -244,7 +274,7 @@ training: {instruments: [vocals, other], target_instrument: vocals}
 """
 
 
-def test_downloaded_roformer_entry_finds_its_differently_named_yaml(tmp_path) -> None:
+def test_downloaded_roformer_entry_finds_its_differently_named_yaml(tmp_path, monkeypatch) -> None:
     """mel_roformer_kim's checkpoint and config have unrelated names; the entry still loads from its folder."""
     import yaml
 
@@ -265,8 +295,119 @@ def test_downloaded_roformer_entry_finds_its_differently_named_yaml(tmp_path) ->
     reference = MelBandRoformer(**kwargs, linear_transformer_depth=0)
     torch.save({"state_dict": reference.state_dict()}, folder / entry.load_file)
     assert zoo.is_downloaded(entry, tmp_path)
+    _as_placed(monkeypatch, entry, folder)  # stand-in weights, not the published checkpoint
     model = zoo.resolve_model("mel_roformer_kim", tmp_path)
     assert isinstance(model, RoFormer) and model.sources == ["vocals", "other"] and model.config.bands == "mel"
     (folder / config_name).write_text("model: [dim: 16\n")  # a damaged config is named as such, not searched past
+    with pytest.raises(ModelError, match=f"{re.escape(config_name)}: .*the catalogue says"):
+        zoo.resolve_model("mel_roformer_kim", tmp_path)  # refused by the cache check before the loader reads it
+    _as_placed(monkeypatch, entry, folder)
     with pytest.raises(ModelError, match=f"cannot read config .*{re.escape(config_name)}"):
         zoo.resolve_model("mel_roformer_kim", tmp_path)
+
+
+# ------------------------------------------------------------- verified publishing, size limits, load checks, TLS
+
+
+@pytest.fixture
+def publishes(monkeypatch):
+    """Every rename done with Path.replace, as (target name, sha256 of the bytes published)."""
+    seen: list[tuple[str, str]] = []
+    original = Path.replace
+
+    def spy(self, target):
+        seen.append((Path(target).name, hashlib.sha256(Path(self).read_bytes()).hexdigest()))
+        return original(self, target)
+
+    monkeypatch.setattr(Path, "replace", spy)
+    return seen
+
+
+def test_only_verified_files_get_the_final_name(server, tmp_path, publishes) -> None:
+    with pytest.raises(ModelError, match="does not match the published deadbeef"):
+        zoo.download(_entry(f"{server}/files/ok.bin", "deadbeef"), tmp_path, progress=False)
+    assert [name for name, _ in publishes if name == "ok.bin"] == []  # never published, not published-then-deleted
+    assert not list((tmp_path / "toy").glob("ok.bin*"))
+    zoo.download(_entry(f"{server}/files/ok.bin", SHA), tmp_path, progress=False)
+    assert ("ok.bin", SHA) in publishes
+
+
+def test_more_bytes_than_the_catalogue_says_is_refused(server, tmp_path) -> None:
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match=f"sent more than the expected {len(PAYLOAD)} bytes"):
+        zoo.download(_entry(f"{server}/files/long.bin", None), tmp_path, progress=False)
+    assert time.perf_counter() - start < 5.0
+    with pytest.raises(ModelError, match=f"offers {2 * len(PAYLOAD)} bytes, the catalogue says {len(PAYLOAD)}"):
+        zoo.download(_entry(f"{server}/files/announced.bin", None), tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == []
+
+
+def test_hand_placed_file_with_the_wrong_hash_is_refused(tmp_path) -> None:
+    """A valid ONNX graph put in the cache by hand, but not the catalogue's file: load refuses it in one line."""
+    pytest.importorskip("onnxruntime")
+    entry = zoo.find("mdx_kara_2")
+    folder = zoo.entry_dir(entry, tmp_path)
+    folder.mkdir(parents=True)
+    torch.onnx.export(torch.nn.Identity(), (torch.randn(1, 4, 2048, 256),), str(folder / entry.load_file),
+                      input_names=["input"], output_names=["output"], dynamo=False)
+    with pytest.raises(ModelError) as info:
+        zoo.load("mdx_kara_2", tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and entry.load_file in message
+    assert re.search("the catalogue says 52786726|does not match the published bf32e151", message)
+    assert (folder / entry.load_file).exists()  # the user's file is left alone
+
+
+def test_load_checks_hash_once_per_file_state(tmp_path, monkeypatch) -> None:
+    """An unchanged file is not hashed again (stamp: size, mtime, ctime); a changed one is, and is refused."""
+    import os
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    path = folder / "ok.bin"
+    path.write_bytes(PAYLOAD)
+    file = zoo.ZooFile("https://example.invalid/ok.bin", SHA, len(PAYLOAD))
+    hashed = []
+    original = zoo._sha256
+    monkeypatch.setattr(zoo, "_sha256", lambda p: hashed.append(p) or original(p))
+    assert zoo.verify(file, path) == SHA
+    assert zoo.verify(file, path) == SHA
+    assert len(hashed) == 1
+    stat = path.stat()
+    path.write_bytes(PAYLOAD[::-1])  # same size, different bytes, mtime put back
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ModelError, match="does not match the published"):
+        zoo.verify(file, path)
+    assert len(hashed) == 2
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate made here (not trusted by the client)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not available")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_tls_failure_says_so(tls_server, tmp_path) -> None:
+    with pytest.raises(ModelError) as info:
+        zoo.download(_entry(f"{tls_server}/files/ok.bin", SHA), tmp_path / "cache", progress=False, timeout=5)
+    message = str(info.value)
+    assert "TLS certificate verification failed for 127.0.0.1" in message
+    assert "offline" not in message and "\n" not in message
+    assert not (tmp_path / "cache" / "toy" / "ok.bin").exists()

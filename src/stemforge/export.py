@@ -7,6 +7,11 @@ application stay in torch (``analyse`` / ``synthesise``), so ``OnnxModel`` keeps
 
 and the separation engine can use it unchanged. ``load_backend(model, "torch" | "onnx" | "compile")`` is the
 one entry point the CLI uses (``separate --backend``).
+
+Exports for ``--backend onnx`` are cached per user (``onnx_cache_dir()``: ``$STEMFORGE_CACHE/onnx`` or the
+platform's user cache folder, never a shared temp folder), each graph with its sha256 beside it. A cached
+graph is used only if its bytes hash to the recorded value and onnxruntime loads those very bytes; anything
+else (a swapped, truncated or hand-edited graph) is exported again.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -29,6 +35,8 @@ from stemforge.models.neural import NeuralStemModel
 BACKENDS = ("torch", "onnx", "compile")
 OPSET = 17
 _META_KEY = "stemforge"
+
+logger = logging.getLogger(__name__)
 
 
 class _Network(torch.nn.Module):
@@ -110,7 +118,14 @@ def _fix_negative_axes(dynamic: dict[str, dict[int, str]], model: NeuralStemMode
 class OnnxModel(StemModel):
     """A ``StemModel`` whose network runs in onnxruntime (CPU) and whose STFT/masking runs in torch."""
 
-    def __init__(self, model: NeuralStemModel, onnx_path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(self, model: NeuralStemModel, onnx_path: str | os.PathLike[str], threads: int | None = None,
+                 graph: bytes | None = None) -> None:
+        """Args:
+            model: the torch model whose ``network`` the graph is.
+            onnx_path: the graph file (kept as ``onnx_path``; read unless ``graph`` is given).
+            threads: onnxruntime intra-op threads (default: torch's thread count).
+            graph: the graph's bytes, already read and checked by the caller (so the file is not read again).
+        """
         _, ort = _import_onnx()
         super().__init__(model.config)
         self.architecture = model.architecture  # instance attribute: the class itself stays unregistered
@@ -122,7 +137,8 @@ class OnnxModel(StemModel):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(graph if graph is not None else str(self.onnx_path), options,
+                                            providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @property
@@ -164,14 +180,107 @@ def load_onnx(path: str | os.PathLike[str], threads: int | None = None) -> OnnxM
     return OnnxModel(_require_neural(model), path, threads)
 
 
+def onnx_cache_dir() -> Path:
+    """Where ``--backend onnx`` keeps its exports: private to the user, not a shared temp folder.
+
+    Returns:
+        ``$STEMFORGE_CACHE/onnx`` if that variable is set, else ``<user cache dir>/stemforge/onnx``
+        (``~/.cache/stemforge/onnx`` on Linux, from platformdirs).
+    """
+    env = os.environ.get("STEMFORGE_CACHE")
+    if env:
+        return Path(env).expanduser() / "onnx"
+    import platformdirs
+
+    return platformdirs.user_cache_path("stemforge") / "onnx"
+
+
 def _cache_path(model: NeuralStemModel) -> Path:
     """Exports are cached per weights + config, so a model is exported once per machine."""
     from stemforge.checkpoint import weights_sha256
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     key = hashlib.sha256((weights_sha256(state) + json.dumps(model.config.to_dict(), sort_keys=True)).encode()).hexdigest()
-    root = Path(os.environ.get("STEMFORGE_CACHE", Path(tempfile.gettempdir()) / "stemforge-onnx"))
-    return root / f"{model.architecture}-{key[:16]}.onnx"
+    return onnx_cache_dir() / f"{model.architecture}-{key[:16]}.onnx"
+
+
+def _hash_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _export_to_cache(model: NeuralStemModel, path: Path) -> bytes:
+    """Export into ``path`` and its hash file, each written to a temporary file and renamed; returns the graph."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporaries = []
+    try:
+        for suffix in (".onnx", ".sha256"):
+            fd, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=suffix, dir=path.parent)
+            os.close(fd)
+            temporaries.append(name)
+        tmp_graph, tmp_hash = temporaries
+        export_onnx(model, tmp_graph)
+        graph = Path(tmp_graph).read_bytes()
+        Path(tmp_hash).write_text(hashlib.sha256(graph).hexdigest() + "\n")
+        os.replace(tmp_graph, path)
+        os.replace(tmp_hash, _hash_path(path))
+    finally:
+        for name in temporaries:
+            if os.path.exists(name):
+                os.unlink(name)
+    return graph
+
+
+def _cached_graph(path: Path) -> bytes | None:
+    """The cached graph's bytes if they match the recorded sha256, else None (with the reason logged)."""
+    try:
+        graph = path.read_bytes()
+        recorded = _hash_path(path).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("cannot read cached ONNX graph %s (%s); exporting it again", path, exc.strerror)
+        return None
+    if hashlib.sha256(graph).hexdigest() != recorded:
+        logger.warning("cached ONNX graph %s does not match its recorded sha256; exporting it again", path)
+        return None
+    return graph
+
+
+def onnx_backend(model: StemModel, threads: int | None = None) -> OnnxModel:
+    """``model`` running in onnxruntime, from the user's export cache (exported on first use or when the cached
+    graph is missing, fails its hash check or fails to load).
+
+    Args:
+        model: a neural model (classical models have no network to export).
+        threads: onnxruntime intra-op threads (default: torch's thread count).
+
+    Returns:
+        An ``OnnxModel`` with the model's Wiener setting.
+
+    Raises:
+        ModelError: the model has no network, or a freshly exported graph does not load.
+    """
+    neural = _require_neural(model)
+    path = _cache_path(neural)
+    graph = _cached_graph(path)
+    onnx_model = None
+    if graph is not None:
+        try:
+            onnx_model = OnnxModel(neural, path, threads, graph=graph)
+            logger.debug("using cached ONNX graph %s", path)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad graph
+            logger.warning("cached ONNX graph %s does not load (%s); exporting it again", path,
+                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if onnx_model is None:
+        logger.debug("exporting %s to %s", neural.architecture, path)
+        graph = _export_to_cache(neural, path)
+        try:
+            onnx_model = OnnxModel(neural, path, threads, graph=graph)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"the ONNX export of {neural.architecture} does not load in onnxruntime: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    onnx_model.wiener_iterations = neural.wiener_iterations
+    return onnx_model
 
 
 def compile_model(model: StemModel) -> StemModel:
@@ -193,12 +302,5 @@ def load_backend(model: StemModel, backend: str) -> StemModel:
     if backend == "compile":
         return compile_model(model)
     if backend == "onnx":
-        neural = _require_neural(model)
-        path = _cache_path(neural)
-        if not path.is_file():
-            export_onnx(neural, path.with_suffix(".tmp.onnx"))
-            os.replace(path.with_suffix(".tmp.onnx"), path)
-        onnx_model = OnnxModel(neural, path)
-        onnx_model.wiener_iterations = neural.wiener_iterations
-        return onnx_model
+        return onnx_backend(model)
     raise ModelError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

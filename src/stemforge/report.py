@@ -131,10 +131,23 @@ def _table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def require_plotting():  # noqa: ANN201 - the matplotlib module
+    """matplotlib, the optional ``report`` extra, or a one-line error naming the extra.
+
+    Returns:
+        The ``matplotlib`` module.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'stemforge[report]'``).
+    """
+    from stemforge.extras import require
+
+    return require("matplotlib", "report", "evaluation plots (use --no-plots to skip them)")
+
+
 def write_plots(results: list[dict], out: Path, metric: str = "SDR") -> list[Path]:
     """sdr_boxplot.png (per stem and method), track_sdr.png (per-track bars), spectrogram_<method>.png."""
-    import matplotlib
-
+    matplotlib = require_plotting()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

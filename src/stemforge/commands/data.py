@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
-from stemforge.data.datasets import discover_songs
-from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, SIX_STEMS, render_song_with_plan, write_song
-from stemforge.data.synth.render import resolve_backend
 from stemforge.errors import StemforgeError
 
 
@@ -32,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "or auto (SoundFont when installed)")
     synth.add_argument("--jobs", type=int, default=1, help="songs rendered in parallel (processes)")
     synth.add_argument("--evaluation", action="store_true",
-                       help=f"render evaluation songs (seeds from {EVALUATION_SEED_BASE} + --seed, held-out instruments)")
+                       help="render evaluation songs (held-out seed range counted from --seed, held-out instruments)")
     synth.set_defaults(func=run_synth)
 
     check = commands.add_parser("check", help="find and check the songs of stem datasets (rates, lengths, files)")
@@ -43,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Print one line per song; a bad file raises a StemforgeError naming it (exit 1)."""
+    from stemforge.data.songs import discover_songs
+
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     songs = discover_songs(args.roots, sources)
     total = 0.0
@@ -57,6 +53,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str]) -> float:
+    from stemforge.data.synth import render_song_with_plan, write_song
+
     seed, seconds, sample_rate, stems, bits, folder, backend = job
     tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, stems, backend)
     write_song(Path(folder), tracks, sample_rate, metadata, bits=16 if bits == "16" else "32f")
@@ -64,6 +62,16 @@ def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str]) -> 
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, SIX_STEMS
+    from stemforge.data.synth.mixing import SYNTH_PURPOSE
+    from stemforge.data.synth.render import resolve_backend
+    from stemforge.extras import require
+
+    require("pedalboard", "synth", SYNTH_PURPOSE)  # before any folder is made or worker started
     if args.songs < 1:
         raise StemforgeError(f"--songs must be >= 1, got {args.songs}")
     if args.seconds <= 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stemforge.evaluate import METRICS, EvaluateOptions
+#: ``stemforge.evaluate.METRICS``, repeated so ``--help`` need not import the evaluation stack (a test keeps them equal).
+METRICS = ("bss", "mdx", "sisdr", "snr")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stemforge.errors import StemforgeError
-    from stemforge.evaluate import default_methods, evaluate
-    from stemforge.report import markdown, write_plots, write_tables
+    from stemforge.evaluate import EvaluateOptions, default_methods, evaluate
+    from stemforge.report import markdown, require_plotting, write_plots, write_tables
 
     models = list(args.model) + list(args.compare)
     if not models and not args.estimates:
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         hop=args.hop, references=not args.no_references, resume=not args.no_resume, device=args.device,
         segment=args.segment, overlap=args.overlap, shifts=args.shifts, progress=not args.quiet)
     options.validate()
+    if not args.no_plots:
+        require_plotting()  # fail before the (long) evaluation, not after it
     results = evaluate(args.data, default_methods(models, options, args.estimates), args.out, options)
     paths = write_tables(results, args.out)
     if not args.no_plots:

@@ -8,8 +8,16 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pedalboard
 from scipy import signal
+
+from stemforge.extras import require
+
+SYNTH_PURPOSE = "synthetic song rendering (stemforge data synth)"
+
+
+def _pedalboard():  # noqa: ANN202 - the module
+    """pedalboard, imported on first use: it is the optional ``synth`` extra."""
+    return require("pedalboard", "synth", SYNTH_PURPOSE)
 
 
 def pan(mono: np.ndarray, position: float) -> np.ndarray:
@@ -44,7 +52,8 @@ class Chain:
             _biquad("highshelf", min(6000.0, 0.4 * sample_rate), self.high_shelf_db, 0.707, sample_rate),
         ])
 
-    def dynamics(self, reverb: bool) -> pedalboard.Pedalboard:
+    def dynamics(self, reverb: bool) -> "pedalboard.Pedalboard":  # noqa: F821 - optional import
+        pedalboard = _pedalboard()
         effects = [pedalboard.Compressor(threshold_db=self.compressor_threshold_db, ratio=self.compressor_ratio,
                                          attack_ms=8, release_ms=120)]
         if reverb and self.reverb_wet > 0:

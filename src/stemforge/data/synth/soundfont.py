@@ -26,7 +26,7 @@ SOUNDFONT_PATHS = (
     "/usr/share/sounds/sf2/default-GM.sf2",
     "/usr/share/sounds/sf3/default-GM.sf3",
 )
-INSTALL_HINT = "apt-get install -y libfluidsynth3 timgm6mb-soundfont && pip install pyfluidsynth"
+INSTALL_HINT = "apt-get install -y libfluidsynth3 timgm6mb-soundfont && pip install 'stemforge[synth]'"
 
 #: stemforge preset -> General MIDI program (0-based).
 GM_PROGRAMS = {
