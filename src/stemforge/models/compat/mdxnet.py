@@ -80,8 +80,9 @@ def check_onnx_file(path: str | Path) -> None:
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise ModelError(f"not an ONNX graph: {path}") from exc
     folder = path.resolve().parent
-    tensors = [t for graph in [model.graph] for t in _graph_tensors(graph)]
-    tensors += [t for function in model.functions for t in _attribute_tensors(a for n in function.node for a in n.attribute)]
+    tensors = list(_graph_tensors(model.graph))
+    for function in model.functions:
+        tensors += _attribute_tensors(a for node in function.node for a in node.attribute)
     for tensor in tensors:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
