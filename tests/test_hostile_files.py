@@ -136,6 +136,19 @@ def _roformer_ckpt(folder: Path, payload: object) -> Path:
 PICKLE_FORMATS = {"th": _demucs_th, "pth": _openunmix_pth, "ckpt": _roformer_ckpt}
 
 
+def _torchscript(suffix: str) -> Callable[[Path, Path], Path]:
+    """A TorchScript archive (torch.load would hand it to torch.jit.load, which runs its code) under a model name."""
+
+    def build(folder: Path, canary: Path) -> Path:
+        path = folder / f"scripted{suffix}"
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+        if suffix == ".ckpt":
+            path.with_suffix(".yaml").write_text("model: {dim: 8, depth: 1}\naudio: {}\n")
+        return path
+
+    return build
+
+
 def _yaml_file(tag: str, name: str) -> Callable[[Path, Path], Path]:
     def build(folder: Path, canary: Path) -> Path:
         apply = {"system": f"!!python/object/apply:os.system [{json.dumps('touch ' + shlex.quote(str(canary)))}]",
@@ -218,6 +231,9 @@ def _meta_header(meta: object, tensors: dict | None = None) -> bytes:
 _GOOD_META = {"format": "stemforge-checkpoint/1", "architecture": "unet", "config": {}, "weights_sha256": ""}
 
 OTHER_FILES: dict[str, Callable[[Path, Path], Path]] = {
+    "th-torchscript": _torchscript(".th"),
+    "pth-torchscript": _torchscript(".pth"),
+    "ckpt-torchscript": _torchscript(".ckpt"),
     "bag-yaml-system": _yaml_file("system", "bag.yaml"),
     "bag-yaml-open": _yaml_file("open", "bag.yaml"),
     "roformer-yaml-system": _yaml_file("system", "evil.yaml"),

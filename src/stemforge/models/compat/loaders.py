@@ -77,7 +77,7 @@ def read_torch_pickle(path: str | os.PathLike[str], what: str, safe_globals: Ite
         except pickle.UnpicklingError as exc:
             raise ModelError(_refusal(path, what, exc)) from exc
         except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-            raise ModelError(f"cannot read {what} {path}: {_one_line(str(exc)) or type(exc).__name__}") from exc
+            raise ModelError(f"cannot read {what} {path}: {_one_line(str(exc).split('. ', 1)[0]) or type(exc).__name__}") from exc
 
 
 def _torch_load(path: Path) -> Any:
