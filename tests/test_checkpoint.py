@@ -118,3 +118,13 @@ def test_published_architecture_reloads_in_a_fresh_process(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == model.architecture
+
+
+@pytest.mark.parametrize("meta", [[1, 2], "text", {"format": "stemforge-checkpoint/1", "architecture": ["unet"], "config": {}},
+                                  {"format": "stemforge-checkpoint/1", "architecture": "unet", "config": [1]}])
+def test_malformed_metadata_is_a_model_error(meta, tmp_path: Path) -> None:
+    """A header whose metadata is JSON of the wrong shape is refused in one line (it raised AttributeError)."""
+    path = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"stemforge": json.dumps(meta)})
+    with pytest.raises(ModelError, match="not a stemforge checkpoint"):
+        load_checkpoint(path)

@@ -14,6 +14,10 @@ from stemforge.models.compat.bag import BagOfModels
 from stemforge.models.compat.hdemucs import HDemucs
 from stemforge.models.compat.htdemucs import HTDemucs
 
+# Every test here compares against (or writes packages with) the reference package; without it, skip the module.
+# The checks that need no demucs (malformed and hostile packages) live in test_hostile_files.py.
+require("demucs.htdemucs")
+
 SOURCES4 = ["drums", "bass", "other", "vocals"]
 SOURCES6 = ["drums", "bass", "other", "vocals", "guitar", "piano"]
 
@@ -128,15 +132,6 @@ def test_bag_of_models_matches_apply_model(tmp_path) -> None:
 
 
 def test_bad_packages(tmp_path) -> None:
-    (tmp_path / "junk.th").write_bytes(b"garbage")
-    with pytest.raises(ModelError, match="not a demucs model package"):
-        load_pretrained(tmp_path / "junk.th")
-    torch.save({"klass": None, "kwargs": {}, "state": {}}, tmp_path / "none.th")
-    with pytest.raises(ModelError, match="not supported"):
-        load_pretrained(tmp_path / "none.th")
-    (tmp_path / "bag.yaml").write_text("models: ['missing']\n")
-    with pytest.raises(ModelError, match="missing"):
-        load_pretrained(tmp_path / "bag.yaml")
     path, _ = _save_package(tmp_path, __import__("demucs.htdemucs", fromlist=["HTDemucs"]).HTDemucs, "x",
                             **_htdemucs_kwargs(SOURCES4, channels=8, depth=2, t_layers=1))
     path.rename(tmp_path / "x-00000000.th")

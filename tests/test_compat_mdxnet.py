@@ -10,7 +10,7 @@ from torch import nn
 
 from stemforge.errors import ModelError
 from stemforge.models.compat import load_pretrained
-from stemforge.models.compat.mdxnet import MDXNetONNX
+from stemforge.models.compat.mdxnet import MDXNetONNX, check_onnx_file
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -93,5 +93,53 @@ def test_missing_settings_and_bad_graph(tmp_path) -> None:
     with pytest.raises(ModelError, match="needs its STFT size"):
         load_pretrained(tmp_path / "x.onnx")
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
-    with pytest.raises(ModelError, match="cannot load ONNX graph"):
+    with pytest.raises(ModelError, match="not an ONNX graph"):
         load_pretrained(tmp_path / "bad.onnx")
+
+
+def _external_graph(folder, location: str):
+    """A graph whose one initializer (all ones) is external data at ``location``, relative to ``folder``."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [1, 4, 8, 8]
+    init = numpy_helper.from_array(np.ones(shape, np.float32), "B")
+    init.ClearField("raw_data")
+    init.data_location = TensorProto.EXTERNAL
+    entry = init.external_data.add()
+    entry.key, entry.value = "location", location
+    graph = helper.make_graph([helper.make_node("Add", ["X", "B"], ["Y"])], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)], [init])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(exist_ok=True)
+    path = folder / "graph.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_external_data_must_stay_in_the_graph_folder(tmp_path) -> None:
+    """Checked by us, whatever the installed onnxruntime checks (older versions read any path)."""
+    import numpy as np
+
+    ones = np.ones(256, np.float32).tobytes()
+    (tmp_path / "outside.bin").write_bytes(ones)
+    inside = _external_graph(tmp_path / "ok", "weights.bin")
+    (tmp_path / "ok" / "weights.bin").write_bytes(ones)
+    check_onnx_file(inside)  # a graph with its data beside it is fine, and onnxruntime reads that data
+    import onnxruntime
+
+    out = onnxruntime.InferenceSession(str(inside), providers=["CPUExecutionProvider"]).run(
+        None, {"X": np.zeros((1, 4, 8, 8), np.float32)})[0]
+    assert (out == 1).all()
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "weights.bin").symlink_to(tmp_path / "outside.bin")
+    for folder, location in [("up", "../outside.bin"), ("abs", str(tmp_path / "outside.bin")),
+                             ("link", "weights.bin"), ("mem", "*/_ORT_MEM_ADDR_/*"), ("gone", "missing.bin")]:
+        path = _external_graph(tmp_path / folder, location)
+        with pytest.raises(ModelError, match="only files inside its own folder"):
+            check_onnx_file(path)
+        path.with_suffix(".json").write_text(json.dumps({"n_fft": 14, "hop": 4}))
+        with pytest.raises(ModelError, match="only files inside its own folder"):
+            load_pretrained(path)

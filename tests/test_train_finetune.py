@@ -6,6 +6,7 @@ from stemforge.errors import ModelError
 from stemforge.train import train
 from stemforge.train.config import TrainConfig
 from stemforge.train.finetune import freeze, start_from, with_sources
+from stemforge.train.state import load_state
 from train_helpers import TinyMaskConfig, TinyMaskNet, make_dataset
 
 BINS = 65  # n_fft 128
@@ -46,7 +47,7 @@ def test_fine_tune_run_with_new_stems_on_a_stem_folder(tmp_path):
         "data": {"train": [str(data)], "segment": 0.25, "batch_size": 2},
     })
     train(cfg)
-    state = torch.load(tmp_path / "ft" / "state.pt", weights_only=False)["model"]
+    state = load_state(tmp_path / "ft" / "state.safetensors")["model"]
     assert torch.equal(state["encoder.0.weight"], base.state_dict()["encoder.0.weight"])  # frozen
     assert state["head.weight"].shape[0] == len(sources) * BINS
 

@@ -8,6 +8,7 @@ from stemforge.errors import StemforgeError
 from stemforge.train import TrainConfig, Trainer, load_config, train
 from stemforge.train.config import ConfigError, merge
 from stemforge.train.loop import lr_factor
+from stemforge.train.state import load_state
 from train_helpers import make_dataset
 
 
@@ -58,11 +59,15 @@ def test_resume_after_kill_is_bit_exact(tmp_path, data, monkeypatch):
     with pytest.raises(Killed):
         train(_config(tmp_path, data, "killed"))
     monkeypatch.setattr(Trainer, "_log", log)
-    assert torch.load(tmp_path / "killed" / "state.pt", weights_only=False)["step"] == 4
+    assert load_state(tmp_path / "killed" / "state.safetensors")["step"] == 4
+    with (tmp_path / "killed" / "log.jsonl").open("a") as fh:
+        fh.write('{"kind": "train", "step": 6, "lo')  # killed in the middle of writing a row
+    with (tmp_path / "killed" / "log.csv").open("a") as fh:
+        fh.write("6,0.1")
     train(_config(tmp_path, data, "killed"), resume=True)
 
-    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "state.pt", weights_only=False)
+    a = load_state(tmp_path / "straight" / "state.safetensors")
+    b = load_state(tmp_path / "killed" / "state.safetensors")
     assert a["step"] == b["step"] == 8
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -72,12 +77,15 @@ def test_resume_after_kill_is_bit_exact(tmp_path, data, monkeypatch):
     exp_b = [s["exp_avg"] for s in b["optimizer"]["state"].values()]
     assert all(torch.equal(x, y) for x, y in zip(exp_a, exp_b))
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert (a["rng"]["numpy"][1] == b["rng"]["numpy"][1]).all() and a["rng"]["python"] == b["rng"]["python"]
+    assert a["schedule"] == b["schedule"] and a["best"] == b["best"]
 
     def losses(name):
         rows = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
         return [(r["kind"], r["step"], r.get("loss"), r.get("sdr_mean")) for r in rows]
 
-    assert losses("straight") == losses("killed")  # the log has no duplicated or missing steps
+    assert losses("straight") == losses("killed")  # the log has no duplicated, torn or missing steps
+    assert (tmp_path / "straight" / "log.csv").read_text().count("\n") == (tmp_path / "killed" / "log.csv").read_text().count("\n")
 
 
 def test_mixit_mode_learns_from_mixtures_only(tmp_path, data):
@@ -96,7 +104,7 @@ def test_both_mode_and_frozen_parameters(tmp_path, data):
     cfg = _config(tmp_path, data, steps=3, mode="both", freeze=["encoder.*"])
     trainer = Trainer(cfg)
     trainer.fit()
-    initial = torch.load(tmp_path / "run" / "state.pt", weights_only=False)["model"]
+    initial = load_state(tmp_path / "run" / "state.safetensors")["model"]
     torch.manual_seed(cfg.seed)
     from stemforge.models.registry import build
 
@@ -150,8 +158,50 @@ def test_stop_step_keeps_the_schedule_and_resumes(tmp_path, data):
     cfg = _config(tmp_path, data, stop_step=3, epoch_steps=100)
     summary = train(cfg)
     assert summary["step"] == 3
-    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    state = load_state(tmp_path / "run" / "state.safetensors")
     assert state["step"] == 3
     assert state["schedule"]["last_epoch"] == 3  # schedule of an 8-step run, stopped early
     summary = train(_config(tmp_path, data, epoch_steps=100), resume=True)
     assert summary["step"] == 8
+
+
+class Shell:
+    def __init__(self, canary) -> None:
+        self.command = f"touch {canary}"
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+def test_hostile_state_in_a_run_folder_runs_nothing(tmp_path, data, capsys):
+    """A shared run folder whose state is a pickle (old format, or planted) is never unpickled on --resume."""
+    from stemforge.cli import main
+
+    train(_config(tmp_path, data, steps=2, epoch_steps=2))
+    run, canary = tmp_path / "run", tmp_path / "canary"
+    assert (run / "state.safetensors").is_file() and not (run / "state.pt").exists()
+    (run / "state.safetensors").unlink()
+    torch.save({"step": 2, "evil": Shell(canary)}, run / "state.pt")
+    with pytest.raises(StemforgeError, match="state.pt from an older stemforge"):
+        train(_config(tmp_path, data, steps=4), resume=True)
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # a planted file under the new name: a pickle is not a safetensors file
+    (run / "state.pt").rename(run / "state.safetensors")
+    with pytest.raises(StemforgeError, match="not a stemforge training state"):
+        train(_config(tmp_path, data, steps=4), resume=True)
+    assert not canary.exists()
+
+
+def test_state_with_wrong_values_is_a_clear_error(tmp_path, data):
+    from stemforge.train.state import save_state
+
+    train(_config(tmp_path, data, steps=2, epoch_steps=2))
+    state = load_state(tmp_path / "run" / "state.safetensors")
+    state["optimizer"]["param_groups"] = "nonsense"
+    save_state(state, tmp_path / "run" / "state.safetensors")
+    with pytest.raises(StemforgeError, match="training state does not match this run"):
+        train(_config(tmp_path, data, steps=4), resume=True)

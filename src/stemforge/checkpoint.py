@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,14 @@ from stemforge.models.base import ARCHITECTURES, StemModel
 
 FORMAT = "stemforge-checkpoint/1"
 _HEADER_KEY = "stemforge"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """First line of ``text`` without terminal escapes or control characters, at most ``limit`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = "".join(ch if ch.isprintable() else "?" for ch in line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -68,7 +77,17 @@ def save_checkpoint(model: StemModel, path: str | os.PathLike[str], **extra: Any
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's metadata without loading the weights."""
+    """The checkpoint's metadata without loading the weights.
+
+    Args:
+        path: a stemforge ``.safetensors`` checkpoint.
+
+    Returns:
+        The metadata dict (format, architecture, config, sources, weights_sha256, ...).
+
+    Raises:
+        ModelError: missing, not a stemforge checkpoint, or a malformed header (one line).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
@@ -81,13 +100,28 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(header["__metadata__"][_HEADER_KEY])
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ModelError(f"not a stemforge checkpoint (corrupt or wrong format): {path}") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"not a stemforge checkpoint (its metadata is not a JSON object): {path}")
     if meta.get("format") != FORMAT:
-        raise ModelError(f"unsupported checkpoint format {meta.get('format')!r}: {path}")
+        raise ModelError(f"unsupported checkpoint format {_one_line(repr(meta.get('format')), 60)}: {path}")
+    if not isinstance(meta.get("architecture"), str) or not isinstance(meta.get("config"), dict):
+        raise ModelError(f"not a stemforge checkpoint (architecture or config missing or malformed): {path}")
     return meta
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> tuple[StemModel, dict[str, Any]]:
-    """Rebuild the model from the metadata alone, load the weights and verify their hash."""
+    """Rebuild the model from the metadata alone, load the weights and verify their hash.
+
+    Args:
+        path: a stemforge ``.safetensors`` checkpoint (safetensors: no pickle, no code runs).
+        map_location: device the weights are read to.
+
+    Returns:
+        (model in eval mode, metadata).
+
+    Raises:
+        ModelError: missing, corrupt, tampered (hash mismatch) or not matching its architecture (one line).
+    """
     meta = read_metadata(path)
     arch = meta.get("architecture")
     cls = ARCHITECTURES.get(arch)
@@ -101,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
 
         cls = ARCHITECTURES.get(arch)
     if cls is None:
-        raise ModelError(f"checkpoint {path} uses unknown architecture {arch!r}")
+        raise ModelError(f"checkpoint {path} uses unknown architecture {_one_line(repr(arch), 60)}")
     try:
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -111,7 +145,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     try:
         model = cls(cls.config_class.from_dict(meta["config"]))
         model.load_state_dict(state, strict=True)
-    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"checkpoint does not match its architecture {arch!r}: {path}: {str(exc).splitlines()[0]}") from exc
+    except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
+        raise ModelError(f"checkpoint does not match its architecture {arch!r}: {path}: {_one_line(str(exc))}") from exc
     model.eval()
     return model, meta

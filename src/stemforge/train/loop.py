@@ -6,7 +6,8 @@ A run directory holds::
     log.jsonl          one JSON object per step ("train") and per validation ("valid")
     log.csv, valid.csv the same as tables
     last.safetensors   the current (raw) weights, a normal stemforge checkpoint
-    state.pt           what resume needs besides: weights, optimizer, schedule, EMA, step, best score, RNG states
+    state.safetensors  what resume needs besides: weights, optimizer, schedule, EMA, step, best score, RNG states
+                       (tensors plus a JSON header, no pickle: resuming a shared run folder runs no code)
     best.safetensors   the shipped weights (EMA when enabled) with the best mean validation SDR so far
     model.safetensors  the shipped weights at the end of training
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -38,10 +40,13 @@ from stemforge.train.ema import EMA
 from stemforge.train.finetune import freeze, start_from
 from stemforge.train.losses import build_loss
 from stemforge.train.mixit import mixit_loss, mixture_of_mixtures
+from stemforge.train.state import load_state, save_state
 from stemforge.train.validation import validate
 
 #: Stems a MixIT model is scored against when its outputs carry no stem names.
 DEFAULT_STEMS = ["drums", "bass", "other", "vocals"]
+#: The resume state inside a run folder; ``state.pt`` is the pickle older versions wrote (never loaded).
+STATE_FILE, LEGACY_STATE_FILE = "state.safetensors", "state.pt"
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -67,9 +72,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def _log_step(line: str) -> int | None:
+    """The step of one ``log.jsonl`` row, or None for a torn or foreign line."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if type(step) is int else None
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a kill now cannot tear the log further."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
+    with tmp.open("w", newline="") as fh:
+        fh.write(text)
     os.replace(tmp, path)
 
 
@@ -85,7 +102,7 @@ class Trainer:
         self.resume = resume
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise StemforgeError("--device cuda was asked for but no CUDA device is available")
-        if not resume and (self.out / "state.pt").exists():
+        if not resume and any((self.out / name).exists() for name in (STATE_FILE, LEGACY_STATE_FILE)):
             raise StemforgeError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -95,9 +112,16 @@ class Trainer:
         """On resume the run's own config wins, except ``steps`` (a run may be extended) and how it runs here:
         ``progress``, ``threads`` and ``time_limit`` (a changed thread count can change float round-off)."""
         path = self.out / "config.json"
-        if not (self.out / "state.pt").is_file() or not path.is_file():
-            raise StemforgeError(f"nothing to resume in {self.out} (no state.pt / config.json)")
-        stored = TrainConfig.from_dict(json.loads(path.read_text()))
+        if not (self.out / STATE_FILE).is_file() and (self.out / LEGACY_STATE_FILE).is_file():
+            raise StemforgeError(f"{self.out} holds a {LEGACY_STATE_FILE} from an older stemforge; it is a pickle and is "
+                                 f"never loaded (it could run code): start a new run from its weights with "
+                                 f"--init {self.out / 'last.safetensors'}")
+        if not (self.out / STATE_FILE).is_file() or not path.is_file():
+            raise StemforgeError(f"nothing to resume in {self.out} (no {STATE_FILE} / config.json)")
+        try:
+            stored = TrainConfig.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StemforgeError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress,
                                    threads=config.threads or stored.threads, time_limit=config.time_limit,
                                    stop_step=config.stop_step)
@@ -181,38 +205,52 @@ class Trainer:
     def _save(self, step: int) -> None:
         meta = {"training": {"step": step, "run": str(self.out), "seed": self.config.seed}}
         save_checkpoint(self.model, self.out / "last.safetensors", **meta)
-        _atomic_torch_save({
+        save_state({
             "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "best": self.best, "rng": _rng_state(),
-        }, self.out / "state.pt")
+        }, self.out / STATE_FILE)
 
     def _restore(self) -> int:
-        state = torch.load(self.out / "state.pt", map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        if self.ema and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.best = state["best"]
-        _set_rng_state(state["rng"])
-        self._truncate_logs(state["step"])
-        return int(state["step"])
+        path = self.out / STATE_FILE
+        state = load_state(path)
+        try:
+            step = state["step"]
+            if type(step) is not int or step < 0:
+                raise ValueError(f"bad step {step!r:.40}")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            if self.ema and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            best = state["best"]
+            if best is not None and not (isinstance(best, dict) and isinstance(best.get("sdr_mean"), float)):
+                raise ValueError("bad best score")
+            self.best = best
+            _set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise StemforgeError(f"training state does not match this run: {path}: {reason}") from exc
+        self._truncate_logs(step)
+        return step
 
     def _truncate_logs(self, step: int) -> None:
-        """Drop log rows of steps after the checkpoint: they are redone identically."""
+        """Drop log rows of steps after the checkpoint (they are redone identically) and any torn row that a
+        run killed mid-write left behind."""
         path = self.out / "log.jsonl"
         if path.is_file():
-            rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            path.write_text("".join(row + "\n" for row in rows))
+            lines = path.read_text(errors="replace").splitlines()
+            rows = [line for line, row_step in zip(lines, map(_log_step, lines)) if row_step is not None and row_step <= step]
+            _replace_text(path, "".join(row + "\n" for row in rows))
         for name in ("log.csv", "valid.csv"):
             table = self.out / name
             if table.is_file():
-                with table.open(newline="") as fh:
+                with table.open(newline="", errors="replace") as fh:
                     rows = list(csv.reader(fh))
-                kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]
-                with table.open("w", newline="") as fh:
-                    csv.writer(fh).writerows(kept)
+                kept = rows[:1] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= step]
+                buffer = io.StringIO()
+                csv.writer(buffer).writerows(kept)
+                _replace_text(table, buffer.getvalue())
 
     def _log(self, row: dict[str, Any]) -> None:
         with (self.out / "log.jsonl").open("a") as fh:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pickle
 import re
-import types
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -26,14 +26,63 @@ from stemforge.models.base import StemModel
 _UMX_ORDER = ("vocals", "drums", "bass", "other")
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    """First line of ``text`` without terminal escapes or control characters, at most ``limit`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = "".join(ch if ch.isprintable() else "?" for ch in line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _refusal(path: Path, what: str, exc: Exception) -> str:
+    """Why torch's ``weights_only`` unpickler refused ``path``: the globals it names, else torch's own reason."""
+    try:
+        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files, or a file broken in another way
+        names = []
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return f"refusing to load {what} {path}: it refers to code ({shown}); model files may hold only tensors and plain data"
+    reason = _one_line(str(exc).split("WeightsUnpickler error:", 1)[-1].split(". ", 1)[0]) or type(exc).__name__
+    return f"cannot read {what} {path} (corrupt, or more than tensors and plain data): {reason}"
+
+
+def read_torch_pickle(path: str | os.PathLike[str], what: str, safe_globals: Iterable[Any] = (),
+                      map_location: str | torch.device = "cpu") -> Any:
+    """Read a ``torch.save`` file with ``weights_only=True``: tensors and plain containers, no code runs.
+
+    Every third-party ``.th`` / ``.pth`` / ``.ckpt`` file goes through here (our own files are safetensors).
+
+    Args:
+        path: the file.
+        what: how the file is named in error messages (e.g. ``"demucs model package"``).
+        safe_globals: extra globals the file may name, as accepted by ``torch.serialization.safe_globals``
+            (harmless stand-ins, e.g. ``(StandIn, "demucs.htdemucs.HTDemucs")``).
+        map_location: where tensors are placed.
+
+    Returns:
+        The unpickled object.
+
+    Raises:
+        ModelError: the file is missing, corrupt, or names anything beyond tensors and plain data (one line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{what} not found: {path}")
+    with torch.serialization.safe_globals(list(safe_globals)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ModelError(_refusal(path, what, exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+            raise ModelError(f"cannot read {what} {path}: {_one_line(str(exc).split('. ', 1)[0]) or type(exc).__name__}") from exc
+
+
 def _torch_load(path: Path) -> Any:
     """Read a torch pickle of tensors and plain containers only (``weights_only``: no code runs)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"checkpoint not found: {path}") from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise ModelError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    return read_torch_pickle(path, "checkpoint")
 
 
 # ---------------------------------------------------------------- Open-Unmix
@@ -77,7 +126,12 @@ def load_openunmix(path: str | Path, niter: int = 1, residual: bool = False) -> 
     folder = path if path.is_dir() else path.parent
     for meta_file in [folder / "separator.json", *(folder / f"{t}.json" for t in files)]:
         if meta_file.is_file():
-            meta = json.loads(meta_file.read_text())
+            try:
+                meta = json.loads(meta_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"cannot read Open-Unmix settings {meta_file}: {str(exc).splitlines()[0][:200]}") from exc
+            if not isinstance(meta, dict):
+                raise ModelError(f"Open-Unmix settings are not a JSON object: {meta_file}")
             args = meta.get("args", meta)
             settings["hop"] = int(args.get("nhop", args.get("n_hop", settings["hop"])))
             settings["sample_rate"] = int(args.get("sample_rate", meta.get("sample_rate", settings["sample_rate"])))
@@ -102,55 +156,49 @@ def load_openunmix(path: str | Path, niter: int = 1, residual: bool = False) -> 
 # ---------------------------------------------------------------- demucs packages
 
 
-class _ClassRef:
-    """Stands in for a pickled class reference (``demucs.htdemucs.HTDemucs``) so demucs need not be installed."""
+class DemucsClass:
+    """Harmless stand-in for the model class a demucs package names (``demucs.htdemucs.HTDemucs``).
 
-    def __init__(self, module: str, name: str) -> None:
-        self.module, self.name = module, name
+    Packages pickle their class by reference; we map each known name to a subclass of this one, so the name is
+    all that is read and demucs need not be installed. Nothing in it runs code.
+    """
 
-    def __repr__(self) -> str:
-        return f"{self.module}.{self.name}"
-
-
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"), ("fractions", "Fraction"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("builtins", "slice"), ("builtins", "complex"), ("_codecs", "encode"), ("torch", "Size"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-}
+    qualified_name = ""
 
 
-class _PackageUnpickler(pickle.Unpickler):
-    """Restricted unpickler: tensors, plain containers, and placeholders for demucs classes; nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "demucs":
-            return _ClassRef(module, name)
-        safe = (module, name) in _SAFE_GLOBALS
-        safe |= module == "torch._utils" and name.startswith("_rebuild")
-        safe |= module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
-        safe |= module in ("torch.storage", "torch.serialization") and name in ("_load_from_bytes", "UntypedStorage", "TypedStorage")
-        safe |= module == "torch.nn.parameter" and name == "Parameter"
-        if not safe:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a model package")
-        return super().find_class(module, name)
+#: Classes real demucs packages name; HTDemucs / HDemucs load, the others get a clear "not supported".
+_DEMUCS_CLASS_NAMES = ("demucs.htdemucs.HTDemucs", "demucs.hdemucs.HDemucs", "demucs.demucs.Demucs",
+                       "demucs.tasnet.ConvTasNet", "demucs.tasnet_v2.ConvTasNet", "demucs.wdemucs.WDemucs")
+_DEMUCS_STAND_INS = [
+    (type(name.rsplit(".", 1)[1], (DemucsClass,), {"__module__": __name__, "qualified_name": name}), name)
+    for name in _DEMUCS_CLASS_NAMES
+]
+_FRACTION_TEXT = re.compile(r"[+-]?\d{1,40}(/\d{1,40})?|[+-]?\d{0,40}\.\d{1,40}")
 
 
-_package_pickle = types.SimpleNamespace(Unpickler=_PackageUnpickler, load=lambda f, **kw: _PackageUnpickler(f, **kw).load(),
-                                        __name__="stemforge_package_pickle")
+def _fraction(numerator: int | str = 0, denominator: int | None = None) -> Fraction:
+    """``fractions.Fraction`` as pickled by Python (``(num, den)``, or ``"39/5"`` before 3.11), bounded.
+
+    ``Fraction("1e999999999")`` would compute a huge power of ten; only plain integers and short
+    ``a/b`` / decimal strings are accepted.
+    """
+    if isinstance(numerator, str) and denominator is None and _FRACTION_TEXT.fullmatch(numerator):
+        return Fraction(numerator)
+    if type(numerator) is int and (denominator is None or type(denominator) is int):
+        return Fraction(numerator, 1 if denominator is None else denominator)
+    raise ValueError(f"unexpected Fraction arguments {numerator!r:.40}, {denominator!r:.40}")
+
+
+_PACKAGE_GLOBALS = [*_DEMUCS_STAND_INS, (_fraction, "fractions.Fraction")]
 
 
 def _read_demucs_package(path: Path) -> dict[str, Any]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            package = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_package_pickle)
-    except FileNotFoundError as exc:
-        raise ModelError(f"checkpoint not found: {path}") from exc
-    except Exception as exc:  # noqa: BLE001 - corrupt / foreign pickles raise many types
-        raise ModelError(f"not a demucs model package: {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    package = read_torch_pickle(path, "demucs model package", safe_globals=_PACKAGE_GLOBALS)
     if not isinstance(package, dict) or not {"klass", "kwargs", "state"} <= set(package):
         raise ModelError(f"not a demucs model package (no klass/kwargs/state): {path}")
+    if not isinstance(package["kwargs"], dict) or not isinstance(package["state"], dict) \
+            or not isinstance(package.get("args") or (), (tuple, list)):
+        raise ModelError(f"not a demucs model package (malformed args/kwargs/state): {path}")
     return package
 
 
@@ -205,7 +253,7 @@ def load_demucs_package(path: str | Path) -> StemModel:
     path = Path(path)
     package = _read_demucs_package(path)
     klass = package["klass"]
-    name = klass.name if isinstance(klass, _ClassRef) else getattr(klass, "__name__", str(klass))
+    name = klass.__name__ if isinstance(klass, type) and issubclass(klass, DemucsClass) else repr(klass)[:60]
     cls, config = _demucs_config(name, tuple(package.get("args") or ()), package["kwargs"], path)
     state = package["state"]
     if state.get("__quantized"):
@@ -442,13 +490,37 @@ def _is_roformer_yaml(path: Path) -> bool:
     return "model:" in head and "audio:" in head
 
 
+#: What a loader raises when a file's contents (config values, tensor shapes) are of the wrong type or value.
+_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError, RuntimeError)
+
+
 def load_pretrained(path_or_name: str | Path, **options: Any) -> StemModel:
-    """Load any supported published checkpoint (a local path, or a downloaded zoo name) as a ``StemModel``."""
+    """Load any supported published checkpoint (a local path, or a downloaded zoo name) as a ``StemModel``.
+
+    Args:
+        path_or_name: a ``.th`` / ``.yaml`` / ``.pth`` / ``.ckpt`` / ``.onnx`` file, a folder of them, or a zoo name.
+        **options: passed to the format's loader (e.g. ``niter`` for Open-Unmix).
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ModelError: the file is missing, unsupported, malformed or hostile (one line; nothing in it runs).
+    """
     path = Path(path_or_name).expanduser()
     if not path.exists():
         from stemforge import zoo
 
         return zoo.load(str(path_or_name), **options)
+    try:
+        return _load_local(path, **options)
+    except _MALFORMED as exc:
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise
+        raise ModelError(f"cannot use {path}: malformed contents ({type(exc).__name__}: {_one_line(str(exc))})") from exc
+
+
+def _load_local(path: Path, **options: Any) -> StemModel:
     kind = detect_format(path)
     if kind == "openunmix":
         return load_openunmix(path, **options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,67 @@ class MDXNetConfig(ModelConfig):
     compensate: float = 1.0
 
 
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _attribute_tensors(node.attribute)
+
+
+def _attribute_tensors(attributes: Any) -> Iterator[Any]:
+    for attribute in attributes:
+        if attribute.HasField("t"):
+            yield attribute.t
+        yield from attribute.tensors
+        if attribute.HasField("sparse_tensor"):
+            yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+        for sparse in attribute.sparse_tensors:
+            yield from (sparse.values, sparse.indices)
+        if attribute.HasField("g"):
+            yield from _graph_tensors(attribute.g)
+        for graph in attribute.graphs:
+            yield from _graph_tensors(graph)
+
+
+def check_onnx_file(path: str | Path) -> None:
+    """Refuse an ONNX file that is not a protobuf graph, or whose external data lies outside its folder.
+
+    onnxruntime reads external tensor data from the ``location`` each tensor names; a hostile graph could name
+    ``../../home/user/.ssh/id_rsa``, an absolute path, a symlink out of the folder, or onnxruntime's in-memory
+    address syntax. Only regular files inside the graph's own folder are accepted (recent onnxruntime versions
+    check this too; older ones do not).
+
+    Args:
+        path: the ``.onnx`` file.
+
+    Raises:
+        ModelError: one line saying what is wrong.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ModelError("reading ONNX graphs needs the onnx package (pip install 'stemforge[mdx]')") from exc
+    path = Path(path)
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ModelError(f"not an ONNX graph: {path}") from exc
+    folder = path.resolve().parent
+    tensors = list(_graph_tensors(model.graph))
+    for function in model.functions:
+        tensors += _attribute_tensors(a for node in function.node for a in node.attribute)
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        target = (folder / location).resolve()
+        if (not location or Path(location).is_absolute() or ".." in Path(location).parts
+                or not target.is_relative_to(folder) or not target.is_file()):
+            shown = "".join(ch if ch.isprintable() else "?" for ch in location)[:100]
+            raise ModelError(f"ONNX graph {path} reads external data from {shown!r}: only files inside its own folder are allowed")
+
+
 class MDXNetONNX(StemModel):
     """mix (B, 2, T) -> (B, 2, 2, T): the graph's target and its complement (mix - target)."""
 
@@ -47,6 +108,7 @@ class MDXNetONNX(StemModel):
 
         if config.channels != 2:
             raise ModelError("MDX-Net graphs are stereo")
+        check_onnx_file(config.onnx_path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
@@ -107,6 +169,7 @@ def mdxnet_config_from(path: Path, settings: dict[str, Any]) -> MDXNetConfig:
     """Config from the graph's input shape plus sidecar settings (n_fft and target are not in the graph)."""
     import onnxruntime as ort
 
+    check_onnx_file(path)
     try:
         shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
     except Exception as exc:  # noqa: BLE001
