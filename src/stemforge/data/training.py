@@ -125,7 +125,16 @@ def chunk_dataset(songs: list[Song], sources: Sequence[str], chunk_seconds: floa
 class MixturePairDataset(torch.utils.data.Dataset):
     """Index ``i`` -> two mixtures (2, channels, chunk) float32 of two different random songs, for MixIT.
 
-    A song's mixture is the sum of its sources (``find_mixture_songs`` gives one ``"mixture"`` source).
+    A song's mixture is the sum of its sources (``find_mixture_songs`` gives one ``"mixture"`` source). Index ``i``
+    is drawn from a generator seeded by ``(seed, i)`` alone.
+
+    Args:
+        songs: at any sample rate.
+        chunk: frames per mixture at ``sample_rate``.
+        sample_rate: the model's rate.
+        channels: the model's channel count.
+        seed: the run's seed (plus one, so the pairs differ from the supervised chunks).
+        size: nominal length.
     """
 
     def __init__(self, songs: list[Song], chunk: int, sample_rate: int, channels: int, seed: int,
@@ -153,7 +162,18 @@ class MixturePairDataset(torch.utils.data.Dataset):
 
 def validation_stems(songs: list[Song], sources: Sequence[str], seconds: float, sample_rate: int,
                      channels: int) -> list[np.ndarray]:
-    """The first ``seconds`` of each song at ``sample_rate``: a list of (sources, channels, frames) float32."""
+    """The first ``seconds`` of each song, resampled to ``sample_rate``, for scoring during training.
+
+    Args:
+        songs: validation songs, at any sample rate.
+        sources: stem order of the model's output.
+        seconds: how much of each song's start is scored (a shorter song is read whole).
+        sample_rate: the model's rate.
+        channels: the model's channel count.
+
+    Returns:
+        One (sources, channels, frames) float32 array per song.
+    """
     out = []
     for song in songs:
         frames = min(int(round(seconds * sample_rate)), int(round(song.length * sample_rate / song.sample_rate)))
