@@ -229,8 +229,7 @@ def _stem_mp4_song(path: Path, sources: Sequence[str], name: str | None = None) 
         target = _map_stem(stem, sources)
         if target is not None:
             song_sources.setdefault(target, []).append(AudioFile(path, index))
-    mixture = AudioFile(path, STEM_MP4_STREAMS.index("mixture"))
-    return Song(name or path.name[: -len(".stem.mp4")], song_sources, mixture=mixture)
+    return Song(name or path.name[: -len(".stem.mp4")], song_sources)
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -19,7 +19,8 @@ import torch
 
 from stemforge.data.augment import Augment, AugmentConfig
 from stemforge.data.datasets import RandomChunkDataset
-from stemforge.data.songs import Song, discover_songs, read_stems
+from stemforge.data.songs import AudioFile, Song, discover_songs, read_stems
+from stemforge.data.stemmp4 import STEM_MP4_STREAMS
 
 __all__ = ["MixturePairDataset", "Song", "chunk_dataset", "find_mixture_songs", "find_training_songs", "split_songs",
            "step_loader", "validation_stems"]
@@ -75,7 +76,12 @@ def find_mixture_songs(roots: Sequence[str | Path]) -> list[Song]:
     """
     songs = []
     for song in discover_songs(_check_roots(roots), MIXTURE_STEMS):
-        files = [song.mixture] if song.mixture else [f for fs in song.sources.values() for f in fs]
+        files = [f for fs in song.sources.values() for f in fs]
+        containers = {f.path for f in files if f.stream is not None}
+        if song.mixture is not None:
+            files = [song.mixture]
+        elif len(containers) == 1 and all(f.stream is not None for f in files):
+            files = [AudioFile(containers.pop(), STEM_MP4_STREAMS.index(MIXTURE))]
         songs.append(Song(song.name, {MIXTURE: files}, song.sample_rate, song.length))
     return songs
 
