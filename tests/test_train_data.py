@@ -11,7 +11,8 @@ from data_fixtures import write_stem_mp4
 from stemforge.data import training
 from stemforge.data.augment import AugmentConfig
 from stemforge.errors import StemforgeError
-from stemforge.train import Trainer
+from stemforge.models.registry import build
+from stemforge.train import TrainConfig, Trainer
 from train_helpers import RATE, make_dataset
 
 MP4_RATE = 48000
@@ -132,15 +133,10 @@ def test_mixit_reads_mixture_files_and_stem_mp4_mixture_stream(tmp_path, mp4_dat
 
 
 def test_pitch_and_tempo_are_opt_in_from_the_train_config(tmp_path, mp4_data):
-    from stemforge.train import TrainConfig
-
     def first_chunk(**data):
         cfg = TrainConfig.from_dict({"out": str(tmp_path / "r"), "model": "test-tinymask", "progress": False,
                                      "data": {"train": [str(mp4_data)], "segment": 0.5, "remix": 0.0, **data}})
         trainer = Trainer(cfg)
-        trainer.stems = None
-        from stemforge.models.registry import build
-
         trainer._datasets(build("test-tinymask"))
         return trainer.train_set[0]
 
