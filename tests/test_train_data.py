@@ -145,3 +145,15 @@ def test_pitch_and_tempo_are_opt_in_from_the_train_config(tmp_path, mp4_data):
     shifted = first_chunk(pitch_shift=1.0, tempo=1.0)
     assert shifted.shape == plain.shape
     assert abs(_peak_hz(shifted[1, 0], RATE) - BASS_HZ) > 8  # pitch moved: the augmentation is wired in
+
+
+def test_step_loader_batches_do_not_depend_on_workers_or_start_step(tmp_path):
+    make_dataset(tmp_path / "d", songs=3)
+    songs = training.find_training_songs([tmp_path / "d"], STEMS)
+    dataset = training.chunk_dataset(songs, STEMS, 0.1, RATE, 2, seed=5, augment=AugmentConfig(sample_rate=RATE))
+    inline = list(training.step_loader(dataset, 2, 0, 4, workers=0))
+    workers = list(training.step_loader(dataset, 2, 0, 4, workers=2))
+    resumed = list(training.step_loader(dataset, 2, 2, 4, workers=0))  # a run resumed at step 2
+    assert len(inline) == 4 and inline[0].shape == (2, 4, 2, int(0.1 * RATE))
+    assert all(torch.equal(a, b) for a, b in zip(inline, workers))
+    assert all(torch.equal(a, b) for a, b in zip(inline[2:], resumed))
