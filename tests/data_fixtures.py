@@ -26,17 +26,18 @@ def musdb_song(folder: Path, frames: int = RATE * 2, rate: int = RATE) -> dict[s
     return stems
 
 
-def write_stem_mp4(path: Path, stems: list[np.ndarray]) -> None:
+def write_stem_mp4(path: Path, stems: list[np.ndarray], rate: int = 44100) -> None:
+    """A MUSDB18-style multi-stream AAC file: ``stems`` are (frames, 2) float32, mixture first."""
     import av
 
     with av.open(str(path), "w", format="mp4") as container:
-        streams = [container.add_stream("aac", rate=44100) for _ in stems]
+        streams = [container.add_stream("aac", rate=rate) for _ in stems]
         for stream in streams:
             stream.layout = "stereo"
         for stream, wave in zip(streams, stems):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave.reshape(1, -1)), format="flt",
                                                layout="stereo")
-            frame.sample_rate = 44100
+            frame.sample_rate = rate
             for packet in stream.encode(frame):
                 container.mux(packet)
             for packet in stream.encode(None):

@@ -25,16 +25,16 @@ def test_everything_on_keeps_shapes_and_finite_values_even_for_silence() -> None
     config = AugmentConfig(sample_rate=RATE, channel_swap_probability=1, polarity_flip_probability=1,
                            pitch_shift_probability=1, tempo_probability=1)
     augment = Augment(config)
-    segment = RATE // 2
-    stems = torch.zeros(4, 2, augment.input_length(segment))
+    chunk = RATE // 2
+    stems = torch.zeros(4, 2, augment.input_length(chunk))
     stems[0] = torch.randn(2, stems.shape[-1]) * 0.3
     stems[1, 0] = _sine(110, stems.shape[-1] / RATE)  # one-sided stem; stems 2 and 3 stay silent
     for seed in range(4):
-        out = augment(stems, np.random.default_rng(seed), segment)
-        assert out.shape == (4, 2, segment) and out.dtype == torch.float32
+        out = augment(stems, np.random.default_rng(seed), chunk)
+        assert out.shape == (4, 2, chunk) and out.dtype == torch.float32
         assert torch.isfinite(out).all()
         assert torch.count_nonzero(out[2:]) == 0  # silence stays exactly silent
-    silent = augment(torch.zeros(4, 2, augment.input_length(segment)), np.random.default_rng(0), segment)
+    silent = augment(torch.zeros(4, 2, augment.input_length(chunk)), np.random.default_rng(0), chunk)
     assert torch.isfinite(silent).all() and torch.count_nonzero(silent) == 0
 
 

@@ -33,7 +33,7 @@ def test_random_chunks_are_reproducible_finite_and_remixed(tmp_path: Path) -> No
         sf.write(song_b / f"{name}.wav", wave, RATE, subtype="FLOAT")
     songs = discover_songs(tmp_path)
     augment = Augment(AugmentConfig(sample_rate=RATE, pitch_shift_probability=0.5, tempo_probability=0.5))
-    ds = RandomChunkDataset(songs, segment_seconds=0.5, sample_rate=RATE, epoch_size=12, remix_probability=0.5,
+    ds = RandomChunkDataset(songs, chunk_seconds=0.5, sample_rate=RATE, epoch_size=12, remix_probability=0.5,
                             augment=augment, seed=3)
     items = [ds[i] for i in range(len(ds))]
     for item in items:
@@ -43,4 +43,4 @@ def test_random_chunks_are_reproducible_finite_and_remixed(tmp_path: Path) -> No
     ds.set_epoch(1)
     assert not torch.equal(ds[4], items[4])
     with pytest.raises(StemforgeError):
-        RandomChunkDataset([], segment_seconds=1.0)
+        RandomChunkDataset([], chunk_seconds=1.0)

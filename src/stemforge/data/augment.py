@@ -6,7 +6,7 @@ Nothing divides by a signal level: silent stems stay exactly silent and never pr
 
 Pitch shift and tempo change use a phase vocoder (``torch.stft``) and soxr resampling, in one pass
 when both are drawn. They are the only costly transforms (about 1 s CPU for 4 stereo stems of 6 s),
-hence low default probabilities. They need a little more input than the output segment, which
+hence low default probabilities. They need a little more input than the output chunk, which
 ``Augment.input_length`` tells the dataset.
 """
 
@@ -97,29 +97,29 @@ def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class Augment:
-    """stems (sources, channels, time_in) -> (sources, channels, segment) with random transforms.
+    """stems (sources, channels, time_in) -> (sources, channels, chunk) with random transforms.
 
-    ``time_in`` should be ``input_length(segment)``; shorter input is zero-padded at the end.
+    ``time_in`` should be ``input_length(chunk)``; shorter input is zero-padded at the end.
     """
 
     def __init__(self, config: AugmentConfig | None = None) -> None:
         self.config = config or AugmentConfig()
 
-    def input_length(self, segment: int) -> int:
-        """Frames to read so that tempo change and time shifts still fill ``segment`` frames."""
+    def input_length(self, chunk: int) -> int:
+        """Frames to read so that tempo change and time shifts still fill ``chunk`` frames."""
         c = self.config
         tempo = max(c.tempo_range) if c.tempo_probability > 0 else 1.0
         shift = int(math.ceil(c.max_shift_seconds * c.sample_rate))
-        return int(math.ceil(segment * max(tempo, 1.0))) + shift + 1
+        return int(math.ceil(chunk * max(tempo, 1.0))) + shift + 1
 
-    def __call__(self, stems: torch.Tensor, rng: np.random.Generator, segment: int | None = None) -> torch.Tensor:
+    def __call__(self, stems: torch.Tensor, rng: np.random.Generator, chunk: int | None = None) -> torch.Tensor:
         c = self.config
         sources, channels, _ = stems.shape
         shift_max = int(math.ceil(c.max_shift_seconds * c.sample_rate))
-        if segment is None:
-            segment = max(1, stems.shape[-1] - shift_max - 1)
+        if chunk is None:
+            chunk = max(1, stems.shape[-1] - shift_max - 1)
             if c.tempo_probability > 0:
-                segment = max(1, int((stems.shape[-1] - shift_max - 1) / max(max(c.tempo_range), 1.0)))
+                chunk = max(1, int((stems.shape[-1] - shift_max - 1) / max(max(c.tempo_range), 1.0)))
         x = stems.float()
         tempo = float(rng.uniform(*c.tempo_range)) if rng.random() < c.tempo_probability else 1.0
         semitones = 0.0
@@ -127,11 +127,11 @@ class Augment:
             semitones = float(rng.uniform(-c.pitch_shift_semitones, c.pitch_shift_semitones))
         if tempo != 1.0 or semitones != 0.0:
             x = change_tempo_and_pitch(x, tempo, semitones)
-        x = _fit(x, segment + shift_max)
-        out = torch.empty(sources, channels, segment, dtype=torch.float32, device=x.device)
+        x = _fit(x, chunk + shift_max)
+        out = torch.empty(sources, channels, chunk, dtype=torch.float32, device=x.device)
         for s in range(sources):
             shift = int(rng.integers(0, shift_max + 1)) if shift_max else 0
-            stem = x[s, :, shift: shift + segment]
+            stem = x[s, :, shift: shift + chunk]
             gain = 10.0 ** (float(rng.uniform(*c.gain_db)) / 20.0)
             if rng.random() < c.polarity_flip_probability:
                 gain = -gain

@@ -20,7 +20,7 @@ from stemforge.errors import StemforgeError
 __all__ = ["AudioFile", "RandomChunkDataset", "Song", "StemFolderDataset", "check_song", "discover_songs",
            "read_stems"]
 
-#: augment(stems (S, C, T_in), rng, segment) -> stems (S, C, segment); see ``stemforge.data.augment.Augment``.
+#: augment(stems (S, C, T_in), rng, chunk) -> stems (S, C, chunk); see ``stemforge.data.augment.Augment``.
 AugmentFn = Callable[[torch.Tensor, np.random.Generator, int], torch.Tensor]
 
 
@@ -74,7 +74,7 @@ class RandomChunkDataset(Dataset):
     """
 
     def __init__(self, songs: list[Song] | StemFolderDataset,
-                 sources: Sequence[str] = ("drums", "bass", "other", "vocals"), segment_seconds: float = 6.0,
+                 sources: Sequence[str] = ("drums", "bass", "other", "vocals"), chunk_seconds: float = 6.0,
                  sample_rate: int = 44100, channels: int = 2, epoch_size: int = 1000,
                  remix_probability: float = 0.5, augment: AugmentFn | None = None, seed: int = 0,
                  silence_db: float = -60.0) -> None:
@@ -82,11 +82,11 @@ class RandomChunkDataset(Dataset):
             songs = songs.songs
         if not songs:
             raise StemforgeError("RandomChunkDataset needs at least one song")
-        if segment_seconds <= 0:
-            raise StemforgeError(f"segment_seconds must be > 0, got {segment_seconds}")
+        if chunk_seconds <= 0:
+            raise StemforgeError(f"chunk_seconds must be > 0, got {chunk_seconds}")
         self.songs = list(songs)
         self.sources = tuple(sources)
-        self.segment = int(round(segment_seconds * sample_rate))
+        self.chunk = int(round(chunk_seconds * sample_rate))
         self.sample_rate = sample_rate
         self.channels = channels
         self.epoch_size = epoch_size
@@ -109,7 +109,7 @@ class RandomChunkDataset(Dataset):
 
     def _input_frames(self) -> int:
         needed = getattr(self.augment, "input_length", None)
-        return needed(self.segment) if callable(needed) else self.segment
+        return needed(self.chunk) if callable(needed) else self.chunk
 
     def _offset(self, rng: np.random.Generator, song: Song, frames: int) -> int:
         native = int(math.ceil(frames * song.sample_rate / self.sample_rate))
@@ -130,10 +130,10 @@ class RandomChunkDataset(Dataset):
                                self.channels)
         tensor = torch.from_numpy(stems)
         if self.augment is not None:
-            tensor = self.augment(tensor, rng, self.segment)
-        tensor = tensor[..., : self.segment]
-        if tensor.shape[-1] < self.segment:
-            tensor = torch.nn.functional.pad(tensor, (0, self.segment - tensor.shape[-1]))
+            tensor = self.augment(tensor, rng, self.chunk)
+        tensor = tensor[..., : self.chunk]
+        if tensor.shape[-1] < self.chunk:
+            tensor = torch.nn.functional.pad(tensor, (0, self.chunk - tensor.shape[-1]))
         return tensor.contiguous()
 
     def __getitem__(self, item: int) -> torch.Tensor:

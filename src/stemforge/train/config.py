@@ -24,7 +24,7 @@ class ConfigError(StemforgeError):
 class DataConfig:
     """Where examples come from and how they are cut and augmented."""
 
-    train: list[str] = dataclasses.field(default_factory=list)  # MUSDB-layout roots (one folder per track)
+    train: list[str] = dataclasses.field(default_factory=list)  # any layout `data check` reads, at any rate
     valid: list[str] = dataclasses.field(default_factory=list)  # held-out roots; empty: hold out valid_fraction
     valid_fraction: float = 0.1
     split_seed: int = 0  # which tracks are held out; separate from the run's seed so stages share one split
@@ -37,6 +37,10 @@ class DataConfig:
     gain_db: float = 3.0  # per-stem random gain in [-gain_db, +gain_db]
     channel_swap: bool = True
     missing_stems: str = "error"  # "error" or "silence" (a track without a stem file gets a silent stem)
+    polarity_flip: float = 0.5  # per-stem probability of inverting the polarity
+    time_shift: float = 0.05  # per-stem random delay, uniform in [0, time_shift] seconds
+    pitch_shift: float = 0.0  # per-chunk probability of a +-2 semitone pitch shift (opt-in: costs CPU time)
+    tempo: float = 0.0  # per-chunk probability of a 0.88-1.12x tempo change (opt-in: costs CPU time)
 
 
 @dataclasses.dataclass

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from stemforge.checkpoint import load_checkpoint, save_checkpoint
+from stemforge.data import training as train_data
+from stemforge.data.augment import AugmentConfig
 from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 from stemforge.models.registry import build
-from stemforge.train import data as train_data
 from stemforge.train.config import ConfigError, TrainConfig
 from stemforge.train.ema import EMA
 from stemforge.train.finetune import freeze, start_from
@@ -147,30 +148,29 @@ class Trainer:
     def _datasets(self, model: StemModel) -> None:
         cfg, dcfg = self.config, self.config.data
         rate, channels = model.sample_rate, model.channels
-        segment = int(round(dcfg.segment * rate))
+        chunk = int(round(dcfg.segment * rate))
         supervised = cfg.mode in ("supervised", "both")
         self.stems = model.sources if supervised else DEFAULT_STEMS
-        valid_tracks: list[train_data.Track] = []
+        valid_songs: list[train_data.Song] = []
         self.train_set = self.mixit_set = None
         if dcfg.train:
-            tracks = train_data.find_tracks(dcfg.train, self.stems, rate, dcfg.missing_stems if supervised else "silence")
+            songs = train_data.find_training_songs(dcfg.train, self.stems, dcfg.missing_stems if supervised else "silence")
             if dcfg.valid:
-                valid_tracks = train_data.find_tracks(dcfg.valid, self.stems, rate, "silence")
+                valid_songs = train_data.find_training_songs(dcfg.valid, self.stems, "silence")
             else:
-                tracks, valid_tracks = train_data.split_tracks(tracks, dcfg.valid_fraction, dcfg.split_seed)
-            augment = train_data.Augment(dcfg.remix, dcfg.gain_db, dcfg.channel_swap)
+                songs, valid_songs = train_data.split_songs(songs, dcfg.valid_fraction, dcfg.split_seed)
+            augment = AugmentConfig(gain_db=(-dcfg.gain_db, dcfg.gain_db), channel_swap_probability=0.5 * dcfg.channel_swap,
+                                    polarity_flip_probability=dcfg.polarity_flip, max_shift_seconds=dcfg.time_shift,
+                                    pitch_shift_probability=dcfg.pitch_shift, tempo_probability=dcfg.tempo, sample_rate=rate)
             if supervised:
-                self.train_set = train_data.ChunkDataset(tracks, self.stems, segment, channels, cfg.seed, augment)
+                self.train_set = train_data.chunk_dataset(songs, self.stems, dcfg.segment, rate, channels, cfg.seed,
+                                                          dcfg.remix, augment)
             if cfg.mode in ("mixit", "both") and not dcfg.unsupervised:
-                self.mixit_set = train_data.MixturePairDataset(tracks, segment, channels, cfg.seed + 1)
+                self.mixit_set = train_data.MixturePairDataset(songs, chunk, rate, channels, cfg.seed + 1)
         if dcfg.unsupervised:
-            mixtures = train_data.find_mixtures(dcfg.unsupervised, rate)
-            self.mixit_set = train_data.MixturePairDataset(mixtures, segment, channels, cfg.seed + 1)
-        frames = int(round(dcfg.valid_seconds * rate))
-        self.valid = [
-            np.stack([train_data.read_stem(t, s, 0, min(frames, t.frames), channels) for s in self.stems])
-            for t in valid_tracks
-        ]
+            mixtures = train_data.find_mixture_songs(dcfg.unsupervised)
+            self.mixit_set = train_data.MixturePairDataset(mixtures, chunk, rate, channels, cfg.seed + 1)
+        self.valid = train_data.validation_stems(valid_songs, self.stems, dcfg.valid_seconds, rate, channels)
 
     def _batches(self, start: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
         cfg = self.config
