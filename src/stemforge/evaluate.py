@@ -42,11 +42,13 @@ CLASSICAL_REFERENCE = "classical"
 EXCERPT_SECONDS = 5.0
 #: Samples read at once when copying audio (the mixture for a model).
 READ_BLOCK = 1 << 18
-#: Metrics that mean nothing by construction for a method: reported blank (None), never as a number.
-#: The mixture is exactly the sum of the references, so it lies in their span: its artifacts are zero
-#: up to rounding (SAR is "infinite", e.g. 150 dB of round-off) and ISR/SIR only re-split the input
-#: interference its SDR already measures.
-DEGENERATE = {"mixture": ("ISR", "SIR", "SAR")}
+#: Metrics that mean nothing by construction for a method -> (metrics, why): reported blank (None),
+#: never as a number.
+DEGENERATE = {
+    "mixture": (("ISR", "SIR", "SAR"), "the mixture is exactly the sum of the references, so the BSS Eval "
+                "projections reproduce it: its artifacts are zero up to rounding (SAR would be ~150 dB of "
+                "round-off) and ISR/SIR only re-split the interference that its SDR already measures"),
+}
 
 Estimates = dict[str, np.ndarray]
 
@@ -524,7 +526,7 @@ class _Subset(Stems):
 
 def _blank_degenerate(method: str, result: dict) -> None:
     """Metrics meaningless by construction for ``method`` (``DEGENERATE``) become None (blank in reports)."""
-    for metric in DEGENERATE.get(method, ()):
+    for metric in DEGENERATE.get(method, ((), ""))[0]:
         for table in (result["stems"], result["frames"]):
             for scores in table.values():
                 if metric in scores:
