@@ -7,6 +7,7 @@ IRM/IBM/MWF, mixture, classical model) in a fresh process per length and prints 
 RSS (``ru_maxrss``) and wall time. Usage:
 
     PYTHONPATH=src python benchmarks/evaluate_memory.py [--minutes 1 3 10] [--model NAME] [--no-references]
+        [--no-classical] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -66,7 +67,21 @@ def write_track(data: Path, estimates: Path, name: str, minutes: float) -> None:
             f.close()
 
 
-def evaluate(data: Path, estimates: Path, out: Path, model: str | None, references: bool) -> tuple[float, float]:
+#: What ``stemforge evaluate --estimates EST --data DATA -o OUT --no-plots -q`` runs, minus the classical
+#: model reference (whose separation is slow on a shared CPU and streams anyway; see benchmarks/memory.py).
+NO_CLASSICAL = """
+import sys
+from pathlib import Path
+from stemforge.evaluate import REFERENCE_METHODS, EvaluateOptions, estimates_method, evaluate, reference_method
+from stemforge.report import write_tables
+options = EvaluateOptions(progress=False)
+methods = [estimates_method(Path(sys.argv[2]))] + [reference_method(n, options) for n in REFERENCE_METHODS]
+write_tables(evaluate(Path(sys.argv[1]), methods, Path(sys.argv[3]), options), Path(sys.argv[3]))
+"""
+
+
+def evaluate(data: Path, estimates: Path, out: Path, model: str | None, references: bool,
+             classical: bool = True) -> tuple[float, float]:
     """-> (peak RSS in MB of the evaluating process, wall seconds)."""
     cmd = [sys.executable, "-m", "stemforge", "evaluate", "--data", str(data), "--estimates", str(estimates),
            "-o", str(out), "--no-plots", "-q"]
@@ -74,6 +89,8 @@ def evaluate(data: Path, estimates: Path, out: Path, model: str | None, referenc
         cmd += ["--model", model]
     if not references:
         cmd.append("--no-references")
+    elif not classical:
+        cmd = [sys.executable, "-c", NO_CLASSICAL, str(data), str(estimates), str(out)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -88,6 +105,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 3, 10])
     parser.add_argument("--model", default=None, help="also score this model (default: only the estimates folder)")
     parser.add_argument("--no-references", action="store_true")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="every reference point but the classical model (same code path, through the Python API)")
     parser.add_argument("--keep", type=Path, default=None, help="write the data here instead of a temporary folder")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -97,7 +116,8 @@ def main() -> None:
         for minutes in args.minutes:
             base = root / f"{minutes:g}min"
             write_track(base / "data", base / "estimates", "track", minutes)
-            peak, wall = evaluate(base / "data", base / "estimates", base / "report", args.model, not args.no_references)
+            peak, wall = evaluate(base / "data", base / "estimates", base / "report", args.model, not args.no_references,
+                                  not args.no_classical)
             print(f"| {minutes:g} | {peak:.0f} | {wall:.1f} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 

@@ -137,10 +137,10 @@ def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     for exponent in range(-12, 0, 2):
         system = gram.clone()
         system.diagonal(dim1=-2, dim2=-1).add_((EPS + ridge * scale)[..., None])
-        factor, info = torch.linalg.cholesky_ex(system)
-        del system
+        factor, info = torch.linalg.cholesky_ex(system, out=(system, torch.empty(0, dtype=torch.int32, device=system.device)))
         if bool((info == 0).all()):
-            return torch.cholesky_solve(rhs, factor)
+            return torch.cholesky_solve(rhs, factor)  # factorised in place: no second n x n copy
+        del system, factor
         ridge = 10.0**exponent
     return torch.linalg.lstsq(gram, rhs).solution
 
@@ -161,8 +161,12 @@ def distortion_filters(references: Stems | torch.Tensor, estimates: Stems | torc
     # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
     negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
     v = torch.cat([negative, ref_corr], dim=-1)
-    toeplitz = v.unfold(-1, filters_len, 1).flip(2)  # (a, b, p, q) = v[a, b, q - p + L - 1]
-    gram = toeplitz.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
+    # Filled one reference row-block at a time: no (n L)^2 temporaries besides the Gram matrix itself.
+    lag = torch.arange(filters_len, device=v.device)
+    index = lag[None, :] - lag[:, None] + filters_len - 1  # (p, q) -> q - p + L - 1
+    gram = torch.empty(n * filters_len, n * filters_len, dtype=v.dtype, device=v.device)
+    for a in range(n):
+        gram[a * filters_len : (a + 1) * filters_len] = v[a][:, index].permute(1, 0, 2).reshape(filters_len, -1)
     # D[(a, k), (e, c)] = <reference a delayed by k, estimate channel (e, c)>
     rhs = est_corr.permute(1, 2, 0).reshape(n * filters_len, n)
     all_filters = _solve_psd(gram, rhs).reshape(sources, channels, filters_len, sources, channels)
@@ -207,7 +211,7 @@ def bss_eval_v4(
     hop: int = 44100,
     filters_len: int = 512,
     device: str | torch.device | None = None,
-    windows_per_chunk: int = 8,
+    windows_per_chunk: int = 4,
 ) -> BSSEvalScores:
     """Framewise BSS Eval v4 image metrics, equal to ``museval.evaluate`` (mode "v4").
 
