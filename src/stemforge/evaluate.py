@@ -115,15 +115,28 @@ class Track:
         return self._mixture
 
     def reference_stems(self, names: Iterable[str] | None = None) -> Stems:
-        """True stems matching ``names`` (default: every dataset stem), read a block at a time; see
-        ``reference_groups`` for a method with fewer stems than the dataset."""
+        """True stems matching ``names`` (default: every dataset stem), read a block at a time.
+
+        Args:
+            names: a method's stem names (see ``reference_groups`` for a method with fewer stems).
+
+        Returns:
+            ``Stems`` with one source per reference, in the order of ``reference_groups``.
+        """
         groups = reference_groups(self.names, self.names if names is None else names)
         if self._stems is not None:
             return ArrayStems(np.stack([np.sum([self._stems[s] for s in group], axis=0) for group in groups.values()]))
         return SongStems(self.song, self.names, self.channels, list(groups.values()))
 
     def mixture_stems(self, count: int) -> Stems:
-        """The mixture as ``count`` identical sources, read a block at a time."""
+        """The mixture as ``count`` identical sources, read a block at a time.
+
+        Args:
+            count: number of sources.
+
+        Returns:
+            ``Stems`` (count, channels, length): the mixture file, or the stems' sum without one.
+        """
         if self._mixture is not None:
             return ArrayStems(np.broadcast_to(self._mixture, (count, *self._mixture.shape)))
         if self.song.mixture is None:
@@ -199,7 +212,15 @@ def load_track(song: Song, sources: tuple[str, ...]) -> Track:
 
 
 def find_tracks(data: Path, sources: tuple[str, ...]) -> list[Song]:
-    """Songs under ``data`` (MUSDB-style folders, .stem.mp4 files or manifests), sorted by name."""
+    """Songs under ``data`` (MUSDB-style folders, .stem.mp4 files or manifests), sorted by name.
+
+    Args:
+        data: dataset root.
+        sources: the dataset's stem names.
+
+    Returns:
+        The songs, sorted by name.
+    """
     return sorted(discover_songs(data, sources), key=lambda s: s.name)
 
 
@@ -224,7 +245,15 @@ def _write_blocks(paths: list[Path], blocks: Iterable[np.ndarray], sample_rate: 
 
 def model_method(model: str, options: EvaluateOptions) -> Method:
     """A separator run through ``stemforge.separate.Separator``; its stems are streamed to temporary
-    files and scored from there (memory bounded whatever the track length)."""
+    files and scored from there (memory bounded whatever the track length).
+
+    Args:
+        model: registered name or checkpoint path.
+        options: separation settings (segment, overlap, shifts, device).
+
+    Returns:
+        The method, named after the model (a checkpoint's file stem).
+    """
     from stemforge.separate import OutputOptions, Separator
 
     separator = Separator(model, segment=options.segment, overlap=options.overlap, shifts=options.shifts,
@@ -250,6 +279,15 @@ def estimates_method(folder: Path) -> Method:
     """Estimates already on disk: ``<folder>/<track>/<stem>.<wav|flac>``; rates and lengths are checked.
 
     A track without a folder raises ``MissingEstimates`` (``evaluate`` skips it and names it).
+
+    Args:
+        folder: the estimates folder.
+
+    Returns:
+        The method, named after the folder.
+
+    Raises:
+        StemforgeError: the folder does not exist.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -288,6 +326,16 @@ def reference_method(name: str, options: EvaluateOptions) -> Method:
     """Oracle masks / Wiener filter from the true stems, or the mixture as every stem's estimate.
 
     Oracles are computed a few seconds at a time (``oracle_blocks``) into temporary files.
+
+    Args:
+        name: one of ``REFERENCE_METHODS``.
+        options: ``device`` is used for the oracles.
+
+    Returns:
+        The method (kind "reference").
+
+    Raises:
+        StemforgeError: unknown name.
     """
     if name == "mixture":
         return Method(name, lambda t: NamedStems(list(t.names), t.mixture_stems(len(t.names))), kind="reference")
@@ -325,7 +373,15 @@ def reference_groups(dataset: Iterable[str], stems: Iterable[str]) -> dict[str, 
 
 
 def references_for(track: Track, stems: Iterable[str]) -> dict[str, np.ndarray]:
-    """True stems (whole arrays) matching a method's stems; see ``reference_groups``."""
+    """True stems (whole arrays) matching a method's stems; see ``reference_groups``.
+
+    Args:
+        track: the track.
+        stems: the method's stem names.
+
+    Returns:
+        reference name -> (channels, time) array.
+    """
     groups = reference_groups(track.stems, stems)
     return {name: track.stems[group[0]] if len(group) == 1 else np.sum([track.stems[s] for s in group], axis=0)
             for name, group in groups.items()}
@@ -337,6 +393,23 @@ def score_track(track_name: str, references: dict[str, np.ndarray], estimates: E
     """Score one track -> {"stems": {stem: {metric: median dB}}, "frames": {stem: {metric: [dB per window]}}}.
 
     Only stems present in both dicts are scored; each estimate must match its reference's shape exactly.
+    The arrays are scored through ``score_stems`` (the same code as files read a block at a time).
+
+    Args:
+        track_name: for the result and error messages.
+        references: stem -> true (channels, time) array.
+        estimates: stem -> estimated (channels, time) array.
+        sample_rate: Hz.
+        metrics: names from ``METRICS``.
+        window: BSS Eval / SNR window in seconds.
+        hop: hop between windows in seconds.
+        device: where BSS Eval computes (default CPU).
+
+    Returns:
+        As ``score_stems``.
+
+    Raises:
+        MetricsError: no stem in common, or an estimate that does not match its reference.
     """
     names = [s for s in references if s in estimates]
     if not names:
