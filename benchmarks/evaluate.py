@@ -157,6 +157,8 @@ def _model_child(model: str, data: str, threads: int, queue: mp.Queue) -> None:
     except ModelError:  # an architecture without trained weights: time it with its random initialisation
         separator = Separator(build(model))
     tracks = [load_track(song, options.sources) for song in find_tracks(Path(data), options.sources)]
+    for track in tracks:  # read before the measurement, as the peak is that of separating and scoring
+        track.stems, track.mixture
     before = _reset_peak()
     separation, audio, sdr = 0.0, 0.0, {}
     for track in tracks:

@@ -14,7 +14,7 @@ from scipy.signal import lfilter
 from stemforge.cli import main
 from stemforge.evaluate import (EvaluateOptions, Method, Track, estimates_method, evaluate, model_method,
                                 reference_method, references_for, score_track)
-from stemforge.metrics import MetricsError
+from stemforge.metrics import MetricsError, ideal_binary_mask, oracle_wiener
 from stemforge.report import write_plots, write_tables
 
 SR = 44100
@@ -145,3 +145,89 @@ def test_cli_evaluate_compare_and_errors(tmp_path: Path, capsys: pytest.CaptureF
     assert "give at least one --model" in capsys.readouterr().err
     assert main(["evaluate", "--model", "nope", "--data", str(tmp_path / "data"), "--no-references", "-q"]) == 1
     assert "unknown model" in capsys.readouterr().err
+
+
+def _museval_v4(refs: np.ndarray, ests: np.ndarray) -> np.ndarray:
+    """museval v4 framewise metrics (4, sources, windows) for (sources, channels, time) arrays."""
+    from test_metrics import _museval_metrics
+
+    out = _museval_metrics().bss_eval(refs.transpose(0, 2, 1), ests.transpose(0, 2, 1), window=SR, hop=SR,
+                                      compute_permutation=False, framewise_filters=False,
+                                      bsseval_sources_version=False)
+    return np.stack(out[:4])
+
+
+def test_streamed_scores_equal_in_memory_and_museval_on_a_multi_window_track(tmp_path: Path) -> None:
+    truth = make_dataset(tmp_path / "data", tracks=1, seconds=3.5)["song0"]  # 3 whole windows + a dropped partial
+    refs = np.stack([truth[s] for s in STEMS])
+    ests = 0.7 * refs + 0.1 * refs.sum(0) + 0.01 * np.random.default_rng(1).standard_normal(refs.shape).astype(np.float32)
+    (tmp_path / "est" / "song0").mkdir(parents=True)
+    for stem, wav in zip(STEMS, ests):
+        sf.write(tmp_path / "est" / "song0" / f"{stem}.wav", wav.T, SR, subtype="FLOAT")
+    options = EvaluateOptions(metrics=("bss", "mdx", "sisdr", "snr"), progress=False)
+    methods = [estimates_method(tmp_path / "est"), reference_method("oracle-mwf", options), reference_method("oracle-ibm", options)]
+    results = {r["method"]: r for r in evaluate(tmp_path / "data", methods, tmp_path / "out", options)}
+    assert not list((tmp_path / "out").rglob(".scratch-*"))  # temporary estimates are removed
+
+    expected = _museval_v4(refs.astype(np.float64), ests.astype(np.float64))
+    for m, metric in enumerate(("SDR", "ISR", "SIR", "SAR")):
+        for i, stem in enumerate(STEMS):
+            got = np.array([np.nan if v is None else v for v in results["est"]["frames"][stem][metric]])
+            assert got.shape == (3,)
+            np.testing.assert_allclose(got, expected[m, i], atol=1e-3)
+    # The oracles streamed a segment at a time score as the whole-track oracles scored in memory.
+    for name, oracle in (("oracle-mwf", oracle_wiener), ("oracle-ibm", ideal_binary_mask)):
+        whole = dict(zip(STEMS, oracle(refs)))
+        old = score_track("song0", truth, whole, SR, options.metrics)
+        for stem in STEMS:
+            for metric, value in old["stems"][stem].items():
+                assert results[name]["stems"][stem][metric] == pytest.approx(value, abs=1e-3), (name, stem, metric)
+            np.testing.assert_allclose(results[name]["frames"][stem]["SNR"], old["frames"][stem]["SNR"], atol=1e-3)
+
+
+def test_missing_estimates_skip_the_track_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truth = make_dataset(tmp_path / "data", tracks=3, seconds=1.0)
+    (tmp_path / "est" / "song1").mkdir(parents=True)
+    for stem, wav in truth["song1"].items():
+        sf.write(tmp_path / "est" / "song1" / f"{stem}.wav", wav.T, SR, subtype="FLOAT")
+    out = tmp_path / "report"
+    code = main(["evaluate", "--estimates", str(tmp_path / "est"), "--data", str(tmp_path / "data"), "-o", str(out),
+                 "--metrics", "mdx", "--no-references", "--no-plots", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "song0" in warning[0] and "song2" in warning[0] and "2 of 3" in warning[0]
+    assert "Traceback" not in captured.err
+    assert {r["track"] for r in read_rows(out / "scores.csv")} == {"song1"}
+
+    (tmp_path / "none").mkdir()
+    code = main(["evaluate", "--estimates", str(tmp_path / "none"), "--data", str(tmp_path / "data"), "-o",
+                 str(tmp_path / "r2"), "--no-references", "--no-plots", "-q"])
+    assert code == 1
+    assert "error: none: no estimates for any of the 3 tracks" in capsys.readouterr().err
+
+
+def test_report_explains_columns_and_leaves_degenerate_mixture_metrics_blank(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data", tracks=1, seconds=2.0)
+    options = EvaluateOptions(progress=False)
+    methods = [reference_method("oracle-irm", options), reference_method("mixture", options)]
+    results = evaluate(tmp_path / "data", methods, tmp_path / "out", options)
+    mixture = next(r for r in results if r["method"] == "mixture")
+    for stem in STEMS:
+        assert mixture["stems"][stem]["SAR"] is None and mixture["stems"][stem]["ISR"] is None
+        assert mixture["stems"][stem]["SIR"] is None and mixture["stems"][stem]["SDR"] is not None
+    oracle = next(r for r in results if r["method"] == "oracle-irm")
+    assert all(oracle["stems"][s]["SAR"] is not None for s in STEMS)
+
+    paths = write_tables(results, tmp_path / "out")
+    summary = {(r["method"], r["stem"]): r for r in read_rows(paths["summary"])}
+    assert summary[("mixture", "vocals")]["SAR"] == "" and summary[("mixture", "vocals")]["SDR"] != ""
+    report = json.loads(paths["json"].read_text())
+    assert {"SDR", "ISR", "SIR", "SAR", "MDX_SDR", "SI_SDR", "rtf", "blank (mixture)"} <= set(report["legend"])
+    assert next(r for r in report["summary"] if r["method"] == "mixture")["SAR"] is None
+    text = paths["markdown"].read_text()
+    assert text.count("- **RTF**: real-time factor") == 1 and "- **SAR**: source-to-artifacts" in text
+    assert "- **blank (mixture)**: ISR/SIR/SAR left out" in text
+    row = next(line for line in text.splitlines() if line.startswith("| mixture | vocals |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]  # method, stem, tracks, SDR, ISR, SIR, SAR, ...
+    assert cells[4:7] == ["", "", ""] and cells[3] not in ("", "nan")

@@ -13,6 +13,8 @@ from scipy.signal import lfilter
 from stemforge.metrics import (MetricsError, bss_eval_v4, check_pair, check_rate, framewise_snr, ideal_binary_mask,
                                ideal_ratio_mask, mdx_sdr, oracle_wiener, si_sdr)
 from stemforge.metrics.bss_eval import _lagged_correlations, num_windows
+from stemforge.metrics.oracle import oracle_blocks
+from stemforge.metrics.streams import Stems
 
 SR = 44100
 
@@ -219,3 +221,57 @@ def test_mismatches_give_clear_errors() -> None:
         check_pair(ref, bad, ndim=2)
     with pytest.raises(MetricsError, match="length mismatch"):
         bss_eval_v4(np.zeros((2, 2, 100)), np.zeros((2, 2, 90)))
+
+
+class _CountingStems(Stems):
+    """An array read through ``Stems`` that records the largest span read (to show reads are bounded)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.largest = array, array.shape, 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        self.largest = max(self.largest, stop - start)
+        return self.array[..., start:stop]
+
+
+def test_oracle_blocks_equal_the_whole_track_oracles() -> None:
+    rng = np.random.default_rng(8)
+    length = 20 * 1024 + 333  # several segments of 4 frames, and a last partial hop
+    stems = np.stack([coloured(rng, (2, length), p) for p in (0.0, 0.9, 0.6)]).astype(np.float32)
+    stems[1, 1, :] = 0.5 * stems[1, 0]  # a correlated stereo image for the Wiener filter
+    for name, whole in (("oracle-irm", ideal_ratio_mask), ("oracle-ibm", ideal_binary_mask), ("oracle-mwf", oracle_wiener)):
+        reader = _CountingStems(stems)
+        parts = list(oracle_blocks(name, reader, n_fft=2048, hop=512, frames=4))
+        assert [start for start, _ in parts] == list(range(0, length, 4 * 512))
+        streamed = np.concatenate([block for _, block in parts], axis=-1)
+        np.testing.assert_allclose(streamed, whole(stems, n_fft=2048, hop=512), atol=1e-5)
+        assert reader.largest <= 4 * 512 + 2 * 2048
+
+
+def test_bss_eval_reading_blocks_equals_the_in_memory_scores_and_museval() -> None:
+    refs, ests = case("stereo4_silent_sections")
+    refs, ests = refs.astype(np.float32), ests.astype(np.float32)
+    ref_reader, est_reader = _CountingStems(refs), _CountingStems(ests)
+    streamed = bss_eval_v4(ref_reader, est_reader, windows_per_chunk=1)
+    whole = bss_eval_v4(refs, ests, windows_per_chunk=3)
+    expected = museval_v4(refs.astype(np.float64), ests.astype(np.float64))
+    for got, same, want in zip(streamed.as_dict().values(), whole.as_dict().values(), expected):
+        np.testing.assert_allclose(got, same, atol=1e-9)
+        finite = np.isfinite(want)
+        assert np.abs(got[finite] - want[finite]).max() < 1e-3
+    assert max(ref_reader.largest, est_reader.largest) < refs.shape[-1] // 2  # never read whole
+
+
+def test_simple_metrics_reading_blocks_equal_the_in_memory_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stemforge.metrics.simple as simple
+
+    monkeypatch.setattr(simple, "BLOCK", 10_000)  # many blocks on a short signal
+    monkeypatch.setattr(simple, "WINDOWS_PER_CHUNK", 2)
+    for name in ("stereo4_silent_sections", "mono3_near_perfect"):
+        refs, ests = (x.astype(np.float32) for x in case(name))
+        ref_reader, est_reader = _CountingStems(refs), _CountingStems(ests)
+        for metric in (mdx_sdr, si_sdr):
+            np.testing.assert_allclose(metric(ref_reader, est_reader).numpy(), metric(refs, ests).numpy(), atol=1e-7)
+        np.testing.assert_allclose(framewise_snr(ref_reader, est_reader, SR // 2, SR // 3).numpy(),
+                                   framewise_snr(refs, ests, SR // 2, SR // 3).numpy(), atol=1e-7)
+        assert max(ref_reader.largest, est_reader.largest) <= max(10_000, SR // 3 + SR // 2)

@@ -3,6 +3,13 @@
 Input is the list of per-track results of ``stemforge.evaluate.evaluate``. Aggregation follows museval
 / SiSEC: a track's score is the median over its windows (done when scoring), a method's score on a
 stem is the median over tracks (NaN tracks ignored).
+
+Columns (``LEGEND``; also written under each Markdown table and as ``legend`` in report.json):
+SDR/ISR/SIR/SAR are BSS Eval v4 image metrics (museval), MDX_SDR the Music Demixing Challenge SDR,
+SI_SDR the scale-invariant SDR, SNR the framewise signal-to-noise ratio, all in dB, higher is better;
+RTF is the real-time factor (seconds spent producing the estimates per second of audio). A blank cell
+is a metric that means nothing by construction for that method (``stemforge.evaluate.DEGENERATE``,
+e.g. SAR of the mixture); ``nan`` is a metric with no scorable window (a stem silent throughout).
 """
 
 from __future__ import annotations
@@ -16,6 +23,31 @@ import numpy as np
 from stemforge.metrics.bss_eval import nanmedian
 
 METRIC_ORDER = ("SDR", "ISR", "SIR", "SAR", "MDX_SDR", "SI_SDR", "SNR")
+#: What each column of the tables means.
+LEGEND = {
+    "method": "model, estimates folder or reference point (oracle-irm/-ibm/-mwf: upper bounds computed from the "
+              "true stems; mixture: the mixture as every stem, a lower bound; classical: the DSP model)",
+    "tracks": "number of tracks scored",
+    "SDR": "signal-to-distortion ratio, BSS Eval v4 (museval): all errors together; median over 1 s windows, "
+           "then over tracks; dB, higher is better",
+    "ISR": "source-image-to-spatial-distortion ratio (BSS Eval v4): error in the stem's own filtered image; dB",
+    "SIR": "source-to-interference ratio (BSS Eval v4): leakage of the other stems; dB",
+    "SAR": "source-to-artifacts ratio (BSS Eval v4): errors that no filtering of the stems explains "
+           "(musical noise, distortion); dB",
+    "MDX_SDR": "Music Demixing Challenge SDR over the whole track, 10 log10((|s|^2 + 1e-7) / (|s - e|^2 + 1e-7)); dB",
+    "SI_SDR": "scale-invariant SDR over the whole track (reference scaled by the best gain); dB",
+    "SNR": "signal-to-noise ratio per window, median over windows; dB",
+    "RTF": "real-time factor: seconds spent producing the estimates per second of audio (0.5 = twice as fast as "
+           "real time); for reference points the time to compute them from the true stems, for an estimates "
+           "folder the time to check its files",
+    "rtf": "same as RTF",
+}
+
+
+def _degenerate(method: str) -> tuple[tuple[str, ...], str]:
+    from stemforge.evaluate import DEGENERATE
+
+    return DEGENERATE.get(method, ((), ""))
 
 
 def rows(results: list[dict]) -> list[dict]:
@@ -23,9 +55,10 @@ def rows(results: list[dict]) -> list[dict]:
     metrics = present_metrics(results)
     out = []
     for result in results:
+        blank = _degenerate(result["method"])[0]
         for stem, scores in result["stems"].items():
             row = {"method": result["method"], "track": result["track"], "stem": stem}
-            row.update({m: scores.get(m) for m in metrics})
+            row.update({m: None if m in blank else scores.get(m) for m in metrics})
             out.append(row)
     return out
 
@@ -56,6 +89,8 @@ def summary(results: list[dict]) -> list[dict]:
             for metric in metrics:
                 values = np.array([_f(r["stems"][stem].get(metric)) for r in mine if stem in r["stems"]])
                 row[metric] = float(nanmedian(values)) if values.size else float("nan")
+                if metric in _degenerate(method)[0]:
+                    row[metric] = None  # meaningless by construction: blank, not a number
             table.append(row)
     return table
 
@@ -84,9 +119,29 @@ def write_tables(results: list[dict], out: Path) -> dict[str, Path]:
                 writer.writeheader()
                 writer.writerows({k: _fmt(v) for k, v in row.items()} for row in table)
     clean = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()} for row in agg]
-    paths["json"].write_text(json.dumps({"summary": clean, "tracks": results}, indent=1))
+    legend = {k: v for k, v in LEGEND.items() if k != "RTF"}
+    legend.update(_blank_reasons(results))
+    paths["json"].write_text(json.dumps({"legend": legend, "summary": clean, "tracks": results}, indent=1))
     paths["markdown"].write_text(markdown(results))
     return paths
+
+
+def _blank_reasons(results: list[dict]) -> dict[str, str]:
+    """"blank (<method>)" -> why its blank metrics mean nothing, for the methods present."""
+    out = {}
+    for method in methods_in_order(results):
+        blank, why = _degenerate(method)
+        if blank:
+            out[f"blank ({method})"] = f"{'/'.join(blank)} left out: {why}"
+    return out
+
+
+def _legend(columns: list[str], results: list[dict], blanks: bool = True) -> str:
+    """Markdown lines explaining ``columns`` (those with a ``LEGEND`` entry) and the blank cells."""
+    lines = [f"- **{c}**: {LEGEND[c]}" for c in columns if c in LEGEND]
+    if blanks:
+        lines += [f"- **{key}**: {why}" for key, why in _blank_reasons(results).items()]
+    return "\n".join(lines)
 
 
 def markdown(results: list[dict]) -> str:
@@ -99,10 +154,12 @@ def markdown(results: list[dict]) -> str:
     if key:
         lines += [f"## {key} (dB, median over tracks)", "", _table(
             ["method", *stems, "RTF"],
-            [[m, *[_fmt(_lookup(agg, m, s, key)) for s in stems], _fmt(_lookup(agg, m, None, "rtf"))] for m in methods])]
+            [[m, *[_fmt(_lookup(agg, m, s, key)) for s in stems], _fmt(_lookup(agg, m, None, "rtf"))] for m in methods]),
+            "", _legend([key, "RTF"], results, blanks=key in {m for r in results for m in _degenerate(r["method"])[0]})]
     lines += ["", "## All metrics (median over tracks)", "",
               _table(["method", "stem", "tracks", *metrics], [[r["method"], r["stem"], str(r["tracks"]),
-                                                               *[_fmt(r[m]) for m in metrics]] for r in agg])]
+                                                               *[_fmt(r[m]) for m in metrics]] for r in agg]),
+              "", _legend(["tracks", *metrics], results)]
     if key:
         tracks = list(dict.fromkeys(r["track"] for r in results))
         lines += ["", f"## {key} per track (dB, mean over stems of the track medians)", ""]
@@ -114,7 +171,7 @@ def markdown(results: list[dict]) -> str:
                 values = [_f(v.get(key)) for r in found for v in r["stems"].values()]
                 cells.append(_fmt(float(np.nanmean(values)) if values and not np.all(np.isnan(values)) else float("nan")))
             body.append([track, *cells])
-        lines.append(_table(["track", *methods], body))
+        lines += [_table(["track", *methods], body), "", _legend([key], results, blanks=False)]
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,8 @@ import numpy as np
 import scipy.fft
 import torch
 
-from stemforge.metrics.checks import as_tensor, check_pair
+from stemforge.metrics.checks import check_pair
+from stemforge.metrics.streams import Stems, as_stems, default_device, read_block
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -72,24 +73,22 @@ def num_windows(length: int, window: int, hop: int) -> int:
     return (length - window + hop) // hop
 
 
-def _frames(x: torch.Tensor, window: int, hop: int) -> torch.Tensor:
-    """x: (..., time) -> (..., windows, window_length) views."""
-    length = x.shape[-1]
-    width = min(window, length)
-    return x[..., : (num_windows(length, window, hop) - 1) * hop + width].unfold(-1, width, hop)
-
-
-def _lagged_correlations(parts: list[torch.Tensor], fixed: int, lags: int, block: int = 1 << 13) -> torch.Tensor:
+def _lagged_correlations(parts: list, fixed: int, lags: int, block: int = 1 << 13,
+                         device: torch.device | None = None) -> torch.Tensor:
     """X[a, b, k] = sum_n x[a, n + k] * x[b, n] for b < ``fixed``, k in [0, lags), x = cat(parts).
 
-    parts: tensors (rows, time) of one length, zero outside -> (A, fixed, lags), float64. The track is
-    cut into blocks of ``block`` samples overlapping by ``lags - 1``; the circular cross-spectra of the
-    blocks are summed (one batched matrix product per frequency) and the wrapped-around products, which
-    only involve the ``lags - 1`` overlap samples, are subtracted with a short FFT. Blocks are gathered
-    and converted to float64 a few at a time, so the audio is never copied whole.
+    parts: tensors (rows, time) or ``Stems`` (sources, channels, time; rows = sources * channels) of one
+    length, zero outside -> (A, fixed, lags), float64. The track is cut into blocks of ``block`` samples
+    overlapping by ``lags - 1``; the circular cross-spectra of the blocks are summed (one batched matrix
+    product per frequency) and the wrapped-around products, which only involve the ``lags - 1`` overlap
+    samples, are subtracted with a short FFT. Blocks are read and converted to float64 a few at a time,
+    so the audio is never read (or copied) whole.
     """
-    count, length = sum(p.shape[0] for p in parts), parts[0].shape[-1]
-    device = parts[0].device
+    def rows(p) -> int:
+        return p.shape[0] * p.shape[1] if isinstance(p, Stems) else p.shape[0]
+
+    count, length = sum(rows(p) for p in parts), parts[0].shape[-1]
+    device = device if device is not None else default_device(*parts)
     step = block - lags + 1
     blocks = -(-length // step)
     small = 2 * lags
@@ -108,8 +107,12 @@ def _lagged_correlations(parts: list[torch.Tensor], fixed: int, lags: int, block
         stop = min(length, begin + samples.shape[1])
         row = 0
         for p in parts:
-            samples[row : row + p.shape[0], : stop - begin] = p[:, begin:stop]
-            row += p.shape[0]
+            if isinstance(p, Stems):
+                data = read_block(p, begin, stop, device, "reference" if row == 0 else "estimate").reshape(-1, stop - begin)
+            else:
+                data = p[:, begin:stop]
+            samples[row : row + data.shape[0], : stop - begin] = data
+            row += data.shape[0]
         part = samples.unfold(-1, block, step)  # (A, blocks, block), consecutive blocks share lags - 1 samples
         spectra = torch.fft.rfft(part).permute(2, 1, 0).contiguous()  # (F, blocks, A)
         cross += torch.bmm(spectra.transpose(1, 2), spectra[..., :fixed].conj())
@@ -134,32 +137,36 @@ def _solve_psd(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     for exponent in range(-12, 0, 2):
         system = gram.clone()
         system.diagonal(dim1=-2, dim2=-1).add_((EPS + ridge * scale)[..., None])
-        factor, info = torch.linalg.cholesky_ex(system)
-        del system
+        factor, info = torch.linalg.cholesky_ex(system, out=(system, torch.empty(0, dtype=torch.int32, device=system.device)))
         if bool((info == 0).all()):
-            return torch.cholesky_solve(rhs, factor)
+            return torch.cholesky_solve(rhs, factor)  # factorised in place: no second n x n copy
+        del system, factor
         ridge = 10.0**exponent
     return torch.linalg.lstsq(gram, rhs).solution
 
 
-def distortion_filters(references: torch.Tensor, estimates: torch.Tensor, filters_len: int = 512,
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares distortion filters fitted on whole signals.
+def distortion_filters(references: Stems | torch.Tensor, estimates: Stems | torch.Tensor, filters_len: int = 512,
+                       device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares distortion filters fitted on whole signals (read a few blocks at a time).
 
-    references, estimates: (sources, channels, time), float32 or float64 ->
+    references, estimates: (sources, channels, time) tensors or ``Stems``, float32 or float64 ->
     ``all_filters``: (sources_ref, channels_ref, filters_len, sources_est, channels_est) projecting each
     estimate on every reference; ``own_filters``: (sources, channels_ref, filters_len, channels_est)
     projecting estimate j on reference j only.
     """
     sources, channels, _ = references.shape
     n = sources * channels
-    corr = _lagged_correlations([references.reshape(n, -1), estimates.reshape(n, -1)], n, filters_len)
+    corr = _lagged_correlations([as_stems(references), as_stems(estimates)], n, filters_len, device=device)
     ref_corr, est_corr = corr[:n], corr[n:]  # (n, n, L), (n, n, L)
     # G[(a, p), (b, q)] = corr_ab[q - p]; v[a, b, m] = corr_ab[m - (L - 1)] for m in [0, 2L - 1).
     negative = ref_corr.transpose(0, 1)[:, :, 1:].flip(-1)  # corr_ab[-k] = corr_ba[k]
     v = torch.cat([negative, ref_corr], dim=-1)
-    toeplitz = v.unfold(-1, filters_len, 1).flip(2)  # (a, b, p, q) = v[a, b, q - p + L - 1]
-    gram = toeplitz.permute(0, 2, 1, 3).reshape(n * filters_len, n * filters_len)
+    # Filled one reference row-block at a time: no (n L)^2 temporaries besides the Gram matrix itself.
+    lag = torch.arange(filters_len, device=v.device)
+    index = lag[None, :] - lag[:, None] + filters_len - 1  # (p, q) -> q - p + L - 1
+    gram = torch.empty(n * filters_len, n * filters_len, dtype=v.dtype, device=v.device)
+    for a in range(n):
+        gram[a * filters_len : (a + 1) * filters_len] = v[a][:, index].permute(1, 0, 2).reshape(filters_len, -1)
     # D[(a, k), (e, c)] = <reference a delayed by k, estimate channel (e, c)>
     rhs = est_corr.permute(1, 2, 0).reshape(n * filters_len, n)
     all_filters = _solve_psd(gram, rhs).reshape(sources, channels, filters_len, sources, channels)
@@ -198,68 +205,78 @@ def _db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def bss_eval_v4(
-    references: np.ndarray | torch.Tensor,
-    estimates: np.ndarray | torch.Tensor,
+    references: Stems | np.ndarray | torch.Tensor,
+    estimates: Stems | np.ndarray | torch.Tensor,
     window: int = 44100,
     hop: int = 44100,
     filters_len: int = 512,
     device: str | torch.device | None = None,
-    windows_per_chunk: int = 2,
+    windows_per_chunk: int = 4,
 ) -> BSSEvalScores:
     """Framewise BSS Eval v4 image metrics, equal to ``museval.evaluate`` (mode "v4").
 
-    references, estimates: (sources, channels, time), same shape. Returns SDR/ISR/SIR/SAR in dB,
-    each (sources, windows). ``device`` defaults to the input tensor's device (CPU for numpy).
+    Memory is bounded whatever the track length: the signals are read twice, a few blocks at a time
+    (once to fit the distortion filters, once window chunk by window chunk to score).
+
+    Args:
+        references: true stems (sources, channels, time): array, tensor or ``Stems`` (e.g. files).
+        estimates: estimates of the same shape.
+        window: window length in samples.
+        hop: hop between windows in samples.
+        filters_len: taps of the distortion filters.
+        device: where to compute; defaults to the input tensor's device (CPU for numpy and files).
+        windows_per_chunk: windows scored at once (memory vs speed; results do not depend on it).
+
+    Returns:
+        SDR/ISR/SIR/SAR in dB, each (sources, windows).
     """
     check_pair(references, estimates)
-    # Inputs stay in their precision (float32 audio is not copied); every computation converts a chunk
-    # at a time to float64.
-    refs = as_tensor(references, device, keep_float=True)
-    ests = as_tensor(estimates, refs.device, keep_float=True)
+    # Inputs stay in their precision (float32 audio is not copied) and are read a chunk at a time;
+    # every computation converts the chunk to float64.
+    device = torch.device(device) if device is not None else default_device(references, estimates)
+    refs, ests = as_stems(references), as_stems(estimates)
     sources, channels, length = refs.shape
     n = sources * channels
-    all_filters, own_filters = distortion_filters(refs, ests, filters_len)
+    all_filters, own_filters = distortion_filters(refs, ests, filters_len, device=device)
 
     width = min(window, length)
+    windows = num_windows(length, window, hop)
     n_fft = scipy.fft.next_fast_len(width + filters_len - 1, real=True)
-    weights = _parseval_weights(n_fft, refs.device)
+    weights = _parseval_weights(n_fft, device)
     # Filters per frequency: all_f (F, ref channel, est channel), own_f (F * S, ref channel, est channel).
     all_f = torch.fft.rfft(all_filters.reshape(n, filters_len, n), n=n_fft, dim=1).permute(1, 0, 2).contiguous()
     own_f = torch.fft.rfft(own_filters, n=n_fft, dim=2).permute(2, 0, 1, 3).reshape(-1, channels, channels).contiguous()
 
-    ref_frames = _frames(refs, window, hop)  # (S, C, W, width)
-    est_frames = _frames(ests, window, hop)
-    windows = ref_frames.shape[2]
-    # museval: a window is scored only if no reference and no estimate is silent in it.
-    ref_active = (ref_frames.sum(1) != 0).any(-1).all(0)
-    est_active = (est_frames.sum(1) != 0).any(-1).all(0)
-    valid = ref_active & est_active  # (W,)
-
-    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=torch.float64, device=refs.device)
+    ref_buffer = torch.zeros(windows_per_chunk, n, n_fft, dtype=torch.float64, device=device)
     est_buffer = torch.zeros_like(ref_buffer)
-    sdr, isr, sir, sar = (torch.empty(sources, windows, dtype=torch.float64, device=refs.device) for _ in range(4))
-    ref_energy = torch.empty_like(sdr)
+    sdr, isr, sir, sar = (torch.empty(sources, windows, dtype=torch.float64, device=device) for _ in range(4))
+    valid = torch.empty(windows, dtype=torch.bool, device=device)
     for start in range(0, windows, windows_per_chunk):
-        chunk = slice(start, start + windows_per_chunk)
-        ref_part = ref_frames[:, :, chunk].to(torch.float64)
-        ref_energy[:, chunk] = (ref_part * ref_part).sum((1, 3))
-        error = est_frames[:, :, chunk].to(torch.float64) - ref_part
-        sdr[:, chunk] = _db(ref_energy[:, chunk], (error * error).sum((1, 3)))
+        chunk = slice(start, min(start + windows_per_chunk, windows))
+        count = chunk.stop - chunk.start
+        first, last = start * hop, (chunk.stop - 1) * hop + width
+        ref_frames = read_block(refs, first, last, device, "reference", keep_float=True).unfold(-1, width, hop)
+        est_frames = read_block(ests, first, last, device, "estimate", keep_float=True).unfold(-1, width, hop)
+        # museval: a window is scored only if no reference and no estimate is silent in it.
+        valid[chunk] = (ref_frames.sum(1) != 0).any(-1).all(0) & (est_frames.sum(1) != 0).any(-1).all(0)
+        ref_part = ref_frames.to(torch.float64)
+        ref_energy = (ref_part * ref_part).sum((1, 3))
+        error = est_frames.to(torch.float64) - ref_part
+        sdr[:, chunk] = _db(ref_energy, (error * error).sum((1, 3)))
         del ref_part, error
 
         def spectrum(frames: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
-            part = frames[:, :, chunk].permute(2, 0, 1, 3)  # (w, S, C, width)
-            padded = buffer[: part.shape[0]]
+            part = frames.permute(2, 0, 1, 3)  # (w, S, C, width)
+            padded = buffer[:count]
             padded[..., :width].copy_(part.reshape(-1, n, width))
             return torch.fft.rfft(padded).permute(2, 0, 1).contiguous()  # (F, w, n)
 
         ref_f = spectrum(ref_frames, ref_buffer)
-        count = ref_f.shape[1]
         proj_all = torch.bmm(ref_f, all_f)  # (F, w, n)
         by_source = ref_f.reshape(-1, count, sources, channels).transpose(1, 2).reshape(-1, count, channels)
         proj_own = torch.bmm(by_source, own_f).reshape(-1, sources, count, channels).transpose(1, 2).reshape(-1, count, n)
         residual = spectrum(est_frames, est_buffer).sub_(proj_all)
-        isr[:, chunk] = _db(ref_energy[:, chunk], _energy(proj_own - ref_f, weights, sources))
+        isr[:, chunk] = _db(ref_energy, _energy(proj_own - ref_f, weights, sources))
         sir[:, chunk] = _db(_energy(proj_own, weights, sources), _energy(proj_all - proj_own, weights, sources))
         sar[:, chunk] = _db(_energy(proj_all, weights, sources), _energy(residual, weights, sources))
 

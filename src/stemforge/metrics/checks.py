@@ -28,7 +28,19 @@ def check_pair(
     stem: str | None = None,
     ndim: int = 3,
 ) -> None:
-    """Raise ``MetricsError`` unless both arrays have the same ``ndim``-dimensional shape and are finite."""
+    """Raise ``MetricsError`` unless both arrays have the same ``ndim``-dimensional shape and are finite.
+
+    Args:
+        reference: true signal; an array, a tensor, or anything with ``shape`` (e.g. ``Stems`` read
+            from files, whose samples are checked block by block as they are read instead).
+        estimate: estimated signal.
+        track: track name for the message.
+        stem: stem name for the message.
+        ndim: expected number of dimensions.
+
+    Raises:
+        MetricsError: shapes differ, wrong dimensions, empty or non-finite signal.
+    """
     where = _where(track, stem)
     if tuple(reference.shape) != tuple(estimate.shape):
         ref, est = tuple(reference.shape), tuple(estimate.shape)
@@ -40,6 +52,8 @@ def check_pair(
     if reference.shape[-1] < 1:
         raise MetricsError(f"empty signal{where}")
     for name, x in (("reference", reference), ("estimate", estimate)):
+        if not isinstance(x, (np.ndarray, torch.Tensor)):
+            continue  # read a block at a time: checked as it is read
         # One reduction instead of an elementwise test: NaN or inf anywhere makes the sum non-finite.
         total = x.sum() if isinstance(x, torch.Tensor) else np.sum(x, dtype=np.float64)
         if not bool(np.isfinite(float(total))):
