@@ -231,3 +231,20 @@ def test_report_explains_columns_and_leaves_degenerate_mixture_metrics_blank(tmp
     row = next(line for line in text.splitlines() if line.startswith("| mixture | vocals |"))
     cells = [c.strip() for c in row.strip("|").split("|")]  # method, stem, tracks, SDR, ISR, SIR, SAR, ...
     assert cells[4:7] == ["", "", ""] and cells[3] not in ("", "nan")
+
+
+def test_resume_rescores_a_torn_result_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    truth = make_dataset(tmp_path / "data", tracks=1, seconds=1.0)
+    est_dir = tmp_path / "est"
+    (est_dir / "song0").mkdir(parents=True)
+    for stem, wav in truth["song0"].items():
+        sf.write(est_dir / "song0" / f"{stem}.wav", (0.5 * wav).T, SR, subtype="FLOAT")
+    options = EvaluateOptions(metrics=("mdx",), progress=False, references=False)
+    [first] = evaluate(tmp_path / "data", [estimates_method(est_dir)], tmp_path / "out", options)
+    [saved] = list((tmp_path / "out").rglob("song0.json"))
+    text = saved.read_text()
+    saved.write_text(text[: len(text) // 2])  # a run killed mid-write by an older version, or a disk hiccup
+    [again] = evaluate(tmp_path / "data", [estimates_method(est_dir)], tmp_path / "out", options)
+    assert again["stems"] == first["stems"]
+    assert json.loads(saved.read_text())["stems"] == first["stems"]
+    assert any("re-scoring" in r.getMessage() for r in caplog.records)

@@ -124,3 +124,10 @@ def test_data_check_command_lists_songs_and_names_bad_files(tmp_path: Path, caps
     args = parser.parse_args(["data", "check", str(tmp_path)])
     with pytest.raises(AudioError, match=r"other\.wav"):
         args.func(args)
+
+
+@pytest.mark.parametrize("entry", [{"name": "x", "sources": ["audio/drums.wav"]}, "audio/drums.wav", {"name": "x"}])
+def test_malformed_json_manifest_is_one_error(tmp_path: Path, entry: object) -> None:
+    (tmp_path / "list.json").write_text(json.dumps([entry]))
+    with pytest.raises(StemforgeError, match="cannot read manifest"):
+        discover_songs(tmp_path / "list.json")

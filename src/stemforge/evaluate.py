@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shutil
 import sys
@@ -33,6 +34,8 @@ from stemforge.metrics.checks import MetricsError, check_pair, check_rate
 from stemforge.metrics.oracle import ORACLES, oracle_blocks
 from stemforge.metrics.simple import framewise_snr, mdx_sdr, si_sdr
 from stemforge.metrics.streams import ArrayStems, Stems, as_stems, blocks
+
+logger = logging.getLogger(__name__)
 
 METRICS = ("bss", "mdx", "sisdr", "snr")
 #: Reference points added to every report (besides the classical DSP model).
@@ -490,6 +493,19 @@ def result_path(out: Path, method: str, track: str) -> Path:
     return Path(out) / "scores" / _safe_name(method) / f"{_safe_name(track)}.json"
 
 
+def _read_result(path: Path) -> dict | None:
+    """A saved (method, track) result, or None (with a warning) when it is torn or not a result: score it again."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning("re-scoring %s: its saved result cannot be read (%s)", path, str(exc).splitlines()[0][:120])
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("stems"), dict):
+        logger.warning("re-scoring %s: its saved result is not a score record", path)
+        return None
+    return saved
+
+
 def evaluate(data: Path, methods: list[Method], out: Path, options: EvaluateOptions | None = None) -> list[dict]:
     """Score every method on every track of ``data``; returns all per-track results (also on disk).
 
@@ -525,10 +541,12 @@ def evaluate(data: Path, methods: list[Method], out: Path, options: EvaluateOpti
         for song in bar:
             path = result_path(out, method.name, song.name)
             if options.resume and path.exists():
-                results.append(json.loads(path.read_text()))
-                scored += 1
-                excerpt = False
-                continue
+                saved = _read_result(path)
+                if saved is not None:
+                    results.append(saved)
+                    scored += 1
+                    excerpt = False
+                    continue
             track = load_track(song, options.sources)
             path.parent.mkdir(parents=True, exist_ok=True)
             track.scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=path.parent))
@@ -563,8 +581,8 @@ def evaluate(data: Path, methods: list[Method], out: Path, options: EvaluateOpti
         if missing and not scored:
             raise StemforgeError(f"{method.name}: no estimates for any of the {len(songs)} tracks of {data}")
         if missing:
-            print(f"warning: {method.name}: no estimates for {len(missing)} of {len(songs)} tracks, skipped: "
-                  f"{', '.join(missing)}", file=sys.stderr)
+            logger.warning("%s: no estimates for %d of %d tracks, skipped: %s", method.name, len(missing), len(songs),
+                           ", ".join(missing))
     return results
 
 

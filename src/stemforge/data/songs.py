@@ -183,7 +183,7 @@ def _songs_from_manifest(path: Path, sources: Sequence[str]) -> list[Song]:
                 srcs = entry["sources"]
                 rows.append((str(entry.get("name", f"song{i + 1}")),
                              {k: [v] if isinstance(v, str) else list(v) for k, v in srcs.items()}))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: "sources" not a mapping
         raise StemforgeError(f"cannot read manifest {path}: {exc}") from None
     songs = []
     for name, columns in rows:
