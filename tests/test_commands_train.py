@@ -76,9 +76,9 @@ def test_resume_keeps_the_runs_own_settings_and_reports_each_change(tmp_path, da
     assert err.startswith("error: model cannot change on resume") and len(err.strip().splitlines()) == 1
 
 
-def _straight_state(tmp_path: Path, data: Path, stop: int) -> tuple[dict, list]:
+def _straight_state(tmp_path: Path, data: Path, stop: int, *extra: str) -> tuple[dict, list]:
     run = tmp_path / "straight"
-    assert main(_args(data, run, "--steps", "100000", "--checkpoint-every", "1000", "--stop-step", str(stop))) == 0
+    assert main(_args(data, run, "--steps", "100000", "--checkpoint-every", "1000", "--stop-step", str(stop), *extra)) == 0
     return load_state(run / "state.safetensors"), _log(run)
 
 
@@ -99,17 +99,21 @@ def _wait_for_step(run: Path, step: int, process: subprocess.Popen, timeout: flo
     pytest.fail(f"training did not reach step {step} in {timeout} s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_stop_signal_saves_a_run_that_resumes_bit_exactly(tmp_path, data, capsys, signum):
+@pytest.mark.parametrize("signum, workers", [(signal.SIGINT, "1"), (signal.SIGTERM, "0")], ids=["SIGINT", "SIGTERM"])
+def test_stop_signal_saves_a_run_that_resumes_bit_exactly(tmp_path, data, capsys, signum, workers):
+    """SIGINT as a terminal's Ctrl-C sends it (to the process group: data-loader workers too), SIGTERM as ``kill``."""
     run = tmp_path / "run"
     script = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import train_helpers; from stemforge.cli import main; "
               f"sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", script, *_args(data, run, "--steps", "100000",
-                                                                    "--checkpoint-every", "1000")],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", script, *_args(data, run, "--steps", "100000", "--workers",
+                                                                    workers, "--checkpoint-every", "1000")],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_step(run, 3, process)
-    process.send_signal(signum)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     stopped = load_state(run / "state.safetensors")["step"]
@@ -117,11 +121,12 @@ def test_stop_signal_saves_a_run_that_resumes_bit_exactly(tmp_path, data, capsys
     name = signal.Signals(signum).name
     assert f"stopped by {name} after step {stopped}; saved {run / 'state.safetensors'}" in err
     assert f"continue with: stemforge train --out {run} --resume" in err and "Traceback" not in err
+    assert err.count(f"{name} received: stopping after the current step") == 1  # not once more per worker
     assert not (run / "model.safetensors").exists()  # the run did not end
 
     assert main(["train", "--out", str(run), "--resume", "--no-progress", "--stop-step", str(stopped + 2)]) == 0
     assert _resuming_lines(capsys.readouterr().err) == []
-    a, log = _straight_state(tmp_path, data, stopped + 2)
+    a, log = _straight_state(tmp_path, data, stopped + 2, "--workers", workers)
     b = load_state(run / "state.safetensors")
     assert a["step"] == b["step"] == stopped + 2
     for key in a["model"]:

@@ -363,6 +363,8 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------------------------------
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked data-loader worker: the training process decides, and stops it
+            return
         if self.stop_signal is not None:  # asked twice: stop at once, without saving
             raise KeyboardInterrupt
         self.stop_signal = signum
@@ -374,6 +376,7 @@ class Trainer:
         where Python cannot set handlers)."""
         if threading.current_thread() is not threading.main_thread():
             return {}
+        self._pid = os.getpid()
         return {signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS}
 
     def fit(self) -> dict[str, Any]:
