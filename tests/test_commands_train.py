@@ -70,6 +70,10 @@ def test_resume_keeps_the_runs_own_settings_and_reports_each_change(tmp_path, da
         "warning: resuming with steps 8 -> 9 (from " + str(recipe) + ")",
         "warning: resuming with optim.lr 0.001 -> 0.002 (from " + str(recipe) + ")"]
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 9
+    # Fewer steps than the run has made: a one-line error, not a silent no-op.
+    assert main(["train", "--out", str(run), "--resume", "--steps", "5"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {run} is at step 9, past the 5 steps asked for; give --steps above 9 to continue it")
     # The weights define the model: changing it on resume is a one-line error.
     assert main(["train", "--out", str(run), "--resume", "--model", "unet", "--steps", "12"]) == 1
     err = capsys.readouterr().err
@@ -78,7 +82,8 @@ def test_resume_keeps_the_runs_own_settings_and_reports_each_change(tmp_path, da
 
 def _straight_state(tmp_path: Path, data: Path, stop: int, *extra: str) -> tuple[dict, list]:
     run = tmp_path / "straight"
-    assert main(_args(data, run, "--steps", "100000", "--checkpoint-every", "1000", "--stop-step", str(stop), *extra)) == 0
+    args = _args(data, run, "--steps", "100000", "--checkpoint-every", "1000", "--stop-step", str(stop), *extra)
+    assert main(args) == 0
     return load_state(run / "state.safetensors"), _log(run)
 
 

@@ -153,7 +153,8 @@ def resume_changes(stored: TrainConfig, config: TrainConfig, origins: dict[str, 
             raise ConfigError(f"{key} cannot change on resume ({old.get(key)!r} -> {value!r}): the run's weights "
                               f"define it; start a new run with --init {Path(config.out) / 'last.safetensors'}")
         source = (origins or {}).get(key)
-        lines.append(f"resuming with {key} {_show(old.get(key))} -> {_show(value)}" + (f" (from {source})" if source else ""))
+        line = f"resuming with {key} {_show(old.get(key))} -> {_show(value)}"
+        lines.append(f"{line} (from {source})" if source else line)
     return lines
 
 
@@ -177,8 +178,8 @@ def _show(value: Any) -> str:
 class Trainer:
     """Owns one run: ``Trainer(config).fit()`` trains from scratch; ``Trainer(config, resume=True)`` continues.
 
-    On resume ``config`` is the config to continue with: build it with ``merge(stored_config(out), overrides)`` to
-    keep the run's own settings except the overridden ones. Each setting that differs from the run's is logged
+    On resume ``config`` is the config to continue with: build it with ``resume_config(out, overrides)`` to keep
+    the run's own settings except the overridden ones. Each setting that differs from the run's is logged
     (a warning, one line each, naming its origin from ``origins`` when given).
     """
 
@@ -292,6 +293,9 @@ class Trainer:
             step = state["step"]
             if type(step) is not int or step < 0:
                 raise ValueError(f"bad step {step!r:.40}")
+            if step > self.config.steps:
+                raise StemforgeError(f"{self.out} is at step {step}, past the {self.config.steps} steps asked for; "
+                                     f"give --steps above {step} to continue it")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
