@@ -142,3 +142,16 @@ def test_stop_signal_saves_a_run_that_resumes_bit_exactly(tmp_path, data, capsys
         assert torch.equal(x["exp_avg"], y["exp_avg"]) and torch.equal(x["exp_avg_sq"], y["exp_avg_sq"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["schedule"] == b["schedule"]
     assert log == _log(run)  # no step lost, repeated or torn
+
+
+def test_every_override_names_its_flag():
+    """A setting changed on resume is reported with the flag that changed it: each override key has one."""
+    from stemforge.cli import build_parser
+    from stemforge.commands.train import FLAGS, overrides
+
+    args = build_parser().parse_args(["train"])
+    keys = set(overrides(args))
+    assert keys == set(FLAGS)
+    options = {option for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+               for option in action.option_strings}
+    assert set(FLAGS.values()) <= options
