@@ -23,7 +23,7 @@ from stemforge.checkpoint import read_metadata
 from stemforge.dsp.spectral import istft, stft
 from stemforge.metrics.bss_eval import bss_eval_v4, nanmedian
 from stemforge.separate import Separator
-from stemforge.train.data import find_tracks, read_stem
+from stemforge.data.songs import discover_songs, read_stems
 from stemforge.train.validation import sdr as energy_sdr
 
 STEMS = ["drums", "bass", "other", "vocals"]
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    tracks = find_tracks([args.data], STEMS, 44100)
+    tracks = discover_songs([args.data], STEMS)
     systems = {"default": Separator(args.checkpoint, threads=args.threads), "classical": Separator("classical")}
     names = list(systems) + ["oracle IRM"]
     # Scores are cached per (system, track, length); the default model is keyed by its weights' hash.
@@ -77,12 +77,13 @@ def main() -> None:
     seconds = {n: 0.0 for n in names}
     audio = 0.0
     for track in tracks:
-        frames = track.frames if args.seconds <= 0 else min(track.frames, int(args.seconds * 44100))
-        refs = np.stack([read_stem(track, s, 0, frames, 2) for s in STEMS])
+        length = int(track.length * 44100 / track.sample_rate)  # frames at the model's rate
+        frames = length if args.seconds <= 0 else min(length, int(args.seconds * 44100))
+        refs = read_stems(track, STEMS, 0, frames, 44100, channels=2)
         mix = refs.sum(0)
         audio += frames / 44100
         for name in names:
-            key = f"{keys[name]}|{track.folder.name}|{frames}"
+            key = f"{keys[name]}|{track.name}|{frames}"
             if key not in cache:
                 tic = time.perf_counter()
                 if name == "oracle IRM":
@@ -106,7 +107,7 @@ def main() -> None:
             for i, stem in enumerate(STEMS):
                 v4[name][stem].append(cache[key]["v4"][i])
                 mdx[name][stem].append(cache[key]["mdx"][i])
-        print(f"scored {track.folder.name}", flush=True)
+        print(f"scored {track.name}", flush=True)
 
     def table(title: str, scores: dict[str, dict[str, list[float]]], agg) -> None:
         print(f"\n{title} ({len(tracks)} tracks, {audio:.0f} s of audio)\n")

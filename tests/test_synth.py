@@ -149,3 +149,35 @@ def test_missing_soundfont_falls_back_to_numpy_or_fails_clearly(monkeypatch: pyt
     finally:
         monkeypatch.undo()
         soundfont.available.cache_clear()
+
+
+def test_default_seed_renders_songs_no_bundled_model_has_seen(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import re
+
+    from stemforge.data.splits import evaluation_seeds
+
+    recipe = (Path(__file__).resolve().parents[1] / "recipes" / "default.sh").read_text()
+    line = next(x for x in recipe.splitlines() if "--out runs/data/train" in x)  # the bundled model's songs
+    songs, seed = (int(re.search(rf"--{name} (\d+)", line).group(1)) for name in ("songs", "seed"))
+    trained, evaluation = set(range(seed, seed + songs)), set(evaluation_seeds())
+    with caplog.at_level("WARNING", logger="stemforge"):
+        assert _synth(tmp_path / "plain", "--songs", "2", "--seconds", "0.5", "--backend", "numpy") == 0
+        assert _synth(tmp_path / "eval", "--songs", "2", "--seconds", "0.5", "--backend", "numpy", "--evaluation") == 0
+    assert not caplog.records
+    seeds = {}
+    for kind in ("plain", "eval"):
+        songs = sorted((tmp_path / kind).iterdir())
+        seeds[kind] = [json.loads((song / "song.json").read_text())["plan"]["seed"] for song in songs]
+        assert [song.name for song in songs] == [f"song_{seed:010d}" for seed in seeds[kind]]
+    assert seeds["plain"][1] == seeds["plain"][0] + 1 and seeds["plain"][1] < EVALUATION_SEED_BASE
+    assert seeds["eval"][0] >= EVALUATION_SEED_BASE  # still held-out instruments
+    assert not set(seeds["plain"] + seeds["eval"]) & (trained | evaluation)
+    # Asking for the training songs is allowed (the recipe does), with a word about evaluating on them.
+    with caplog.at_level("WARNING", logger="stemforge"):
+        assert _synth(tmp_path / "train", "--songs", "2", "--seconds", "0.5", "--backend", "numpy", "--seed", "119") == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "songs with seeds 119 are ones the bundled default model was trained on: fine for training, flattering for "
+        "evaluating it (leave out --seed for unseen songs)"]
+    from stemforge.data.synth import DEFAULT_MODEL_TRAINING_SEEDS
+
+    assert set(DEFAULT_MODEL_TRAINING_SEEDS) == trained

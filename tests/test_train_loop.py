@@ -205,3 +205,24 @@ def test_state_with_wrong_values_is_a_clear_error(tmp_path, data):
     save_state(state, tmp_path / "run" / "state.safetensors")
     with pytest.raises(StemforgeError, match="training state does not match this run"):
         train(_config(tmp_path, data, steps=4), resume=True)
+
+
+def test_warmup_longer_than_the_run_is_cut_with_a_warning(tmp_path, data, caplog):
+    cfg = _config(tmp_path, data, steps=20, epoch_steps=20, checkpoint_every=20, **{"optim.warmup_steps": 100})
+    with caplog.at_level("WARNING", logger="stemforge"):
+        train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
+    assert warnings == ["a warm-up of 100 steps does not fit in a run of 20 steps: warming up over 2 steps instead "
+                        "(choose with --warmup, below --steps)"]
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["optim"]["warmup_steps"] == 2  # what ran is what the run records (and resumes with)
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    # logged after each step: the rate of the next one, at its peak after the 2 warm-up steps, then decaying
+    assert max(lrs) == lrs[0] == pytest.approx(cfg.optim.lr)
+    assert lrs[-1] < 0.05 * cfg.optim.lr
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="stemforge"):
+        Trainer(_config(tmp_path, data, "fits", steps=20, **{"optim.warmup_steps": 19}))
+    assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
+    with pytest.raises(ConfigError, match="warmup_steps must be >= 0"):
+        Trainer(_config(tmp_path, data, "negative", **{"optim.warmup_steps": -1}))

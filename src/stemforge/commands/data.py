@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
 from stemforge.errors import StemforgeError
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True, help="output folder; one sub-folder per song")
     synth.add_argument("--songs", type=int, default=10, help="number of songs (default 10)")
     synth.add_argument("--seconds", type=float, default=60.0, help="length of each song in seconds (default 60)")
-    synth.add_argument("--seed", type=int, default=0, help="seed of the first song; song i uses seed + i")
+    synth.add_argument("--seed", type=int,
+                       help="seed of the first song; song i uses seed + i (default 500000000: songs no bundled "
+                            "model was trained or evaluated on; the default model's training songs are seeds 0-119)")
     synth.add_argument("--sample-rate", type=int, default=44100)
     synth.add_argument("--six-stems", action="store_true", help="also write guitar.wav and piano.wav")
     synth.add_argument("--bits", choices=["16", "32f"], default="16", help="wav sample format (default 16)")
@@ -66,7 +71,13 @@ def run_synth(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, SIX_STEMS
+    from stemforge.data.synth import (
+        DEFAULT_SYNTH_SEED,
+        EVALUATION_SEED_BASE,
+        FOUR_STEMS,
+        SIX_STEMS,
+        default_model_training_overlap,
+    )
     from stemforge.data.synth.mixing import SYNTH_PURPOSE
     from stemforge.data.synth.render import resolve_backend
     from stemforge.extras import require
@@ -76,6 +87,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise StemforgeError(f"--songs must be >= 1, got {args.songs}")
     if args.seconds <= 0:
         raise StemforgeError(f"--seconds must be > 0, got {args.seconds}")
+    if args.seed is None:
+        args.seed = DEFAULT_SYNTH_SEED
     if args.seed < 0:
         raise StemforgeError(f"--seed must be >= 0, got {args.seed}")
     if args.jobs < 1:
@@ -83,6 +96,11 @@ def run_synth(args: argparse.Namespace) -> int:
     first = args.seed + (EVALUATION_SEED_BASE if args.evaluation else 0)
     if not args.evaluation and first + args.songs > EVALUATION_SEED_BASE:
         raise StemforgeError(f"training seeds must stay below {EVALUATION_SEED_BASE} (evaluation seeds start there)")
+    trained = default_model_training_overlap(first, args.songs)
+    if trained:
+        span = str(trained.start) if len(trained) == 1 else f"{trained.start}-{trained.stop - 1}"
+        logger.warning(f"songs with seeds {span} are ones the bundled default model was trained on: fine for "
+                       f"training, flattering for evaluating it (leave out --seed for unseen songs)")
     stems = SIX_STEMS if args.six_stems else FOUR_STEMS
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from typing import Any
 
 from stemforge.errors import StemforgeError
@@ -17,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="JSON or TOML training config (see recipes/)")
     p.add_argument("--out", help="run folder (default runs/run)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out where its last checkpoint left off")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out where its last checkpoint left off, with its own settings except "
+                        "those given again (flags, or --config keys); each change is reported")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="architecture name (see `stemforge models`)")
     m.add_argument("--preset", help="size preset, e.g. tiny, base, large")
@@ -54,6 +58,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+#: The flag that sets each ``merge`` key (named in the lines that report a setting changed on resume).
+FLAGS = {
+    "out": "--out", "model": "--model", "preset": "--preset", "model_options": "--model-option", "init": "--init",
+    "sources": "--sources", "freeze": "--freeze", "mode": "--mode", "mixit_weight": "--mixit-weight", "loss": "--loss",
+    "steps": "--steps", "epoch_steps": "--epoch-steps", "checkpoint_every": "--checkpoint-every",
+    "time_limit": "--time-limit", "stop_step": "--stop-step", "seed": "--seed", "device": "--device", "amp": "--amp",
+    "threads": "--threads", "ema_decay": "--ema", "progress": "--no-progress", "data.train": "--data",
+    "data.valid": "--valid", "data.unsupervised": "--unsupervised", "data.segment": "--segment",
+    "data.batch_size": "--batch-size", "data.workers": "--workers", "data.remix": "--remix", "optim.lr": "--lr",
+    "optim.weight_decay": "--weight-decay", "optim.warmup_steps": "--warmup", "optim.grad_clip": "--grad-clip",
+}
 
 
 def _value(text: str) -> Any:
@@ -95,12 +112,24 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemforge.train import TrainConfig, load_config, train
-    from stemforge.train.config import merge
+    from stemforge.train import TrainConfig, train
+    from stemforge.train.config import config_overrides, merge
+    from stemforge.train.loop import resume_config
 
-    config = load_config(args.config) if args.config else TrainConfig()
-    config = merge(config, overrides(args))
-    summary = train(config, resume=args.resume)
+    from_file = config_overrides(args.config) if args.config else {}
+    from_flags = {key: value for key, value in overrides(args).items() if value is not None}
+    origins = {key: args.config for key in from_file} | {key: FLAGS[key] for key in from_flags}
+    if args.resume:  # the run's own settings, changed only where the file or a flag says
+        out = from_flags.get("out") or from_file.get("out") or TrainConfig().out
+        config = resume_config(out, {**from_file, **from_flags})
+    else:
+        config = merge(merge(TrainConfig(), from_file), from_flags)
+    summary = train(config, resume=args.resume, origins=origins)
+    if summary.get("interrupted"):
+        out = summary["out"]
+        print(f"stopped by {summary['interrupted']} after step {summary['step']}; saved {summary['state']}\n"
+              f"continue with: stemforge train --out {shlex.quote(out)} --resume", file=sys.stderr)
+        return 130
     best = summary["best"]
     print(f"trained to step {summary['step']}; run folder {summary['out']}")
     if best:

@@ -3,6 +3,8 @@
 Evaluation songs use seeds from ``EVALUATION_SEED_BASE`` on, which also select held-out instrument
 presets (see ``stemforge.data.synth.instruments.EVALUATION_PRESETS``); training seeds stay below it, so
 the two never overlap. ``evaluation_songs`` renders the set once into a cache folder and reuses it.
+The bundled default model was trained on seeds ``stemforge.data.synth.DEFAULT_MODEL_TRAINING_SEEDS``;
+``data synth`` without ``--seed`` starts at ``DEFAULT_SYNTH_SEED``, clear of those and of the evaluation split.
 """
 
 from __future__ import annotations

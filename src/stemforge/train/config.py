@@ -92,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"unknown training mode {self.mode!r}; choices: {', '.join(MODES)}")
         if self.steps < 1 or self.epoch_steps < 1 or self.checkpoint_every < 1:
             raise ConfigError("steps, epoch_steps and checkpoint_every must be >= 1")
+        if self.optim.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.optim.warmup_steps}")
         if self.data.batch_size < 1 or self.data.segment <= 0:
             raise ConfigError("batch_size must be >= 1 and segment > 0 seconds")
         if self.mode in ("supervised", "both") and not self.data.train:
@@ -126,8 +128,7 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     return kind(**values)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a ``.json`` or ``.toml`` config file."""
+def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -143,7 +144,53 @@ def load_config(path: str | Path) -> TrainConfig:
             data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from exc
-    return TrainConfig.from_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} is not a table of settings")
+    return data
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a ``.json`` or ``.toml`` config file."""
+    return TrainConfig.from_dict(_read(path))
+
+
+def config_overrides(path: str | Path) -> dict[str, Any]:
+    """The settings a config file names, and only those, as ``merge`` overrides.
+
+    Args:
+        path: a ``.json`` or ``.toml`` training config.
+
+    Returns:
+        ``{"steps": 5, "data.batch_size": 3, ...}``: the ``[data]`` and ``[optim]`` tables flattened to dotted keys;
+        settings the file leaves out are absent (so ``merge`` onto a stored run keeps the run's own values).
+
+    Raises:
+        ConfigError: the file is missing, unparsable or names an unknown setting.
+    """
+    data = _read(path)
+    TrainConfig.from_dict(data)  # unknown keys and bad tables are an error here, naming the key
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("data", "optim") and isinstance(value, dict):
+            flat.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def flatten(config: TrainConfig) -> dict[str, Any]:
+    """Every setting of ``config`` under its ``merge`` key (``"steps"``, ``"data.batch_size"``, ...).
+
+    Args:
+        config: a training config.
+
+    Returns:
+        One entry per setting, the ``[data]`` and ``[optim]`` ones under dotted keys.
+    """
+    flat = config.to_dict()
+    for section in ("data", "optim"):
+        flat.update({f"{section}.{name}": value for name, value in flat.pop(section).items()})
+    return flat
 
 
 def merge(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:

@@ -12,6 +12,8 @@ A run directory holds::
     model.safetensors  the shipped weights at the end of training
 
 ``resume`` continues bit for bit: every batch is a pure function of (seed, step), and the RNG states are restored.
+It keeps the run's own settings (``config.json``); each one the resuming config changes is logged on one line.
+SIGINT or SIGTERM (Ctrl-C, a job scheduler) stops the run after the step in progress and saves a resumable state.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,7 +41,7 @@ from stemforge.data.augment import AugmentConfig
 from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 from stemforge.models.registry import build
-from stemforge.train.config import ConfigError, TrainConfig
+from stemforge.train.config import ConfigError, TrainConfig, flatten, merge
 from stemforge.train.ema import EMA
 from stemforge.train.finetune import freeze, start_from
 from stemforge.train.losses import build_loss
@@ -48,6 +53,14 @@ from stemforge.train.validation import validate
 DEFAULT_STEMS = ["drums", "bass", "other", "vocals"]
 #: The resume state inside a run folder; ``state.pt`` is the pickle older versions wrote (never loaded).
 STATE_FILE, LEGACY_STATE_FILE = "state.safetensors", "state.pt"
+#: Settings of how one invocation runs, not of the run: a resume takes them from its own config, unannounced.
+PER_INVOCATION = ("out", "progress", "stop_step", "time_limit")
+#: Settings that define the model being trained; a resume cannot change them (the weights come from the run).
+FIXED_ON_RESUME = ("model", "preset", "model_options", "sources", "init", "freeze")
+#: Signals that stop a run cleanly (after the step in progress, with a resumable state saved).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+logger = logging.getLogger(__name__)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -91,13 +104,92 @@ def _replace_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class Trainer:
-    """Owns one run: ``Trainer(config).fit()`` trains from scratch; ``Trainer(config, resume=True)`` continues."""
+def stored_config(out: str | os.PathLike[str]) -> TrainConfig:
+    """The config a run in ``out`` was started (or last resumed) with, read from ``out/config.json``.
 
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    Args:
+        out: the run folder.
+
+    Returns:
+        The run's own settings.
+
+    Raises:
+        StemforgeError: nothing resumable in ``out`` (no state or config), only an old pickled state, or an unreadable
+            ``config.json`` (one line each).
+    """
+    out = Path(out)
+    path = out / "config.json"
+    if not (out / STATE_FILE).is_file() and (out / LEGACY_STATE_FILE).is_file():
+        raise StemforgeError(f"{out} holds a {LEGACY_STATE_FILE} from an older stemforge; it is a pickle and is "
+                             f"never loaded (it could run code): start a new run from its weights with "
+                             f"--init {out / 'last.safetensors'}")
+    if not (out / STATE_FILE).is_file() or not path.is_file():
+        raise StemforgeError(f"nothing to resume in {out} (no {STATE_FILE} / config.json)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StemforgeError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+
+def resume_changes(stored: TrainConfig, config: TrainConfig, origins: dict[str, str] | None = None) -> list[str]:
+    """One line per setting ``config`` changes from the run's ``stored`` one (``PER_INVOCATION`` ones aside).
+
+    Args:
+        stored: the run's own config (``stored_config``).
+        config: the config to resume with.
+        origins: where a changed setting came from, by ``merge`` key (``{"steps": "--steps"}``), quoted per line.
+
+    Returns:
+        Lines like ``resuming with steps 20 -> 40 (from --steps)``; empty when nothing changes.
+
+    Raises:
+        ConfigError: ``config`` changes a setting that defines the model (``FIXED_ON_RESUME``).
+    """
+    old, new = flatten(stored), flatten(config)
+    lines = []
+    for key, value in new.items():
+        if key in PER_INVOCATION or old.get(key) == value:
+            continue
+        if key in FIXED_ON_RESUME:
+            raise ConfigError(f"{key} cannot change on resume ({old.get(key)!r} -> {value!r}): the run's weights "
+                              f"define it; start a new run with --init {Path(config.out) / 'last.safetensors'}")
+        source = (origins or {}).get(key)
+        line = f"resuming with {key} {_show(old.get(key))} -> {_show(value)}"
+        lines.append(f"{line} (from {source})" if source else line)
+    return lines
+
+
+def _fit_warmup(config: TrainConfig) -> TrainConfig:
+    """``config`` with a warm-up shorter than the run: one of ``steps`` or more never reaches the peak learning rate
+    (nor decays); it is cut to a tenth of the run, with a warning. (The default warm-up of 100 steps meets a quick
+    ``--steps 20`` trial all the time, so this is a warning rather than an error.)"""
+    warmup = config.optim.warmup_steps
+    if config.steps < 1 or warmup < config.steps:
+        return config
+    fitted = config.steps // 10
+    logger.warning(f"a warm-up of {warmup} steps does not fit in a run of {config.steps} steps: warming up over "
+                   f"{fitted} steps instead (choose with --warmup, below --steps)")
+    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, warmup_steps=fitted))
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class Trainer:
+    """Owns one run: ``Trainer(config).fit()`` trains from scratch; ``Trainer(config, resume=True)`` continues.
+
+    On resume ``config`` is the config to continue with: build it with ``resume_config(out, overrides)`` to keep
+    the run's own settings except the overridden ones. Each setting that differs from the run's is logged
+    (a warning, one line each, naming its origin from ``origins`` when given).
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, origins: dict[str, str] | None = None) -> None:
         self.out = Path(config.out)
         if resume:
-            config = self._stored_config(config)
+            for line in resume_changes(stored_config(self.out), config, origins):
+                logger.warning(line)
+        config = _fit_warmup(config)
         config.validate()
         self.config = config
         self.resume = resume
@@ -108,24 +200,7 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = torch.device(config.device)
-
-    def _stored_config(self, config: TrainConfig) -> TrainConfig:
-        """On resume the run's own config wins, except ``steps`` (a run may be extended) and how it runs here:
-        ``progress``, ``threads`` and ``time_limit`` (a changed thread count can change float round-off)."""
-        path = self.out / "config.json"
-        if not (self.out / STATE_FILE).is_file() and (self.out / LEGACY_STATE_FILE).is_file():
-            raise StemforgeError(f"{self.out} holds a {LEGACY_STATE_FILE} from an older stemforge; it is a pickle and is "
-                                 f"never loaded (it could run code): start a new run from its weights with "
-                                 f"--init {self.out / 'last.safetensors'}")
-        if not (self.out / STATE_FILE).is_file() or not path.is_file():
-            raise StemforgeError(f"nothing to resume in {self.out} (no {STATE_FILE} / config.json)")
-        try:
-            stored = TrainConfig.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise StemforgeError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        return dataclasses.replace(stored, steps=max(stored.steps, config.steps), progress=config.progress,
-                                   threads=config.threads or stored.threads, time_limit=config.time_limit,
-                                   stop_step=config.stop_step)
+        self.stop_signal: int | None = None
 
     # ----- setup -------------------------------------------------------------------------------------------
     def _build_model(self) -> StemModel:
@@ -218,6 +293,9 @@ class Trainer:
             step = state["step"]
             if type(step) is not int or step < 0:
                 raise ValueError(f"bad step {step!r:.40}")
+            if step > self.config.steps:
+                raise StemforgeError(f"{self.out} is at step {step}, past the {self.config.steps} steps asked for; "
+                                     f"give --steps above {step} to continue it")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
@@ -288,8 +366,34 @@ class Trainer:
         return meta
 
     # ----- the loop ----------------------------------------------------------------------------------------
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked data-loader worker: the training process decides, and stops it
+            return
+        if self.stop_signal is not None:  # asked twice: stop at once, without saving
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        logger.warning(f"{signal.Signals(signum).name} received: stopping after the current step and saving the run "
+                       f"(send it again to stop at once, unsaved)")
+
+    def _catch_stop_signals(self) -> dict[int, Any]:
+        """Route SIGINT / SIGTERM to ``_on_stop_signal``; returns the handlers to put back (none off the main thread,
+        where Python cannot set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        self._pid = os.getpid()
+        return {signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS}
+
     def fit(self) -> dict[str, Any]:
-        """Train to ``config.steps`` (or until ``time_limit`` minutes); returns a summary with the best validation scores."""
+        """Train to ``config.steps`` (or until ``time_limit`` minutes, or ``stop_step``).
+
+        SIGINT or SIGTERM stops the run after the step in progress (a second one stops at once): the state is saved
+        (atomically) at that step, so ``--resume`` continues exactly as if nothing had happened.
+
+        Returns:
+            ``{"step", "best", "out"}``: the last step, the best validation scores (or None), the run folder; after a
+            stop signal also ``"interrupted"`` (the signal's name, e.g. ``"SIGINT"``) and ``"state"`` (the saved
+            state's path), and no ``model.safetensors`` is written.
+        """
         from tqdm import tqdm
 
         cfg = self.config
@@ -312,44 +416,92 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_scores: dict[str, float] | None = None
         start = self._restore() if self.resume else 0
-        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        _replace_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
         tic = time.perf_counter()
         step = start
         if start == 0 and cfg.validate_first:
             self._validate(0)
-        for stems, pairs in self._batches(start):
-            loss = self._loss(stems, pairs)
-            if not torch.isfinite(loss):
-                raise StemforgeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
-            self.optimizer.step()
-            self.schedule.step()
-            if self.ema:
-                self.ema.update(self.model)
-            step += 1
-            self._log({"kind": "train", "step": step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
-                       "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - tic, 3)})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % cfg.epoch_steps == 0 or step == cfg.steps:
-                self._validate(step)
-            out_of_time = cfg.time_limit > 0 and time.perf_counter() - tic > 60.0 * cfg.time_limit
-            out_of_time = out_of_time or step == cfg.stop_step
-            if out_of_time and step % cfg.epoch_steps and step != cfg.steps:
-                self._validate(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+        batches = self._batches(start)
+        previous = self._catch_stop_signals()
+        try:
+            while self.stop_signal is None:
+                try:
+                    stems, pairs = next(batches)
+                except StopIteration:
+                    break
+                except Exception:
+                    if self.stop_signal is None:
+                        raise
+                    break  # a loader worker stopped by the same Ctrl-C: the step had not begun; drop it
+                loss = self._loss(stems, pairs)
+                if not torch.isfinite(loss):
+                    raise StemforgeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+                self.optimizer.step()
+                self.schedule.step()
+                if self.ema:
+                    self.ema.update(self.model)
+                step += 1
+                self._log({"kind": "train", "step": step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
+                           "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - tic, 3)})
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if step % cfg.epoch_steps == 0 or step == cfg.steps:
+                    self._validate(step)
+                out_of_time = cfg.time_limit > 0 and time.perf_counter() - tic > 60.0 * cfg.time_limit
+                out_of_time = out_of_time or step == cfg.stop_step
+                if out_of_time and step % cfg.epoch_steps and step != cfg.steps:
+                    self._validate(step)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+                    self._save(step)
+                if out_of_time:
+                    break
+            interrupted = self.stop_signal is not None and step < cfg.steps
+            if interrupted:
                 self._save(step)
-            if out_of_time:
-                break
-        bar.close()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            bar.close()
+        if interrupted:
+            return {"step": step, "best": self.best, "out": str(self.out),
+                    "interrupted": signal.Signals(self.stop_signal).name, "state": str(self.out / STATE_FILE)}
         save_checkpoint(self._shipped(), self.out / "model.safetensors", **self._ship_meta(step, self.last_scores))
         return {"step": step, "best": self.best, "out": str(self.out)}
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) training as configured; see ``Trainer``."""
-    return Trainer(config, resume).fit()
+def train(config: TrainConfig, resume: bool = False, origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run (or resume) training as configured; see ``Trainer`` and ``Trainer.fit``.
+
+    Args:
+        config: the run's config; on resume the config to continue with (see ``resume_config``).
+        resume: continue the run in ``config.out`` from its saved state.
+        origins: on resume, where each overridden setting came from (``{"steps": "--steps"}``), for the log lines.
+
+    Returns:
+        The summary of ``Trainer.fit``.
+    """
+    return Trainer(config, resume, origins).fit()
+
+
+def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config to resume the run in ``out`` with: its own settings, changed only where ``overrides`` says.
+
+    Per-invocation settings (``progress``, ``stop_step``, ``time_limit``) start from their defaults, not from the
+    run: a run stopped by ``stop_step`` or a time limit then continues.
+
+    Args:
+        out: the run folder.
+        overrides: ``merge``-style changes (``{"steps": 40}``); None values are skipped.
+
+    Returns:
+        The config (``out`` is the folder given).
+    """
+    defaults = TrainConfig()
+    base = dataclasses.replace(stored_config(out), out=str(out), progress=defaults.progress,
+                               stop_step=defaults.stop_step, time_limit=defaults.time_limit)
+    return merge(base, overrides or {})

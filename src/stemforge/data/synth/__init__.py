@@ -1,9 +1,12 @@
 """Synthetic multitrack songs: procedural composition rendered to drums/bass/other/vocals stems."""
 
 from stemforge.data.synth.render import (
+    DEFAULT_MODEL_TRAINING_SEEDS,
+    DEFAULT_SYNTH_SEED,
     EVALUATION_SEED_BASE,
     FOUR_STEMS,
     SIX_STEMS,
+    default_model_training_overlap,
     is_evaluation_seed,
     render_song,
     render_song_with_plan,
@@ -11,6 +14,6 @@ from stemforge.data.synth.render import (
 )
 
 __all__ = [
-    "EVALUATION_SEED_BASE", "FOUR_STEMS", "SIX_STEMS", "is_evaluation_seed", "render_song",
-    "render_song_with_plan", "write_song",
+    "DEFAULT_MODEL_TRAINING_SEEDS", "DEFAULT_SYNTH_SEED", "EVALUATION_SEED_BASE", "FOUR_STEMS", "SIX_STEMS",
+    "default_model_training_overlap", "is_evaluation_seed", "render_song", "render_song_with_plan", "write_song",
 ]

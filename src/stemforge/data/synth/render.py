@@ -29,12 +29,32 @@ FOUR_STEMS = ("drums", "bass", "other", "vocals")
 SIX_STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")
 #: Seeds at or above this are evaluation songs (held-out instruments); training seeds stay below it.
 EVALUATION_SEED_BASE = 1_000_000_000
+#: Seeds of the songs the bundled default model was trained and validated on (``data synth --songs 120 --seed 0``,
+#: recipes/default.sh and MODEL_CARD.md): scoring that model on them is flattering.
+DEFAULT_MODEL_TRAINING_SEEDS = range(0, 120)
+#: ``data synth``'s seed when none is given (counted from ``EVALUATION_SEED_BASE`` with ``--evaluation``): far from
+#: the bundled model's training seeds and from the evaluation split's, so songs made with the defaults are unseen.
+DEFAULT_SYNTH_SEED = 500_000_000
 #: Typical stem loudness (dBFS RMS) before the final normalization; each song varies around it.
 _STEM_LEVEL_DB = {"drums": -17.0, "bass": -19.0, "other": -20.0, "vocals": -17.0, "guitar": -21.0, "piano": -21.0}
 
 
 def is_evaluation_seed(seed: int) -> bool:
     return seed >= EVALUATION_SEED_BASE
+
+
+def default_model_training_overlap(first: int, count: int) -> range:
+    """The seeds among ``first .. first + count - 1`` that the bundled default model was trained on.
+
+    Args:
+        first: the first song's seed.
+        count: the number of songs (seeds ``first``, ``first + 1``, ...).
+
+    Returns:
+        The overlap with ``DEFAULT_MODEL_TRAINING_SEEDS`` (empty when disjoint).
+    """
+    trained = DEFAULT_MODEL_TRAINING_SEEDS
+    return range(max(first, trained.start), min(first + count, trained.stop))
 
 
 def resolve_backend(backend: str) -> str:
