@@ -13,9 +13,9 @@ PY="${PYTHON:-python}"
 [ -d runs/data/train ] || "$PY" -m stemforge data synth --out runs/data/train --songs 120 --seconds 30 --seed 0
 [ -d runs/data/eval ] || "$PY" -m stemforge data synth --out runs/data/eval --songs 8 --seconds 30 --seed 0 --evaluation
 # Stage 1: 100 steps on 2 s segments (the schedule of a 2500-step run; stop_step = 100 in the recipe).
-[ -f runs/default/state.pt ] || "$PY" -m stemforge train --config recipes/default.toml
+[ -f runs/default/state.safetensors ] || "$PY" -m stemforge train --config recipes/default.toml
 # Stage 2: from stage 1's weights, 1 s segments.
-[ -f runs/default_stage2/state.pt ] || "$PY" -m stemforge train --config recipes/default_stage2.toml --steps 1600 --stop-step 600
+[ -f runs/default_stage2/state.safetensors ] || "$PY" -m stemforge train --config recipes/default_stage2.toml --steps 1600 --stop-step 600
 "$PY" -m stemforge train --config recipes/default_stage2.toml --resume --steps 3200
 mkdir -p src/stemforge/assets
 cp runs/default_stage2/best.safetensors src/stemforge/assets/default.safetensors
