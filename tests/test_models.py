@@ -138,3 +138,15 @@ def test_registry_lists_neural_models_with_presets() -> None:
     for name in ARCHITECTURES:
         assert getattr(specs[name].factory, "presets") == ("tiny", "base", "large")
         assert isinstance(build(name), NeuralStemModel)
+
+
+def test_a_test_may_change_the_thread_count() -> None:
+    torch.set_num_threads(3)  # as Separator(threads=3) or TrainConfig(threads=3) do
+    torch.use_deterministic_algorithms(False)
+
+
+def test_every_test_starts_on_one_thread_with_deterministic_kernels() -> None:
+    # Runs after the test above: conftest restored what it leaked, so training verdicts see the same round-off.
+    assert torch.get_num_threads() == 1
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.initial_seed() == 0
