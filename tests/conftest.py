@@ -7,6 +7,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The parity reference packages (demucs, openunmix, BS-RoFormer) live in .parity/ (README test command, pip --target),
+# outside the venv, so their console scripts never land broken on the user's PATH; appended, so the venv wins.
+sys.path.append(str(Path(__file__).resolve().parent.parent / ".parity"))
 
 
 @pytest.fixture(autouse=True)
