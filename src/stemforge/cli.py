@@ -18,7 +18,7 @@ from stemforge.errors import StemforgeError
 def build_parser() -> argparse.ArgumentParser:
     import stemforge.commands
 
-    parser = argparse.ArgumentParser(prog="stemforge", description="Separate music into stems; train and evaluate separators.")
+    parser = argparse.ArgumentParser(prog="stemforge", description="Separate music into stems; train and evaluate separators.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"stemforge {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in sorted(pkgutil.iter_modules(stemforge.commands.__path__), key=lambda m: m.name):
