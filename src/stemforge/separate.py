@@ -226,6 +226,7 @@ class Separator:
 
     def _separate_file(self, path: Path, output: OutputOptions, targets: dict[str, Path], progress: bool,
                        callback: ProgressCallback | None, relpath: str | Path) -> None:
+        """``separate_file`` once the targets are known: read, separate, encode and publish under the track lock."""
         reader = open_audio(path)
         try:
             info = reader.info
