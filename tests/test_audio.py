@@ -322,3 +322,67 @@ def test_deferred_signals_hold_the_signal_until_the_block_ends(signum: int) -> N
         signal.signal(signum, previous)
     assert got == ["block done", "handled", "after"]
     assert signal.getsignal(signum) is previous
+
+
+def test_cut_off_mp3_warns_that_it_ended_early(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import av
+
+    whole = tmp_path / "whole.mp3"
+    with av.open(str(whole), "w", format="mp3") as container:  # PyAV's LAME writes an Info frame with the count
+        stream = container.add_stream("libmp3lame", rate=SR)
+        stream.layout, stream.bit_rate = "stereo", 128_000
+        x = sine(20.0)
+        for start in range(0, x.shape[1], 1152 * 10):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, start:start + 1152 * 10]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts = SR, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[:100_000])
+    wav, _ = audio.load(cut)
+    assert 5 * SR < wav.shape[1] < 8 * SR  # 100 kB at 128 kbit/s: about 6 s of the 20
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and str(cut) in lines[0] and "ended early" in lines[0], lines
+    assert "promises 20.0" in lines[0]
+    caplog.clear()
+    full, _ = audio.load(whole)
+    assert abs(full.shape[1] - 20 * SR) < 2048
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # a whole file says nothing
+
+
+def _pyav_layout(path: Path) -> str:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.audio[0].layout.name
+
+
+@pytest.mark.parametrize("mask,layout", [(None, "5.1"), (0x60F, "5.1(side)")])
+def test_multichannel_wav_says_which_speaker_each_channel_is(tmp_path: Path, mask: int | None, layout: str) -> None:
+    path = tmp_path / "six.wav"
+    with audio.AudioWriter(path, SR, 6, "wav", "16", channel_mask=mask) as writer:
+        writer.write(sine(0.2, channels=6))
+    data = path.read_bytes()
+    fmt = data.index(b"fmt ") + 8
+    assert int.from_bytes(data[fmt:fmt + 2], "little") == 0xFFFE  # WAVE_FORMAT_EXTENSIBLE
+    assert int.from_bytes(data[fmt + 20:fmt + 24], "little") == (mask or 0x3F)  # dwChannelMask
+    assert _pyav_layout(path) == layout  # FFmpeg (and ffprobe) name the layout instead of "6 channels"
+    assert audio.open_audio(path).info.channel_mask == (mask or 0x3F)
+
+
+@pytest.mark.parametrize("layout,mask", [("5.1(side)", 0x60F), ("5.1", 0x3F), ("7.1", 0x63F), ("stereo", 0x3),
+                                         ("6 channels", None)])
+def test_channel_mask_from_an_ffmpeg_layout(layout: str, mask: int | None) -> None:
+    import av
+
+    channels = 6 if layout == "6 channels" else len(av.AudioLayout(layout).channels)
+    assert audio._layout_mask(av.AudioLayout(layout), channels) == mask
+
+
+@pytest.mark.parametrize("bitrate", [0, 7, 321, 500])
+def test_mp3_bitrate_out_of_range_is_refused(bitrate: int) -> None:
+    with pytest.raises(AudioError, match=f"--mp3-bitrate {bitrate}: mp3 bitrate must be between 8 and 320"):
+        audio.check_mp3_bitrate(bitrate)

@@ -65,6 +65,7 @@ def test_terminated_run_leaves_no_temp_files_and_no_partial_set(tmp_path: Path, 
     assert proc.returncode != 0 and "Traceback" not in stderr, stderr
     assert hidden(out) == []  # no .part files, no lock file
     assert wavs(out) == []  # all stems or none: it was stopped before the set was complete
+    assert not out.exists()  # and no empty folders: the run made them all
     assert main(["separate", str(long_song), "-o", str(out), *FAST]) == 0  # and a re-run is not refused
     assert wavs(out) == ["hpss/long/drums.wav", "hpss/long/other.wav"]
 
@@ -103,7 +104,7 @@ def test_two_concurrent_runs_one_wins_other_says_already_exists(tmp_path: Path, 
     assert codes == [0, 1], results
     loser = next(stderr for code, stderr in results if code == 1)
     lines = error_lines(loser)
-    assert lines[0].startswith("error: output already exists") and "Traceback" not in loser, loser
+    assert lines[0].startswith(f"error: {long_song}: output already exists") and "Traceback" not in loser, loser
     assert hidden(out) == []
     assert wavs(out) == ["hpss/long/drums.wav", "hpss/long/other.wav"]
     drums, _ = audio.load(out / "hpss" / "long" / "drums.wav")
@@ -230,3 +231,105 @@ def test_json_summary(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFix
     assert all(Path(p).exists() for p in ok["outputs"].values())
     assert failed["input"] == str(bad) and failed["status"] == "error" and str(bad) in failed["error"]
     assert "%|" not in captured.err  # no progress bar
+
+
+def test_demucs_spellings_are_aliases_and_no_option_is_abbreviated() -> None:
+    from stemforge.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["separate", "x.wav", "--mp3", "--mp3-bitrate", "192", "-j", "3", "-o", "o", "-n", "m",
+                              "--two-stems", "vocals", "--shifts", "2", "--overlap", "0.5", "--segment", "7",
+                              "--clip-mode", "none", "-d", "cpu"])
+    assert (args.fmt, args.mp3_bitrate, args.jobs, args.out, args.name, args.two_stems, args.shifts, args.overlap,
+            args.segment, args.clip_mode, args.device) == ("mp3", 192, 3, "o", "m", "vocals", 2, 0.5, 7.0, "none", "cpu")
+    flac = parser.parse_args(["separate", "x.wav", "--flac", "--int24"])
+    assert (flac.fmt, flac.bits) == ("flac", "24")
+    wav = parser.parse_args(["separate", "x.wav", "--float32"])
+    assert (wav.fmt, wav.bits) == ("wav", "32f")
+    for argv in (["separate", "x.wav", "--mp3-bit", "192"],  # a prefix of --mp3-bitrate
+                 ["separate", "x.wav", "--keep-chan"], ["separate", "x.wav", "--mp3", "--flac"],
+                 ["separate", "x.wav", "--int24", "--bits", "16"], ["--vers"]):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        assert exc.value.code == 2, argv
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--format", "mp3", "--bits", "24"], "--bits 24 does not apply to mp3"),
+    (["--mp3", "--int24"], "--bits 24 does not apply to mp3"),
+    (["--mp3", "--mp3-bitrate", "500"], "--mp3-bitrate 500: mp3 bitrate must be between 8 and 320"),
+    (["--mp3-bitrate", "192"], "--mp3-bitrate 192 applies to mp3 only"),
+    (["--flac", "--float32"], "flac cannot store 32f-bit samples"),
+    (["--mp3", "-j", "0"], "--jobs 0: needs at least 1"),
+])
+def test_output_options_are_checked_before_the_model_is_loaded(tmp_path: Path, song_file: Path, options: list[str],
+                                                              message: str, capsys: pytest.CaptureFixture) -> None:
+    # No such model: the options must be refused before a model is even looked up, in one line.
+    code = main(["separate", str(song_file), "-o", str(tmp_path / "out"), "-n", "no-such-model", "-q", *options])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_demucs_flags_write_what_they_say(tmp_path: Path, song_file: Path) -> None:
+    import soundfile as sf
+
+    out = tmp_path / "out"
+    assert main(["separate", str(song_file), "-o", str(out), *FAST, "--flac", "--int24", "-j", "2"]) == 0
+    assert [sf.info(str(out / "hpss" / "song" / f"{s}.flac")).subtype for s in ("drums", "other")] == ["PCM_24"] * 2
+    assert main(["separate", str(song_file), "-o", str(out), *FAST, "--mp3", "--mp3-bitrate", "128"]) == 0
+    drums, rate = audio.load(out / "hpss" / "song" / "drums.mp3")
+    assert rate == SR and abs(drums.shape[1] - 4 * SR) < 2048
+
+
+def test_skip_existing_skips_complete_tracks_and_says_so(tmp_path: Path, song_file: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    other = audio.save(tmp_path / "other.wav", toy_mix(0.5), SR, bits=16)
+    out = tmp_path / "out"
+    assert main(["separate", str(song_file), "-o", str(out), *FAST]) == 0
+    capsys.readouterr()
+    # Without --skip-existing the error names the input it came from.
+    assert main(["separate", str(song_file), str(other), "-o", str(out), *FAST]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert lines[0].startswith(f"error: {song_file}: output already exists: ") and lines[1] == "1 of 2 inputs failed"
+    (out / "hpss" / "other" / "drums.wav").unlink()  # an incomplete track is not skipped: the missing stem is written
+    before = (out / "hpss" / "song" / "drums.wav").stat().st_mtime_ns
+    code = main(["separate", str(song_file), str(other), "-o", str(out), *FAST, "--skip-existing", "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert code == 0 and summary["failed"] == 0 and summary["skipped"] == 1, captured
+    assert [(r["input"], r["status"]) for r in summary["inputs"]] == [(str(song_file), "skipped"), (str(other), "ok")]
+    assert summary["inputs"][0]["outputs"]["drums"] == str(out / "hpss" / "song" / "drums.wav")
+    assert (out / "hpss" / "song" / "drums.wav").stat().st_mtime_ns == before  # not rewritten
+    assert (out / "hpss" / "other" / "drums.wav").exists()
+    assert main(["separate", str(song_file), "-o", str(out), *FAST, "--skip-existing"]) == 0
+    captured = capsys.readouterr()
+    assert f"{song_file}: skipped" in captured.out and "1 of 1 inputs skipped" in captured.out
+    assert error_lines(captured.err) == []
+    with pytest.raises(SystemExit):
+        main(["separate", str(song_file), "-o", str(out), *FAST, "--skip-existing", "--force"])
+
+
+def test_failed_run_leaves_no_empty_folders_but_keeps_existing_ones(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    mix = toy_mix(3.0)
+    mix[0, 2 * SR] = np.nan  # found while streaming, after the output folders were made
+    bad = audio.save(tmp_path / "nan.wav", mix, SR, bits="32f")
+    out = tmp_path / "out"
+    assert main(["separate", str(bad), "-o", str(out), *FAST]) == 1
+    assert not out.exists()  # every folder the run made is gone again
+    (out / "hpss" / "nan").mkdir(parents=True)  # folders that were there before stay, even empty
+    assert main(["separate", str(bad), "-o", str(out), *FAST]) == 1
+    assert (out / "hpss" / "nan").is_dir() and list((out / "hpss" / "nan").iterdir()) == []
+    keep = tmp_path / "keep"
+    (keep / "hpss").mkdir(parents=True)
+    (keep / "hpss" / "notes.txt").write_text("mine")
+    assert main(["separate", str(bad), "-o", str(keep), *FAST, "--filename", "{track}/sub/{stem}.{ext}"]) == 1
+    assert sorted(p.relative_to(keep).as_posix() for p in keep.rglob("*")) == ["hpss", "hpss/notes.txt"]
+
+
+def test_encoding_shows_progress(tmp_path: Path, song_file: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main(["separate", str(song_file), "-o", str(out), "-n", "hpss", "--segment", "1", "--mp3"]) == 0
+    err = capsys.readouterr().err
+    assert "song.wav (encoding mp3)" in err and "/8.0s" in err  # two stems of 4 s each

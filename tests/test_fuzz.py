@@ -30,7 +30,7 @@ SR = 44100
 PER_FILE_SECONDS = 20
 MUTATIONS_PER_FORMAT = 44  # x 5 formats = 220 files
 # The default network on short segments; two stems, hard-limited, to spend the time on decoding, not on writing.
-MODEL = ["-n", "default", "--segment", "0.5", "--two-stems", "vocals", "--clip-mode", "clamp", "-j", "1", "-q"]
+MODEL = ["-n", "default", "--segment", "0.5", "--two-stems", "vocals", "--clip-mode", "clamp", "--threads", "1", "-q"]
 
 
 def base_files(folder: Path) -> dict[str, bytes]:
@@ -136,7 +136,7 @@ def test_damaged_files_give_stems_or_one_line_errors(fuzz_files: list[Path], tmp
     assert len(fuzz_files) >= 200
     outcomes: dict[str, int] = {}
     previous = signal.signal(signal.SIGALRM, _alarm)
-    threads = torch.get_num_threads()  # -j 1 sets it for the whole process
+    threads = torch.get_num_threads()  # --threads 1 sets it for the whole process
     try:
         for i, path in enumerate(fuzz_files):
             out = tmp_path / f"out{i}"

@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,7 @@ def test_failure_mid_separation_leaves_nothing(tmp_path: Path, song_file: Path) 
     with pytest.raises(RuntimeError, match="boom"):
         separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"))
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    assert not (tmp_path / "out").exists()  # nor the empty folders it made
 
 
 def test_rescale_and_clamp(tmp_path: Path, separator: Separator) -> None:
@@ -230,6 +232,7 @@ def test_interrupt_leaves_no_temp_files(tmp_path: Path, song_file: Path) -> None
     with pytest.raises(KeyboardInterrupt):
         separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"), callback=interrupt)
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    assert not (tmp_path / "out").exists()  # nor the empty folders it made
 
 
 def test_absurdly_loud_float_input_gives_an_error_not_nan_stems(tmp_path: Path, separator: Separator) -> None:
@@ -256,3 +259,74 @@ def test_input_too_short_for_the_model_rate_is_an_error(tmp_path: Path, separato
     with pytest.raises(StemforgeError, match=r"in.wav: too short to separate \(1 frames at 192000 Hz"):
         separator.separate_file(path, OutputOptions(directory=tmp_path / "out"))
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_stems_are_encoded_in_parallel_and_the_same_as_one_by_one(tmp_path: Path, separator: Separator,
+                                                                  song_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: set[str] = set()
+    write = audio.AudioWriter.write
+
+    def spy(self: audio.AudioWriter, block: np.ndarray) -> None:
+        if self.fmt == "flac":
+            threads.add(threading.current_thread().name)
+        write(self, block)
+
+    monkeypatch.setattr(audio.AudioWriter, "write", spy)
+    one = separator.separate_file(song_file, OutputOptions(directory=tmp_path / "one", fmt="flac", jobs=1))
+    assert len(threads) == 1
+    threads.clear()
+    four = separator.separate_file(song_file, OutputOptions(directory=tmp_path / "four", fmt="flac", jobs=4))
+    assert len(threads) == 4 and all(t.startswith("stemforge-encode") for t in threads)
+    assert all(one[s].read_bytes() == four[s].read_bytes() for s in one)
+
+
+def test_a_failing_stem_stops_the_others_and_leaves_nothing(tmp_path: Path, separator: Separator, song_file: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    write = audio.AudioWriter.write
+
+    def failing(self: audio.AudioWriter, block: np.ndarray) -> None:
+        if self.fmt == "flac" and self.path.stem == "bass":
+            raise audio.AudioError(f"{self.path}: writing failed: no space left on device")
+        write(self, block)
+
+    monkeypatch.setattr(audio.AudioWriter, "write", failing)
+    with pytest.raises(audio.AudioError, match="bass.flac: writing failed"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out", fmt="flac", jobs=4))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mask,layout", [(None, "5.1"), (0x60F, "5.1(side)")])
+def test_keep_channels_writes_the_input_speaker_layout(tmp_path: Path, separator: Separator, mask: int | None,
+                                                      layout: str) -> None:
+    import av
+    import soundfile as sf
+
+    mix = np.concatenate([toy_mix(1.0), 0.5 * toy_mix(1.0), 0.25 * toy_mix(1.0)])
+    path = tmp_path / "six.wav"
+    if mask is None:  # a plain WAVE header: no layout, so the usual one for six channels
+        sf.write(str(path), mix.T, SR, subtype="PCM_16", format="WAV")
+    else:
+        with audio.AudioWriter(path, SR, 6, "wav", "16", channel_mask=mask) as writer:
+            writer.write(mix)
+    written = separator.separate_file(path, OutputOptions(directory=tmp_path / "out", keep_channels=True))
+    for stem in written.values():
+        with av.open(str(stem)) as container:
+            assert container.streams.audio[0].layout.name == layout  # ffprobe names it too, not "6 channels"
+        assert audio.open_audio(stem).info.channel_mask == (mask or 0x3F)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(fmt="mp3", bits="24"), "--bits 24 does not apply to mp3"),
+    (dict(fmt="mp3", mp3_bitrate=500), "--mp3-bitrate 500"),
+    (dict(fmt="ogg"), "--format ogg"),
+    (dict(fmt="flac", bits="32f"), "flac cannot store 32f"),
+    (dict(clip="soft"), "--clip-mode soft"),
+    (dict(stems=("vocals",), two_stems="vocals"), "not both"),
+])
+def test_output_options_are_validated_before_reading(tmp_path: Path, separator: Separator, options: dict,
+                                                     message: str) -> None:
+    with pytest.raises(StemforgeError, match=message):
+        OutputOptions(**options).validate()
+    with pytest.raises(StemforgeError, match=message):  # even for a file that does not exist: nothing is read
+        separator.separate_file(tmp_path / "missing.wav", OutputOptions(directory=tmp_path / "out", **options))
+    assert not (tmp_path / "out").exists()

@@ -42,8 +42,16 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 1_536_000
 
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 BIT_DEPTHS = ("16", "24", "32f")
+#: How stems are kept within full scale; "none" is accepted for Demucs users and behaves like "clamp".
+CLIP_MODES = ("rescale", "clamp", "none")
+#: The mp3 bitrates (kbit/s) LAME accepts; it rounds a value in between to the nearest the sample rate allows.
+MP3_BITRATE_RANGE = (8, 320)
 _SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "32f"): "FLOAT",
              ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
+
+
+class OutputExistsError(AudioError):
+    """An output file is there already (and overwriting was not asked for)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,7 @@ class AudioInfo:
     sample_rate: int
     channels: int
     frames: int | None
+    channel_mask: int | None = None  # speaker positions (WAVEFORMATEXTENSIBLE bits), None when the file does not say
 
     @property
     def seconds(self) -> float | None:
@@ -78,8 +87,9 @@ class _SoundFileReader:
         if self._file.format == "MPEG":  # libmpg123 prints its complaints to stderr: leave MPEG audio to FFmpeg
             self._file.close()
             raise ValueError("MPEG audio is read with PyAV")
-        self.info = AudioInfo(path, int(self._file.samplerate), int(self._file.channels), int(self._file.frames))
-        if self._file.format == "WAV":
+        mask = _wav_channel_mask(path) if self._file.format in ("WAV", "WAVEX") else None
+        self.info = AudioInfo(path, int(self._file.samplerate), int(self._file.channels), int(self._file.frames), mask)
+        if self._file.format in ("WAV", "WAVEX"):
             _warn_if_truncated(self.info, _wav_declared_frames(path))
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
@@ -110,17 +120,18 @@ class _PyAVReader:
             self._container.close()
             raise AudioError(f"{path}: audio stream has no valid sample rate or channel count")
         frames = None
+        self._promised: int | None = None  # what the stream header (e.g. an mp3's Xing/Info frame count) says
         if self._stream.duration is not None and self._stream.time_base is not None:
-            frames = int(round(float(self._stream.duration * self._stream.time_base) * rate))
+            frames = self._promised = int(round(float(self._stream.duration * self._stream.time_base) * rate))
         elif self._container.duration:
             frames = int(round(self._container.duration / 1_000_000 * rate))
-        self.info = AudioInfo(path, rate, channels, frames)
+        self.info = AudioInfo(path, rate, channels, frames, _layout_mask(self._stream.layout, channels))
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         import av
 
         pending: list[np.ndarray] = []
-        size = 0
+        size = decoded = 0
         try:
             for frame in self._container.decode(self._stream):
                 data = _frame_to_array(frame, self.info.channels)
@@ -128,6 +139,7 @@ class _PyAVReader:
                 size += data.shape[1]
                 while size >= block_frames:
                     joined = np.concatenate(pending, axis=1)
+                    decoded += block_frames
                     yield joined[:, :block_frames]
                     rest = joined[:, block_frames:]
                     pending, size = [rest], rest.shape[1]
@@ -135,9 +147,72 @@ class _PyAVReader:
             raise AudioError(f"{self.info.path}: decoding failed part-way (corrupt file?): {exc}") from exc
         if size:
             yield np.concatenate(pending, axis=1)
+        decoded += size
+        if self._promised is not None and self._promised - decoded > max(4096, self._promised // 200):
+            # Slack for encoder delay and padding, and for durations estimated from the bitrate.
+            missing = self._promised - decoded
+            log.warning("%s: file ended early (truncated?): its header promises %.3f s but it holds %.3f s "
+                        "(%.3f s missing)", self.info.path, self._promised / self.info.sample_rate,
+                        decoded / self.info.sample_rate, missing / self.info.sample_rate)
 
     def close(self) -> None:
         self._container.close()
+
+
+#: WAVEFORMATEXTENSIBLE speaker bits, in bit order; FFmpeg's channel names use the same bits.
+SPEAKERS = ("FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR", "TC", "TFL", "TFC", "TFR", "TBL",
+            "TBC", "TBR")
+
+
+def _layout_mask(layout: object, channels: int) -> int | None:
+    """A PyAV channel layout -> its WAVEFORMATEXTENSIBLE mask, or None for an unknown or unusual layout."""
+    try:
+        names = [c.name for c in layout.channels]  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    if len(names) != channels or len(set(names)) != channels or not set(names) <= set(SPEAKERS):
+        return None
+    if names != sorted(names, key=SPEAKERS.index):  # WAVE stores channels in bit order
+        return None
+    return sum(1 << SPEAKERS.index(n) for n in names)
+
+
+def _wav_fmt_chunk(f) -> tuple[int, bytes] | None:
+    """(offset, body) of a RIFF/WAVE file's fmt chunk, or None."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    for _ in range(64):
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"fmt ":
+            return f.tell(), f.read(size)
+        f.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _wav_channel_mask(path: Path) -> int | None:
+    """The dwChannelMask of a WAVE_FORMAT_EXTENSIBLE file (None if absent or zero)."""
+    try:
+        with path.open("rb") as f:
+            found = _wav_fmt_chunk(f)
+    except OSError:
+        return None
+    if found is None or len(found[1]) < 24 or struct.unpack("<H", found[1][:2])[0] != 0xFFFE:
+        return None
+    return struct.unpack("<I", found[1][20:24])[0] or None
+
+
+def _set_wav_channel_mask(path: Path, mask: int) -> None:
+    """Write ``mask`` into the dwChannelMask of a WAVE_FORMAT_EXTENSIBLE file we just wrote."""
+    with path.open("r+b") as f:
+        found = _wav_fmt_chunk(f)
+        if found is None or len(found[1]) < 24 or struct.unpack("<H", found[1][:2])[0] != 0xFFFE:
+            raise OSError(f"{path}: no WAVE_FORMAT_EXTENSIBLE header to hold a channel mask")
+        f.seek(found[0] + 20)
+        f.write(struct.pack("<I", mask))
 
 
 def _wav_declared_frames(path: Path) -> int | None:
@@ -315,19 +390,31 @@ def check_output_format(fmt: str, bits: str, channels: int) -> None:
         raise AudioError(f"mp3 holds at most 2 channels, not {channels}; use wav or flac")
 
 
+def check_mp3_bitrate(bitrate: int) -> None:
+    """Reject an mp3 bitrate LAME cannot encode (``MP3_BITRATE_RANGE``, kbit/s)."""
+    low, high = MP3_BITRATE_RANGE
+    if not low <= bitrate <= high:
+        raise AudioError(f"--mp3-bitrate {bitrate}: mp3 bitrate must be between {low} and {high} kbit/s")
+
+
 class AudioWriter:
     """Streams (channels, n) float32 blocks into ``path`` through a temp file renamed on ``commit``.
 
     Samples outside [-1, 1] are clamped for integer formats and mp3 (rescaling, if wanted, is the caller's job:
-    it needs the peak of the whole signal). ``overwrite=False`` refuses to replace an existing file.
+    it needs the peak of the whole signal). ``overwrite=False`` refuses to replace an existing file. A wav with
+    more than two channels is written as WAVE_FORMAT_EXTENSIBLE with ``channel_mask`` (speaker bits, one per
+    channel; libsndfile's default layout for the channel count when None or not matching).
     """
 
     def __init__(self, path: str | os.PathLike[str], sample_rate: int, channels: int, fmt: str = "wav",
-                 bits: str = "16", mp3_bitrate: int = 320, overwrite: bool = False) -> None:
+                 bits: str = "16", mp3_bitrate: int = 320, overwrite: bool = False,
+                 channel_mask: int | None = None) -> None:
         check_output_format(fmt, bits, channels)
+        # More than two channels need WAVE_FORMAT_EXTENSIBLE to say which speaker each is (else players guess).
+        self._mask = channel_mask if channel_mask and bin(channel_mask).count("1") == channels else None
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise AudioError(f"{self.path}: already exists (use --force to overwrite)")
+            raise OutputExistsError(f"{self.path}: already exists (use --force to overwrite)")
         self.fmt, self.bits, self.channels, self.sample_rate = fmt, bits, channels, sample_rate
         self.overwrite = overwrite
         with deferred_signals():  # a signal must not land between creating the temp file and owning it
@@ -345,8 +432,9 @@ class AudioWriter:
                 else:
                     import soundfile as sf
 
+                    container = "WAVEX" if fmt == "wav" and channels > 2 else fmt.upper()
                     self._sf = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
-                                            subtype=_SUBTYPES[(fmt, bits)], format=fmt.upper())
+                                            subtype=_SUBTYPES[(fmt, bits)], format=container)
             except AudioError:
                 self._tmp.unlink(missing_ok=True)
                 raise
@@ -357,8 +445,7 @@ class AudioWriter:
     def _open_mp3(self, bitrate: int) -> None:
         import av
 
-        if not 8 <= bitrate <= 320:
-            raise AudioError(f"mp3 bitrate must be between 8 and 320 kbit/s, not {bitrate}")
+        check_mp3_bitrate(bitrate)
         self._container = av.open(str(self._tmp), "w", format="mp3")
         self._stream = self._container.add_stream("libmp3lame", rate=self.sample_rate)
         self._layout = "mono" if self.channels == 1 else "stereo"
@@ -403,6 +490,8 @@ class AudioWriter:
                 self._container.close()
             else:
                 self._sf.close()
+                if self._mask is not None and self.fmt == "wav" and self.channels > 2:
+                    _set_wav_channel_mask(self._tmp, self._mask)  # libsndfile writes its default layout
             self._closed = True
         except Exception as exc:
             reason = self._failure(exc)
@@ -605,7 +694,7 @@ def publish(parts: Mapping[Path, Path], overwrite: bool = False) -> None:
                     os.replace(tmp, target)
         except FileExistsError as exc:
             _unclaim(claimed)
-            raise AudioError(f"{target}: already exists (use --force to overwrite)") from exc
+            raise OutputExistsError(f"{target}: already exists (use --force to overwrite)") from exc
         except OSError as exc:
             _unclaim(claimed)
             raise AudioError(f"{target}: cannot write output ({exc.strerror or exc})") from exc

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     import stemforge.commands
 
-    parser = argparse.ArgumentParser(prog="stemforge", description="Separate music into stems; train and evaluate separators.")
+    parser = argparse.ArgumentParser(prog="stemforge", description="Separate music into stems; train and evaluate separators.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"stemforge {__version__}")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,

@@ -10,19 +10,22 @@ output folder.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import logging
 import os
 import re
 import string
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from stemforge.audio import (AudioWriter, StreamResampler, check_output_format, deferred_signals, open_audio,
+from stemforge.audio import (BIT_DEPTHS, CLIP_MODES, OUTPUT_FORMATS, AudioWriter, OutputExistsError,
+                             StreamResampler, check_mp3_bitrate, check_output_format, deferred_signals, open_audio,
                              publish, resample, sweep_stale_parts)
 from stemforge.engine import EngineOptions, separate_blocks, separate_tensor
 from stemforge.errors import AudioError, StemforgeError
@@ -47,15 +50,55 @@ class OutputOptions:
 
     directory: Path = Path("separated")
     fmt: str = "wav"  # wav | flac | mp3
-    bits: str = "16"  # 16 | 24 | 32f (wav only)
-    mp3_bitrate: int = 320
-    clip: str = "rescale"  # rescale: scale a stem down if it would clip; clamp: hard-limit samples
+    bits: str | None = None  # 16 (the default) | 24 | 32f (wav only); mp3 has no bit depth
+    mp3_bitrate: int | None = None  # kbit/s, mp3 only (default 320)
+    clip: str = "rescale"  # rescale: scale a stem down if it would clip; clamp (or none): hard-limit samples
     filename: str = "{track}/{stem}.{ext}"
     keep_rate: bool = False  # write at the input's sample rate instead of the model's
     keep_channels: bool = False  # write the input's channel layout instead of the model's
     stems: tuple[str, ...] | None = None  # subset to write; None: all
     two_stems: str | None = None  # write STEM and no_STEM only
     force: bool = False  # overwrite existing outputs
+    jobs: int | None = None  # stems encoded in parallel; None: one thread per stem, up to the CPU count
+
+    def validate(self) -> None:
+        """Check every option that does not depend on the model or the input, so a mistake costs no work.
+
+        Raises:
+            StemforgeError: one line naming the offending option.
+        """
+        if self.fmt not in OUTPUT_FORMATS:
+            raise StemforgeError(f"--format {self.fmt}: choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.fmt == "mp3":
+            if self.bits is not None:
+                raise StemforgeError(f"--bits {self.bits} does not apply to mp3 (it has no bit depth; set "
+                                     "--mp3-bitrate instead), use wav or flac for a bit depth")
+            if self.mp3_bitrate is not None:
+                check_mp3_bitrate(self.mp3_bitrate)
+        else:
+            if self.mp3_bitrate is not None:
+                raise StemforgeError(f"--mp3-bitrate {self.mp3_bitrate} applies to mp3 only, not {self.fmt} "
+                                     "(add --mp3 or --format mp3)")
+            if self.bits is not None and self.bits not in BIT_DEPTHS:
+                raise StemforgeError(f"--bits {self.bits}: choose one of {', '.join(BIT_DEPTHS)}")
+            check_output_format(self.fmt, self.bits or "16", 1)
+        if self.clip not in CLIP_MODES:
+            raise StemforgeError(f"--clip-mode {self.clip}: choose one of {', '.join(CLIP_MODES)}")
+        if self.jobs is not None and self.jobs < 1:
+            raise StemforgeError(f"--jobs {self.jobs}: needs at least 1")
+        if self.stems is not None and self.two_stems is not None:
+            raise StemforgeError("use either --two-stems or --stems, not both")
+        check_filename_template(self.filename)
+
+    @property
+    def depth(self) -> str:
+        """The bit depth written (``16`` when unset; ignored for mp3)."""
+        return self.bits or "16"
+
+    @property
+    def bitrate(self) -> int:
+        """The mp3 bitrate in kbit/s (320 when unset)."""
+        return 320 if self.mp3_bitrate is None else self.mp3_bitrate
 
 
 class Separator:
@@ -168,22 +211,33 @@ class Separator:
                 (without ``force``), or a failed write (full disk, ...), each with a one-line message.
         """
         output = output or OutputOptions()
-        if output.clip not in ("rescale", "clamp"):
-            raise StemforgeError(f"clip mode must be rescale or clamp, got {output.clip!r}")
+        output.validate()
         path = Path(path)
         targets = self.output_paths(path, output, relpath)
-        _refuse_complete(targets, output.force)
+        _refuse_complete(path, targets, output.force)
+        new_dirs = _missing_dirs([Path(output.directory) / _safe_part(self.name),
+                                  *(t.parent for t in targets.values())])
+        try:
+            self._separate_file(path, output, targets, progress, callback, relpath)
+        except BaseException:
+            _remove_empty(new_dirs)  # a failed or interrupted run leaves no empty track folders behind
+            raise
+        return targets
+
+    def _separate_file(self, path: Path, output: OutputOptions, targets: dict[str, Path], progress: bool,
+                       callback: ProgressCallback | None, relpath: str | Path) -> None:
+        """``separate_file`` once the targets are known: read, separate, encode and publish under the track lock."""
         reader = open_audio(path)
         try:
             info = reader.info
             plan = ChannelPlan(info.channels, self.model.channels, output.keep_channels)
-            check_output_format(output.fmt, output.bits, plan.out_channels)
+            check_output_format(output.fmt, output.depth, plan.out_channels)
             out_rate = info.sample_rate if output.keep_rate else self.sample_rate
             lock = Path(output.directory) / _safe_part(self.name) / _lock_name(path, relpath)
             with TrackLock(lock):
                 for target in targets.values():
                     sweep_stale_parts(target)
-                todo = _refuse_complete(targets, output.force)
+                todo = _refuse_complete(path, targets, output.force)
                 if len(todo) < len(targets):
                     log.warning("%s: an earlier run left %d of %d stems; writing the missing ones (%s)", path,
                                 len(targets) - len(todo), len(targets), ", ".join(todo))
@@ -201,32 +255,38 @@ class Separator:
                 opened: list[AudioWriter] = []  # every temp file, so cleanup cannot miss one whenever a signal lands
                 try:
                     try:
-                        parts = self._stream_to_files(reader, plan, todo, output, out_rate, report, opened)
+                        parts = self._stream_to_files(reader, plan, todo, output, out_rate, report, opened,
+                                                      path.name if progress else None)
                     finally:
                         if bar is not None:
                             bar.close()
-                    publish({todo[stem]: tmp for stem, tmp in parts.items()}, overwrite=output.force)
+                    try:
+                        publish({todo[stem]: tmp for stem, tmp in parts.items()}, overwrite=output.force)
+                    except OutputExistsError as exc:  # another writer got there first
+                        raise OutputExistsError(f"{path}: {exc}") from exc
                 finally:
                     for writer in opened:
                         writer.abort()  # published files are links or renames: only leftovers go
         finally:
             reader.close()
-        return targets
 
     def _stream_to_files(self, reader, plan: ChannelPlan, targets: dict[str, Path], output: OutputOptions,
-                         out_rate: int, report: Callable[[int], None], opened: list[AudioWriter]) -> dict[str, Path]:
+                         out_rate: int, report: Callable[[int], None], opened: list[AudioWriter],
+                         bar_name: str | None = None) -> dict[str, Path]:
         """Separate ``reader`` into finished temporary files next to ``targets``; returns stem -> temp file.
 
         Every writer is appended to ``opened`` as it is created; the caller aborts them all when done.
+        With ``bar_name``, the final encoding pass (after rescaling) shows its own progress bar.
         """
         info = reader.info
         groups, width = len(plan.groups), self.model.channels
-        rescale = output.clip == "rescale" and output.bits != "32f"
+        rescale = output.clip == "rescale" and output.depth != "32f"
         # With rescaling, stems go to float staging files first: the gain needs each stem's peak.
+        mask = info.channel_mask if plan.out_channels == info.channels else None  # the input's speaker layout
         writers: dict[str, AudioWriter] = {}
         for stem, dest in targets.items():
             writers[stem] = _open_writer(opened, dest, out_rate, plan.out_channels, "wav" if rescale else output.fmt,
-                                         "32f" if rescale else output.bits, output.mp3_bitrate)
+                                         "32f" if rescale else output.depth, output.bitrate, mask)
         peaks = dict.fromkeys(targets, 0.0)
         back = {stem: StreamResampler(self.sample_rate, out_rate, plan.out_channels) for stem in targets}
         frames_in = [0]
@@ -277,13 +337,54 @@ class Separator:
         staged = {stem: writer.finish() for stem, writer in writers.items()}
         if not rescale:
             return staged
-        final = {}
-        for stem, dest in targets.items():
-            writer = _open_writer(opened, dest, out_rate, plan.out_channels, output.fmt, output.bits,
-                                  output.mp3_bitrate)
-            final[stem] = _finalise(staged[stem], writer, peaks[stem])
-            writers[stem].abort()  # the float staging file is no longer needed
+        finals = {stem: _open_writer(opened, dest, out_rate, plan.out_channels, output.fmt, output.depth,
+                                     output.bitrate, mask) for stem, dest in targets.items()}
+        total = sum(written.values()) / out_rate
+        bar = _progress_bar(f"{bar_name} (encoding {output.fmt})", total) if bar_name else None
+        try:
+            final = _encode_parallel(staged, finals, peaks, output.jobs, out_rate, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        for writer in writers.values():
+            writer.abort()  # the float staging files are no longer needed
         return final
+
+
+def _encode_parallel(staged: dict[str, Path], finals: dict[str, AudioWriter], peaks: dict[str, float],
+                     jobs: int | None, rate: int, bar) -> dict[str, Path]:
+    """Encode each float staging file into its writer, several stems at once (the encoders release the GIL).
+
+    Args:
+        staged: stem -> float staging file.
+        finals: stem -> open writer in the final format.
+        peaks: stem -> peak magnitude, for the anti-clipping gain.
+        jobs: worker threads (None: one per stem, up to the CPU count).
+        rate: sample rate, to report progress in seconds.
+        bar: a tqdm bar advanced in seconds of audio, or None.
+
+    Returns:
+        stem -> finished (unpublished) temporary file.
+    """
+    workers = max(1, min(len(finals), jobs or os.cpu_count() or 1))
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def tick(frames: int) -> None:
+        if bar is not None:
+            with lock:
+                bar.update(frames / rate)
+
+    if workers == 1:
+        return {stem: _finalise(staged[stem], writer, peaks[stem], stop, tick) for stem, writer in finals.items()}
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="stemforge-encode") as pool:
+        futures = {stem: pool.submit(_finalise, staged[stem], writer, peaks[stem], stop, tick)
+                   for stem, writer in finals.items()}
+        try:
+            return {stem: future.result() for stem, future in futures.items()}
+        except BaseException:
+            stop.set()  # the others stop at their next block; leaving the pool waits for them before cleanup
+            raise
 
 
 def check_filename_template(template: str) -> None:
@@ -317,14 +418,35 @@ def _safe_part(value: str) -> str:
     return "_" * max(1, len(value)) if set(value) <= {"."} else value
 
 
-def _refuse_complete(targets: dict[str, Path], force: bool) -> dict[str, Path]:
-    """The targets still to write: all with ``force``, else the missing ones (an error if none is missing)."""
+def _refuse_complete(track: Path, targets: dict[str, Path], force: bool) -> dict[str, Path]:
+    """The targets still to write: all with ``force``, else the missing ones (an error naming ``track`` if none is)."""
     if force:
         return dict(targets)
     todo = {stem: p for stem, p in targets.items() if not p.exists()}
     if not todo:
-        raise AudioError(f"output already exists: {next(iter(targets.values()))} (use --force to overwrite)")
+        raise OutputExistsError(f"{track}: output already exists: {next(iter(targets.values()))} (use --force to "
+                                "overwrite, --skip-existing to skip it)")
     return todo
+
+
+def _missing_dirs(folders: list[Path]) -> list[Path]:
+    """The folders (and their parents) that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for folder in folders:
+        for d in (folder, *folder.parents):
+            if d.exists() or d == d.parent:
+                break
+            missing.add(d)
+    return sorted(missing, key=lambda d: len(d.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each folder that is empty (deepest first); one holding anything is left alone."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _lock_name(track: Path, relpath: str | Path) -> str:
@@ -422,23 +544,40 @@ def _selected(sources: list[str], block: np.ndarray, targets: dict[str, Path]) -
 
 
 def _open_writer(opened: list[AudioWriter], *args: object) -> AudioWriter:
-    """An ``AudioWriter`` (overwrite allowed: ``publish`` decides) recorded in ``opened`` before a signal can land."""
+    """An ``AudioWriter`` (overwrite allowed: ``publish`` decides) recorded in ``opened`` before a signal can land.
+
+    ``args``: path, rate, channels, format, bits, mp3 bitrate, channel mask.
+    """
+    *args, mask = args
     with deferred_signals():
-        writer = AudioWriter(*args, overwrite=True)  # type: ignore[arg-type]
+        writer = AudioWriter(*args, overwrite=True, channel_mask=mask)  # type: ignore[arg-type, misc]
         opened.append(writer)
     return writer
 
 
-def _finalise(staged: Path, writer: AudioWriter, peak: float) -> Path:
+def _finalise(staged: Path, writer: AudioWriter, peak: float, stop: threading.Event | None = None,
+              tick: Callable[[int], None] | None = None) -> Path:
     """Copy a float staging file into ``writer``, scaled down if it would clip (as Demucs does).
 
-    Returns the finished (unpublished) temporary file.
+    Args:
+        staged: float wav of shape (channels, n) on disk.
+        writer: the final writer.
+        peak: the staged signal's peak magnitude.
+        stop: when set, give up at the next block (another stem failed or the run was interrupted).
+        tick: called with the frames written after each block.
+
+    Returns:
+        The finished (unpublished) temporary file.
     """
     gain = 1.0 / max(1.01 * peak, 1.0)
     reader = open_audio(staged)
     try:
         for block in reader.blocks(READ_BLOCK):
+            if stop is not None and stop.is_set():
+                raise AudioError(f"{writer.path}: encoding stopped")
             writer.write(block * gain)
+            if tick is not None:
+                tick(block.shape[1])
     finally:
         reader.close()
     return writer.finish()

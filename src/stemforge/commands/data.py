@@ -14,9 +14,9 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="make and inspect training data")
+    parser = subparsers.add_parser("data", help="make and inspect training data", allow_abbrev=False)
     commands = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
-    synth = commands.add_parser("synth", help="render synthetic multitrack songs (MUSDB18 folder layout)")
+    synth = commands.add_parser("synth", help="render synthetic multitrack songs (MUSDB18 folder layout)", allow_abbrev=False)
     synth.add_argument("--out", type=Path, required=True, help="output folder; one sub-folder per song")
     synth.add_argument("--songs", type=int, default=10, help="number of songs (default 10)")
     synth.add_argument("--seconds", type=float, default=60.0, help="length of each song in seconds (default 60)")
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="render evaluation songs (held-out seed range counted from --seed, held-out instruments)")
     synth.set_defaults(func=run_synth)
 
-    check = commands.add_parser("check", help="find and check the songs of stem datasets (rates, lengths, files)")
+    check = commands.add_parser("check", help="find and check the songs of stem datasets (rates, lengths, files)", allow_abbrev=False)
     check.add_argument("roots", nargs="+", type=Path, help="dataset folders, .stem.mp4 files or .csv/.json manifests")
     check.add_argument("--sources", default="drums,bass,other,vocals", help="comma-separated sources")
     check.set_defaults(func=run_check)

@@ -11,7 +11,7 @@ METRICS = ("bss", "mdx", "sisdr", "snr")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="score separators on a dataset (BSS Eval v4, MDX SDR, SI-SDR)",
+        "evaluate", allow_abbrev=False, help="score separators on a dataset (BSS Eval v4, MDX SDR, SI-SDR)",
         description="Separate every track of a MUSDB-style dataset (or read existing estimates), score it, and "
                     "write per-track/per-stem tables (CSV, JSON, Markdown) and plots. Reference points (oracle "
                     "IRM/IBM/multichannel Wiener, the mixture, the classical model) are added unless --no-references.")

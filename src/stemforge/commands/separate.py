@@ -12,13 +12,14 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from stemforge.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, OUTPUT_FORMATS
+from stemforge.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, CLIP_MODES, MP3_BITRATE_RANGE, OUTPUT_FORMATS, OutputExistsError
 from stemforge.errors import StemforgeError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("separate", help="separate audio files into stems",
-                              description="Separate audio files into stems. Output: DIR/<model>/<track>/<stem>.<ext>.")
+    p = subparsers.add_parser("separate", help="separate audio files into stems", allow_abbrev=False,
+                              description="Separate audio files into stems. Output: DIR/<model>/<track>/<stem>.<ext>. "
+                                          "Demucs' flags work too (--mp3, --flac, --int24, --float32, -j, ...).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories (walked for audio files)")
     p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output directory (default: separated)")
     p.add_argument("-n", "--name", default="default", metavar="MODEL",
@@ -35,22 +36,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
     p.add_argument("--wiener", type=int, default=0, metavar="N",
                    help="multichannel Wiener EM post-filter iterations for spectrogram networks (default 0: off)")
-    p.add_argument("-j", "--jobs", type=int, metavar="JOBS", help="CPU threads for the model (default: all cores)")
-    p.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="wav", help="output format (default wav)")
-    p.add_argument("--bits", choices=BIT_DEPTHS, default="16", help="bit depth: 16, 24 or 32f (float, wav only)")
-    p.add_argument("--mp3-bitrate", type=int, default=320, metavar="K", help="mp3 bitrate in kbit/s (default 320)")
-    p.add_argument("--clip-mode", choices=("rescale", "clamp"), default="rescale",
-                   help="avoid clipping by scaling a stem down (rescale, default) or hard-limiting (clamp)")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="parallel jobs, as in Demucs: stems encoded at once (default: one per stem, up to the "
+                        "number of CPUs)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="wav", help="output format (default wav)")
+    fmt.add_argument("--mp3", dest="fmt", action="store_const", const="mp3", help="same as --format mp3 (Demucs)")
+    fmt.add_argument("--flac", dest="fmt", action="store_const", const="flac", help="same as --format flac (Demucs)")
+    bits = p.add_mutually_exclusive_group()
+    bits.add_argument("--bits", choices=BIT_DEPTHS,
+                      help="bit depth of wav/flac: 16 (default), 24 or 32f (float, wav only)")
+    bits.add_argument("--int24", dest="bits", action="store_const", const="24", help="same as --bits 24 (Demucs)")
+    bits.add_argument("--float32", dest="bits", action="store_const", const="32f", help="same as --bits 32f (Demucs)")
+    p.add_argument("--mp3-bitrate", type=int, metavar="K",
+                   help=f"mp3 bitrate in kbit/s, {MP3_BITRATE_RANGE[0]} to {MP3_BITRATE_RANGE[1]} (default 320)")
+    p.add_argument("--clip-mode", choices=CLIP_MODES, default="rescale",
+                   help="avoid clipping by scaling a stem down (rescale, default) or hard-limiting (clamp; 'none' "
+                        "is the same: integer samples and mp3 cannot go past full scale, 32-bit float is never limited)")
     p.add_argument("--keep-rate", action="store_true", help="write stems at the input's sample rate")
     p.add_argument("--keep-channels", action="store_true", help="write stems with the input's channel layout")
     p.add_argument("--filename", default="{track}/{stem}.{ext}",
                    help="output name template inside DIR/<model> with {track} (file name without extension), "
                         "{trackext} (with it), {stem}, {ext} and {relpath} (the track's folder relative to the "
                         "input directory) (default {track}/{stem}.{ext})")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="skip a track whose stems all exist already (a re-run of a batch)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON summary on stdout (per input: status, output paths or the error); no progress bar")
+                   help="print a JSON summary on stdout (per input: status ok, skipped or error, output paths or the "
+                        "error); no progress bar")
     p.set_defaults(func=run)
 
 
@@ -82,25 +99,48 @@ def run(args: argparse.Namespace) -> int:
     from stemforge.separate import OutputOptions, Separator, check_filename_template
 
     check_filename_template(args.filename)  # before loading a model or reading anything
+    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
+    output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
+                           clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
+                           keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force,
+                           jobs=args.jobs)
+    output.validate()  # every output option, in one line, before a model is loaded
     tracks, problems = find_inputs(args.inputs)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not tracks:
         return 1
-    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
     separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
                           batch_size=args.batch_size, device=args.device, precision=args.precision,
-                          threads=args.jobs, backend=args.backend, wiener=args.wiener)
-    output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
-                           clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
-                           keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force)
+                          threads=args.threads, backend=args.backend, wiener=args.wiener)
     tracks = _check_collisions(separator, output, tracks)
     results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
     failed = len(problems)
+    skipped = 0
     with _signals_interrupt():
         for path, relpath in tracks:
+            if args.skip_existing:
+                targets = separator.output_paths(path, output, relpath)
+                if all(p.exists() for p in targets.values()):
+                    skipped += 1
+                    results.append({"input": str(path), "status": "skipped",
+                                    "outputs": {stem: str(p) for stem, p in targets.items()}})
+                    if not args.json:
+                        print(f"{path}: skipped, its {len(targets)} stems exist")
+                    continue
             try:
                 written = separator.separate_file(path, output, progress=not (args.quiet or args.json), relpath=relpath)
+            except OutputExistsError as exc:
+                if not args.skip_existing:  # another run finished it while we waited for its lock
+                    print(f"error: {exc}", file=sys.stderr)
+                    results.append({"input": str(path), "status": "error", "error": str(exc)})
+                    failed += 1
+                    continue
+                skipped += 1
+                targets = separator.output_paths(path, output, relpath)
+                results.append({"input": str(path), "status": "skipped",
+                                "outputs": {stem: str(p) for stem, p in targets.items()}})
+                continue
             except StemforgeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 results.append({"input": str(path), "status": "error", "error": str(exc)})
@@ -110,10 +150,14 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 folder = sorted({str(p.parent) for p in written.values()})
                 print(f"{path}: {len(written)} stems -> {', '.join(folder)}")
+    total = len(tracks) + len(problems)
+    if skipped and not args.json:
+        print(f"{skipped} of {total} inputs skipped (all stems already there)")
     if failed:
-        print(f"{failed} of {len(tracks) + len(problems)} inputs failed", file=sys.stderr)
+        print(f"{failed} of {total} inputs failed", file=sys.stderr)
     if args.json:
-        json.dump({"model": separator.name, "failed": failed, "inputs": results}, sys.stdout, indent=2)
+        json.dump({"model": separator.name, "failed": failed, "skipped": skipped, "inputs": results}, sys.stdout,
+                  indent=2)
         print()
     return 1 if failed else 0
 

@@ -13,7 +13,7 @@ from stemforge.errors import StemforgeError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train, resume or fine-tune a separation model",
+        "train", allow_abbrev=False, help="train, resume or fine-tune a separation model",
         description="Train a model on MUSDB-layout stem folders (supervised), on mixtures alone (MixIT), or both. "
                     "Flags override the --config file. The run folder gets checkpoints, logs and config.json.",
     )
