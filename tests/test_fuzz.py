@@ -114,7 +114,9 @@ def check_run(code: int, stderr: str, path: Path, out: Path) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert "Traceback" not in stderr, f"{path}: {stderr}"
     # Nothing else on stderr (fd 2, so C libraries' chatter counts): the error, the summary, one-line warnings.
-    stray = [line for line in lines if not line.startswith(("error: ", f"{path}: ")) and line != "1 of 1 inputs failed"]
+    # One-line warnings name the file: "warning: FILE: ..." (the CLI's logging) or "FILE: ..." (before it is set up).
+    stray = [line for line in lines if not line.startswith(("error: ", f"warning: {path}: ", f"{path}: "))
+             and line != "1 of 1 inputs failed"]
     assert stray == [], f"{path}: unexpected output on stderr: {stray}"
     hidden = [p for p in out.rglob("*") if p.name.startswith(".")] if out.exists() else []
     assert hidden == [], f"{path}: temporary files left: {hidden}"
