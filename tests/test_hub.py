@@ -142,3 +142,26 @@ def test_format_table_cuts_the_widest_columns() -> None:
     lines = format_table(rows, width=60)
     assert max(map(len, lines)) <= 60 and lines[1].startswith("x     yyy") and "..." in lines[1]
     assert format_table([("a", "b")]) == ["a  b"]
+
+
+def test_contributing_worked_example_runs(tmp_path: Path, monkeypatch) -> None:
+    """The format module in CONTRIBUTING.md, saved as it is written and added with its one line, loads a file."""
+    import re
+
+    from stemforge.models import build
+    from stemforge.models.compat import loaders
+
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    module_code, line = re.findall(r"```python\n(.*?)```", text, flags=re.S)[:2]
+    (tmp_path / "sep_format.py").write_text(module_code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = eval(line.strip().rstrip(","))  # noqa: S307 - our own documentation: ("sep", "<module path>")
+    monkeypatch.setattr(loaders, "FORMATS", (*loaders.FORMATS, (entry[0], "sep_format")))
+    unet = build("unet").eval()
+    torch.save({"config": unet.config.to_dict(), "state": unet.state_dict()}, tmp_path / "x.sep")
+    loaded = hub.load_model(tmp_path / "x.sep")
+    assert type(loaded) is type(unet) and entry == ("sep", "stemforge.models.compat.sep_format")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), unet.state_dict().values()))
+    torch.save({"config": unet.config.to_dict(), "state": {"w": torch.zeros(1)}}, tmp_path / "bad.sep")
+    with pytest.raises(ModelError, match="does not match its config"):
+        hub.load_model(tmp_path / "bad.sep")
