@@ -165,3 +165,23 @@ def test_contributing_worked_example_runs(tmp_path: Path, monkeypatch) -> None:
     torch.save({"config": unet.config.to_dict(), "state": {"w": torch.zeros(1)}}, tmp_path / "bad.sep")
     with pytest.raises(ModelError, match="does not match its config"):
         hub.load_model(tmp_path / "bad.sep")
+
+
+def test_library_errors_in_library_words_cli_in_its_flags(capsys, tmp_path: Path, monkeypatch) -> None:
+    """The library's message names Python calls; the CLI prints the same advice with its own commands and flags."""
+    monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(hub.NotDownloadedError) as info:
+        hub.load_model("umxl")
+    assert "stemforge.hub.download('umxl')" in str(info.value) and "-n" not in str(info.value)
+    assert "stemforge models" not in str(info.value)
+    with pytest.raises(ModelError) as info:
+        hub.load_model("unet")
+    assert "-n" not in str(info.value)
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "song.wav", np.zeros((4410, 2), dtype=np.float32), 44100)
+    for name, advice in (("umxl", "run 'stemforge models download umxl'"), ("unet", "-n path/to/model.safetensors")):
+        assert main(["separate", str(tmp_path / "song.wav"), "-o", str(tmp_path / "out"), "-n", name]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and advice in err[0], err

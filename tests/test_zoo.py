@@ -175,8 +175,9 @@ def test_catalogue_facts_come_from_the_reference_packages() -> None:
 
 def test_not_downloaded_names_say_what_to_do(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path))
-    with pytest.raises(ModelError, match=r"not downloaded: run 'stemforge models download htdemucs'.*955717e8"):
+    with pytest.raises(ModelError, match=r"not downloaded: stemforge.hub.download\('htdemucs'\).*955717e8") as info:
         zoo.resolve_model("htdemucs")
+    assert "run 'stemforge models download htdemucs'" in info.value.cli_message  # what the CLI prints
     assert zoo.resolve_model("not-a-model-or-file") is None
     from stemforge.models.compat import load_pretrained
 

@@ -49,6 +49,23 @@ class UnknownModelError(ModelError):
             f"architectures to train first: {', '.join(trainable)}")
 
 
+class NotDownloadedError(ModelError):
+    """A zoo model whose files are not in the cache.
+
+    Attributes:
+        name: the zoo name.
+        cli_message: the same advice in command-line terms (the CLI prints it instead).
+    """
+
+    def __init__(self, entry: ZooEntry, folder: Path) -> None:
+        self.name = entry.name
+        where = offline_hint(entry, folder)
+        super().__init__(f"zoo model {entry.name!r} is not downloaded: stemforge.hub.download({entry.name!r}) "
+                         f"fetches it (needs internet), or {where} (or load the file by its path)")
+        self.cli_message = (f"zoo model {entry.name!r} is not downloaded: run 'stemforge models download "
+                            f"{entry.name}' (needs internet), or {where} (or pass -n /path/to/the/file)")
+
+
 def bundled_checkpoint() -> Path | None:
     """The shipped default model's checkpoint, if this install has one."""
     path = Path(str(resources.files("stemforge") / "assets" / "default.safetensors"))
@@ -77,8 +94,7 @@ def load_zoo(name: str, cache_dir: str | Path | None = None, **options: Any) -> 
                          f"{', '.join(e.name for e in catalogue.CATALOGUE)}")
     folder = entry_dir(entry, cache_dir)
     if not is_downloaded(entry, cache_dir):
-        raise ModelError(f"zoo model {name!r} is not downloaded: run 'stemforge models download {name}' "
-                         f"(needs internet), or {offline_hint(entry, folder)}")
+        raise NotDownloadedError(entry, folder)
     for file in entry.files:  # downloaded or placed by hand: checked before anything reads it
         verify(file, folder / file.name)
     if entry.manifest and not (folder / entry.manifest[0]).is_file():
@@ -164,8 +180,11 @@ def resolve(name_or_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path | No
         raise unknown_model_error(text)
     model = build(text)
     if model.trainable:
-        raise ModelError(f"model {text!r} is an architecture without trained weights; train it first "
-                         "(stemforge train) and load the checkpoint it writes")
+        error = ModelError(f"model {text!r} is an architecture without trained weights; train it first and load "
+                           "the checkpoint that writes")
+        error.cli_message = (f"model {text!r} is an architecture without trained weights; train it with "  # type: ignore[attr-defined]
+                             "'stemforge train' and pass the checkpoint it writes (-n path/to/model.safetensors)")
+        raise error
     return model.eval(), text
 
 
@@ -187,6 +206,6 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path |
     return resolve(name_or_path, cache_dir)[0]
 
 
-__all__ = ["DEFAULT_MODEL", "UnknownModelError", "ZooEntry", "ZooFile", "bundled_checkpoint", "default_cache_dir",
+__all__ = ["DEFAULT_MODEL", "NotDownloadedError", "UnknownModelError", "ZooEntry", "ZooFile", "bundled_checkpoint", "default_cache_dir",
            "download", "entry_dir", "find", "is_downloaded", "list_checkpoints", "load_model", "load_zoo",
            "model_names", "resolve", "resolve_model", "unknown_model_error", "verify"]

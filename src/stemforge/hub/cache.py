@@ -53,7 +53,7 @@ def is_downloaded(entry: ZooEntry, cache_dir: str | Path | None = None) -> bool:
 
 def offline_hint(entry: ZooEntry, folder: Path) -> str:
     urls = " ".join(f.url for f in entry.files)
-    return f"download {urls} and put the file(s) in {folder} (or pass -n /path/to/the/file)"
+    return f"download {urls} and put the file(s) in {folder}"
 
 
 def _sha256(path: Path) -> str:
