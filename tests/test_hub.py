@@ -174,9 +174,9 @@ def test_library_errors_in_library_words_cli_in_its_flags(capsys, tmp_path: Path
         hub.load_model("umxl")
     assert "stemforge.hub.download('umxl')" in str(info.value) and "-n" not in str(info.value)
     assert "stemforge models" not in str(info.value)
-    with pytest.raises(ModelError) as info:
+    with pytest.raises(hub.UntrainedModelError) as info:
         hub.load_model("unet")
-    assert "-n" not in str(info.value)
+    assert "-n" not in str(info.value) and "stemforge.train" in str(info.value)
     import numpy as np
     import soundfile as sf
 

@@ -66,6 +66,17 @@ class NotDownloadedError(ModelError):
                             f"{entry.name}' (needs internet), or {where} (or pass -n /path/to/the/file)")
 
 
+class UntrainedModelError(ModelError):
+    """A registered architecture that has no trained weights of its own (train it, then load the checkpoint)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"model {name!r} is an architecture without trained weights; train it first "
+                         "(stemforge.train) and load the checkpoint that writes")
+        self.cli_message = (f"model {name!r} is an architecture without trained weights; train it with "
+                            "'stemforge train' and pass the checkpoint it writes (-n path/to/model.safetensors)")
+
+
 def bundled_checkpoint() -> Path | None:
     """The shipped default model's checkpoint, if this install has one."""
     path = Path(str(resources.files("stemforge") / "assets" / "default.safetensors"))
@@ -180,11 +191,7 @@ def resolve(name_or_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path | No
         raise unknown_model_error(text)
     model = build(text)
     if model.trainable:
-        error = ModelError(f"model {text!r} is an architecture without trained weights; train it first and load "
-                           "the checkpoint that writes")
-        error.cli_message = (f"model {text!r} is an architecture without trained weights; train it with "  # type: ignore[attr-defined]
-                             "'stemforge train' and pass the checkpoint it writes (-n path/to/model.safetensors)")
-        raise error
+        raise UntrainedModelError(text)
     return model.eval(), text
 
 
@@ -206,6 +213,6 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path |
     return resolve(name_or_path, cache_dir)[0]
 
 
-__all__ = ["DEFAULT_MODEL", "NotDownloadedError", "UnknownModelError", "ZooEntry", "ZooFile", "bundled_checkpoint", "default_cache_dir",
+__all__ = ["DEFAULT_MODEL", "NotDownloadedError", "UnknownModelError", "UntrainedModelError", "ZooEntry", "ZooFile", "bundled_checkpoint", "default_cache_dir",
            "download", "entry_dir", "find", "is_downloaded", "list_checkpoints", "load_model", "load_zoo",
            "model_names", "resolve", "resolve_model", "unknown_model_error", "verify"]
