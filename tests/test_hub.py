@@ -130,7 +130,8 @@ def test_downloaded_checkpoints_move_to_the_trained_table(capsys, tmp_path: Path
     folder.mkdir()
     for file in entry.files:
         (folder / file.name).write_bytes(b"x")
-    assert main(["models", "--cache-dir", str(tmp_path)]) == 0
+    monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path))
+    assert main(["models"]) == 0
     trained, downloadable = "\n".join(_lines(capsys)).split("\n\n")[:2]
     assert "\numxl " in trained and "\numxl " not in downloadable
 

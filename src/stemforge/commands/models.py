@@ -25,8 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-speed", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--json", action="store_true", help="print the table as a JSON list of objects")
     p.add_argument("--info", action="store_true", help="print the bundled default model's metadata (its model card)")
-    p.add_argument("--cache-dir", default=None, help=_CACHE_HELP)
-    p.set_defaults(func=run, cache_dir=None)
+    p.set_defaults(func=run)
     register_subcommands(p.add_subparsers(dest="models_command", metavar="{list,download}"))
 
 
@@ -197,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(json.dumps(read_metadata(checkpoint), indent=2))
         return 0
-    records = model_rows(speed=args.speed, cache_dir=args.cache_dir)
+    records = model_rows(speed=args.speed)  # the zoo cache: $STEMFORGE_CACHE or the user cache dir
     if args.json:
         print(json.dumps(records, indent=1))
         return 0
