@@ -128,3 +128,26 @@ def test_malformed_metadata_is_a_model_error(meta, tmp_path: Path) -> None:
     save_file({"w": torch.zeros(1)}, str(path), metadata={"stemforge": json.dumps(meta)})
     with pytest.raises(ModelError, match="not a stemforge checkpoint"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("arch", ["mdxnet_onnx", "demucs_bag"])
+def test_architectures_outside_safetensors_are_refused(arch: str, tmp_path: Path) -> None:
+    """An ONNX graph or a bag of models cannot be a checkpoint, even once its class is imported (no config-named file is opened)."""
+    import stemforge.models.compat.bag  # noqa: F401 - registered, as after any earlier load
+    import stemforge.models.compat.mdxnet  # noqa: F401
+
+    path = tmp_path / "odd.safetensors"
+    meta = {"format": "stemforge-checkpoint/1", "architecture": arch, "config": {"path": str(tmp_path / "x.onnx")}}
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"stemforge": json.dumps(meta)})
+    with pytest.raises(ModelError, match="cannot live in a stemforge checkpoint"):
+        load_checkpoint(path)
+
+
+def test_every_published_architecture_is_found_by_name_alone() -> None:
+    """The registry imports each compat class by its path on first use: one table, keyed by architecture."""
+    from stemforge.models.registry import COMPAT_ARCHITECTURES, architecture_class, architectures
+
+    for arch in COMPAT_ARCHITECTURES:
+        assert architecture_class(arch).architecture == arch
+    assert architecture_class("unet").architecture == "unet" and architecture_class("nope") is None
+    assert set(COMPAT_ARCHITECTURES) | {"unet", "bilstm", "classical"} <= set(architectures())

@@ -81,7 +81,7 @@ training:
 def _model_kwargs(yaml_text: str) -> dict:
     import yaml
 
-    from stemforge.models.compat.loaders import _config_yaml_loader
+    from stemforge.models.compat.io import config_yaml_loader as _config_yaml_loader
 
     cfg = yaml.load(yaml_text, Loader=_config_yaml_loader())["model"]
     cfg.pop("linear_transformer_depth")

@@ -355,7 +355,7 @@ def _package_without_demucs(tmp_path: Path, monkeypatch, segment: object) -> tup
     """A demucs-format HTDemucs package written with a stand-in ``demucs.htdemucs`` module (demucs not needed)."""
     import types
 
-    from stemforge.models.compat.loaders import _demucs_config
+    from stemforge.models.compat.demucs_format import _demucs_config
 
     kwargs = {"sources": ["drums", "bass", "other", "vocals"], "audio_channels": 2, "channels": 8, "depth": 2,
               "t_layers": 1, "nfft": 4096, "samplerate": 44100, "segment": 2}

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemforge import zoo
+from stemforge import hub as zoo
+from stemforge.hub import cache, catalogue
 from stemforge.errors import ModelError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -127,9 +128,11 @@ def test_404_and_timeout_and_offline(server, tmp_path) -> None:
 
 
 def test_mirror_and_cli(server, tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(zoo, "CATALOGUE", (_entry("https://example.invalid/x/ok.bin", SHA),))
+    monkeypatch.setattr(catalogue, "CATALOGUE", (_entry("https://example.invalid/x/ok.bin", SHA),))
     parser = argparse.ArgumentParser()
-    zoo.register_subcommands(parser.add_subparsers())
+    from stemforge.commands.models import register_subcommands
+
+    register_subcommands(parser.add_subparsers())
     args = parser.parse_args(["download", "toy", "--cache-dir", str(tmp_path), "--mirror", f"{server}/m", "-q"])
     assert args.func(args) == 0
     assert (tmp_path / "toy" / "ok.bin").read_bytes() == PAYLOAD
@@ -172,13 +175,14 @@ def test_catalogue_facts_come_from_the_reference_packages() -> None:
 
 def test_not_downloaded_names_say_what_to_do(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STEMFORGE_CACHE", str(tmp_path))
-    with pytest.raises(ModelError, match=r"not downloaded: run 'stemforge models download htdemucs'.*955717e8"):
+    with pytest.raises(ModelError, match=r"not downloaded: stemforge.hub.download\('htdemucs'\).*955717e8") as info:
         zoo.resolve_model("htdemucs")
+    assert "run 'stemforge models download htdemucs'" in info.value.cli_message  # what the CLI prints
     assert zoo.resolve_model("not-a-model-or-file") is None
     from stemforge.models.compat import load_pretrained
 
-    with pytest.raises(ModelError, match="neither a file nor a zoo model"):
-        load_pretrained("not-a-model-or-file")
+    with pytest.raises(ModelError, match="checkpoint not found"):
+        load_pretrained("not-a-model-or-file")  # files only: names are the hub's
 
 
 def test_resolve_downloaded_zoo_name(tmp_path, monkeypatch) -> None:
@@ -198,7 +202,7 @@ def test_resolve_downloaded_zoo_name(tmp_path, monkeypatch) -> None:
     entry = zoo.ZooEntry("mmi", "hdemucs", ("drums", "bass", "other", "vocals"),
                          (zoo.ZooFile(f"https://example.invalid/75fc33f5-{digest}.th", digest),), None, None, None,
                          manifest=("mmi.yaml", "models: ['75fc33f5']\nsegment: 44\n"))
-    monkeypatch.setattr(zoo, "CATALOGUE", (entry,))
+    monkeypatch.setattr(catalogue, "CATALOGUE", (entry,))
     model = zoo.resolve_model("mmi", cache_dir=tmp_path)
     assert model is not None and model.architecture == "hdemucs" and model.default_segment == 44
     assert zoo.resolve_model(folder / f"75fc33f5-{digest}.th") is not None
@@ -211,7 +215,7 @@ def test_every_entry_is_complete_and_loadable_by_name() -> None:
     entries = zoo.list_checkpoints()
     assert len({e.name for e in entries}) == len(entries)
     archs = {e.architecture for e in entries}
-    assert {"htdemucs", "hdemucs", "openunmix", "bsroformer", "melroformer", "mdxnet_onnx"} <= archs
+    assert {"htdemucs", "hdemucs", "openunmix", "compat_roformer", "mdxnet_onnx"} <= archs
     for entry in entries:
         names = [f.name for f in entry.files]
         assert len(set(names)) == len(names) and entry.stems
@@ -223,7 +227,7 @@ def test_every_entry_is_complete_and_loadable_by_name() -> None:
         assert (entry.sdr is None) == (entry.sdr_source is None)
         if entry.load_file:
             assert entry.load_file in names
-        if entry.architecture in ("bsroformer", "melroformer"):
+        if entry.architecture == "compat_roformer":
             assert entry.load_file.endswith(".ckpt") and entry.config_file in names and entry.config_file.endswith(".yaml")
             assert re.search(r"/[0-9a-f]{40}/configs/", next(f.url for f in entry.files if f.name.endswith(".yaml")))
         if entry.architecture == "mdxnet_onnx":
@@ -239,8 +243,8 @@ def _as_placed(monkeypatch, entry: zoo.ZooEntry, folder: Path) -> None:
 
     files = tuple(dataclasses.replace(f, sha256=hashlib.sha256((folder / f.name).read_bytes()).hexdigest(),
                                       size=(folder / f.name).stat().st_size) for f in entry.files)
-    monkeypatch.setattr(zoo, "CATALOGUE", tuple(dataclasses.replace(e, files=files) if e.name == entry.name else e
-                                                for e in zoo.CATALOGUE))
+    monkeypatch.setattr(catalogue, "CATALOGUE", tuple(dataclasses.replace(e, files=files) if e.name == entry.name else e
+                                                for e in catalogue.CATALOGUE))
 
 
 def test_downloaded_mdxnet_entry_gets_uvr_settings(tmp_path, monkeypatch) -> None:
@@ -257,7 +261,7 @@ def test_downloaded_mdxnet_entry_gets_uvr_settings(tmp_path, monkeypatch) -> Non
     torch.onnx.export(Identity(), (torch.randn(1, 4, 2048, 256),), str(folder / entry.load_file),
                       input_names=["input"], output_names=["output"], dynamo=False)
     _as_placed(monkeypatch, entry, folder)  # a stand-in graph, not UVR's file
-    model = zoo.load("mdx_kara_2", tmp_path)
+    model = zoo.load_zoo("mdx_kara_2", tmp_path)
     config = model.config
     assert (config.n_fft, config.hop, config.dim_f, config.dim_t, config.compensate) == (5120, 1024, 2048, 256, 1.065)
     assert model.sources == ["instrumental", "vocals"]
@@ -279,7 +283,7 @@ def test_downloaded_roformer_entry_finds_its_differently_named_yaml(tmp_path, mo
     import yaml
 
     from parity_helpers import require
-    from stemforge.models.compat.loaders import _config_yaml_loader
+    from stemforge.models.compat.io import config_yaml_loader as _config_yaml_loader
     from stemforge.models.compat.roformer import RoFormer
 
     require("bs_roformer")
@@ -351,7 +355,7 @@ def test_hand_placed_file_with_the_wrong_hash_is_refused(tmp_path) -> None:
     torch.onnx.export(torch.nn.Identity(), (torch.randn(1, 4, 2048, 256),), str(folder / entry.load_file),
                       input_names=["input"], output_names=["output"], dynamo=False)
     with pytest.raises(ModelError) as info:
-        zoo.load("mdx_kara_2", tmp_path)
+        zoo.load_zoo("mdx_kara_2", tmp_path)
     message = str(info.value)
     assert "\n" not in message and entry.load_file in message
     assert re.search("the catalogue says 52786726|does not match the published bf32e151", message)
@@ -368,8 +372,8 @@ def test_load_checks_hash_once_per_file_state(tmp_path, monkeypatch) -> None:
     path.write_bytes(PAYLOAD)
     file = zoo.ZooFile("https://example.invalid/ok.bin", SHA, len(PAYLOAD))
     hashed = []
-    original = zoo._sha256
-    monkeypatch.setattr(zoo, "_sha256", lambda p: hashed.append(p) or original(p))
+    original = cache._sha256
+    monkeypatch.setattr(cache, "_sha256", lambda p: hashed.append(p) or original(p))
     assert zoo.verify(file, path) == SHA
     assert zoo.verify(file, path) == SHA
     assert len(hashed) == 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,12 @@ from safetensors.torch import load_file, save_file
 
 from stemforge.audio import default_file_mode
 from stemforge.errors import ModelError
-from stemforge.models.base import ARCHITECTURES, StemModel
+from stemforge.models.base import StemModel
+from stemforge.models.compat.io import one_line as _one_line
+from stemforge.models.registry import NOT_CHECKPOINTABLE, architecture_class
 
 FORMAT = "stemforge-checkpoint/1"
 _HEADER_KEY = "stemforge"
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """First line of ``text`` without terminal escapes or control characters, at most ``limit`` characters."""
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    line = "".join(ch if ch.isprintable() else "?" for ch in line)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -124,16 +117,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     """
     meta = read_metadata(path)
     arch = meta.get("architecture")
-    cls = ARCHITECTURES.get(arch)
-    if cls is None:
-        # Importing the model packages registers every architecture: built-in ones and published (compat) ones.
-        import stemforge.models  # noqa: F401
-        import stemforge.models.compat.hdemucs  # noqa: F401
-        import stemforge.models.compat.htdemucs  # noqa: F401
-        import stemforge.models.compat.openunmix  # noqa: F401
-        import stemforge.models.compat.roformer  # noqa: F401
-
-        cls = ARCHITECTURES.get(arch)
+    if arch in NOT_CHECKPOINTABLE:
+        raise ModelError(f"checkpoint {path} claims architecture {arch!r}, whose weights cannot live in a stemforge "
+                         "checkpoint (load the published file itself)")
+    cls = architecture_class(arch)
     if cls is None:
         raise ModelError(f"checkpoint {path} uses unknown architecture {_one_line(repr(arch), 60)}")
     try:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except StemforgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {getattr(exc, 'cli_message', None) or exc}", file=sys.stderr)  # library words -> our flags
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

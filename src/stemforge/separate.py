@@ -31,7 +31,7 @@ from stemforge.engine import EngineOptions, separate_blocks, separate_tensor
 from stemforge.errors import AudioError, StemforgeError
 from stemforge.layout import ChannelPlan
 from stemforge.models.base import StemModel
-from stemforge.models.loading import DEFAULT_MODEL, load_model
+from stemforge.hub import DEFAULT_MODEL, resolve as load_model
 
 #: Frames decoded per read; small enough to keep memory flat, large enough to be efficient.
 READ_BLOCK = 1 << 16
@@ -138,6 +138,19 @@ class Separator:
     @property
     def sample_rate(self) -> int:
         return self.model.sample_rate
+
+    samplerate = sample_rate  # demucs.api.Separator's name
+
+    def separate_tensor(self, wav: torch.Tensor, sr: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """demucs.api style: ``wav`` (channels, time) at ``sr`` (default: the model's) -> (wav, {stem: (channels, time)})."""
+        return wav, {k: torch.from_numpy(v) for k, v in self.separate_array(wav.detach().cpu().float().numpy(), sr or self.sample_rate).items()}
+
+    def separate_audio_file(self, path: str | Path) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """demucs.api style: an audio file -> (its mix (channels, time) at its own rate, {stem: (channels, time)})."""
+        from stemforge.audio import load as load_audio
+
+        wav, rate = load_audio(path)
+        return self.separate_tensor(torch.from_numpy(wav), rate)
 
     def separate_array(self, mix: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """mix: (channels, time) at ``sample_rate`` -> {stem: (channels, time)} in the same layout and rate."""

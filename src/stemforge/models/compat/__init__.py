@@ -1,11 +1,10 @@
 """Our own implementations of published separation architectures, with loaders for their original files.
 
-``load_pretrained(path_or_name)`` is the single entry point: it recognises the file format and returns a
-ready ``StemModel`` (eval mode, CPU) that the separation engine runs like any other model.
+``load_pretrained(path)`` reads any supported file (format table in ``loaders.FORMATS``) and returns a ready
+``StemModel`` (eval mode, CPU) that the separation engine runs like any other model.
 """
 
 from __future__ import annotations
-
 
 from stemforge.models.compat.loaders import load_pretrained
 
