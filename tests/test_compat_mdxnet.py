@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from onnx_fixtures import external_data_graph
 from stemforge.errors import ModelError
 from stemforge.models.compat import load_pretrained
 from stemforge.models.compat.mdxnet import MDXNetONNX, check_onnx_file
@@ -99,24 +100,8 @@ def test_missing_settings_and_bad_graph(tmp_path) -> None:
 
 def _external_graph(folder, location: str):
     """A graph whose one initializer (all ones) is external data at ``location``, relative to ``folder``."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape = [1, 4, 8, 8]
-    init = numpy_helper.from_array(np.ones(shape, np.float32), "B")
-    init.ClearField("raw_data")
-    init.data_location = TensorProto.EXTERNAL
-    entry = init.external_data.add()
-    entry.key, entry.value = "location", location
-    graph = helper.make_graph([helper.make_node("Add", ["X", "B"], ["Y"])], "g",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)], [init])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    folder.mkdir(exist_ok=True)
-    path = folder / "graph.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
+    pytest.importorskip("onnx")
+    return external_data_graph(folder, location)
 
 
 def test_external_data_must_stay_in_the_graph_folder(tmp_path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from onnx_fixtures import external_data_graph
 from stemforge.cli import main
 from stemforge.errors import ModelError
 from stemforge.models.compat import load_pretrained
@@ -167,25 +168,9 @@ def _yaml_file(tag: str, name: str) -> Callable[[Path, Path], Path]:
 
 def _onnx_graph(folder: Path, location: str | None) -> Path:
     """A valid MDX-Net-shaped graph whose one initializer is external data at ``location``."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape = [1, 4, 8, 8]
-    init = numpy_helper.from_array(np.ones(shape, np.float32), "B")
-    if location is not None:
-        init.ClearField("raw_data")
-        init.data_location = TensorProto.EXTERNAL
-        entry = init.external_data.add()
-        entry.key, entry.value = "location", location
-    graph = helper.make_graph([helper.make_node("Add", ["X", "B"], ["Y"])], "g",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)], [init])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    folder.mkdir(exist_ok=True)
-    path = folder / "graph.onnx"
-    path.write_bytes(model.SerializeToString())
+    path = external_data_graph(folder, location)
     path.with_suffix(".json").write_text(json.dumps({"n_fft": 14, "hop": 4}))
     return path
 
