@@ -10,14 +10,16 @@ from stemforge.errors import ModelError
 from stemforge.models import available, build
 from stemforge.models.neural import NeuralStemModel
 
-# name -> (learning rate, steps on a 0.5 s clip for the fast test, steps on the 3 s mixture for the slow one).
+# name -> (learning rate and steps on a 0.5 s clip for the fast test, learning rate and steps on the 3 s mixture for
+# the slow one). The LSTMs' slow run needs the higher peak rate under the annealed schedule: at 1e-2, 600 steps gave
+# bilstm 14.91 dB and lstm-causal (500 steps) 13.58 dB; at 2e-2 and 600 steps 17.33 / 16.58 dB, loss ratios 8.8 / 8.4.
 ARCHITECTURES = {
-    "unet": (3e-3, 40, 100),
-    "bilstm": (1e-2, 100, 400),
-    "lstm-causal": (1e-2, 100, 300),
-    "bsroformer": (3e-3, 30, 150),
-    "melroformer": (3e-3, 30, 150),
-    "hybrid": (1e-2, 60, 300),
+    "unet": (3e-3, 40, 3e-3, 100),
+    "bilstm": (1e-2, 100, 2e-2, 600),
+    "lstm-causal": (1e-2, 100, 2e-2, 600),
+    "bsroformer": (3e-3, 30, 3e-3, 150),
+    "melroformer": (3e-3, 30, 3e-3, 150),
+    "hybrid": (1e-2, 60, 1e-2, 300),
 }
 
 
@@ -61,7 +63,7 @@ def test_gradients_reach_every_parameter(name: str) -> None:
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_tiny_preset_learns_one_clip_fast(name: str) -> None:
-    lr, steps, _ = ARCHITECTURES[name]
+    lr, steps, _, _ = ARCHITECTURES[name]
     first, last, sdr = overfit(build(name, preset="tiny"), synthetic_stems(0.5), steps, lr)
     assert last < first / 2
     assert sdr > 6.0
@@ -70,7 +72,7 @@ def test_tiny_preset_learns_one_clip_fast(name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_tiny_preset_overfits_3s_mixture_above_15db(name: str) -> None:
-    lr, _, steps = ARCHITECTURES[name]
+    _, _, lr, steps = ARCHITECTURES[name]
     first, last, sdr = overfit(build(name, preset="tiny"), synthetic_stems(3.0), steps, lr)
     assert last < first / 5
     assert sdr > 15.0
