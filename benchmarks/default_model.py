@@ -23,10 +23,11 @@ from stemforge.checkpoint import read_metadata
 from stemforge.dsp.spectral import istft, stft
 from stemforge.metrics.bss_eval import bss_eval_v4, nanmedian
 from stemforge.separate import Separator
+from stemforge.stems import FOUR_STEMS
 from stemforge.data.songs import discover_songs, read_stems
 from stemforge.train.validation import sdr as energy_sdr
 
-STEMS = ["drums", "bass", "other", "vocals"]
+STEMS = list(FOUR_STEMS)
 
 
 def oracle_irm(stems: np.ndarray, n_fft: int = 4096, hop: int = 1024) -> np.ndarray:
