@@ -22,10 +22,10 @@ import torch
 from stemforge.checkpoint import read_metadata
 from stemforge.dsp.spectral import istft, stft
 from stemforge.metrics.bss_eval import bss_eval_v4, nanmedian
+from stemforge.metrics.simple import mdx_sdr
 from stemforge.separate import Separator
-from stemforge.stems import FOUR_STEMS
 from stemforge.data.songs import discover_songs, read_stems
-from stemforge.train.validation import sdr as energy_sdr
+from stemforge.stems import FOUR_STEMS
 
 STEMS = list(FOUR_STEMS)
 
@@ -101,7 +101,7 @@ def main() -> None:
                     except RuntimeError as exc:
                         print(f"  {name}: bss_eval_v4 failed ({str(exc).splitlines()[0][:60]})")
                 cache[key] = {"v4": [float(m) for m in medians], "seconds": elapsed,
-                              "mdx": [energy_sdr(est[i], refs[i]) for i in range(len(STEMS))]}
+                              "mdx": [float(mdx_sdr(refs[i], est[i])) for i in range(len(STEMS))]}
                 if cache_path:
                     cache_path.write_text(json.dumps(cache, indent=1))
             seconds[name] += cache[key]["seconds"]
