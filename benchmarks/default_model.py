@@ -22,11 +22,12 @@ import torch
 from stemforge.checkpoint import read_metadata
 from stemforge.dsp.spectral import istft, stft
 from stemforge.metrics.bss_eval import bss_eval_v4, nanmedian
+from stemforge.metrics.simple import mdx_sdr
 from stemforge.separate import Separator
 from stemforge.data.songs import discover_songs, read_stems
-from stemforge.train.validation import sdr as energy_sdr
+from stemforge.stems import FOUR_STEMS
 
-STEMS = ["drums", "bass", "other", "vocals"]
+STEMS = list(FOUR_STEMS)
 
 
 def oracle_irm(stems: np.ndarray, n_fft: int = 4096, hop: int = 1024) -> np.ndarray:
@@ -100,7 +101,7 @@ def main() -> None:
                     except RuntimeError as exc:
                         print(f"  {name}: bss_eval_v4 failed ({str(exc).splitlines()[0][:60]})")
                 cache[key] = {"v4": [float(m) for m in medians], "seconds": elapsed,
-                              "mdx": [energy_sdr(est[i], refs[i]) for i in range(len(STEMS))]}
+                              "mdx": [float(mdx_sdr(refs[i], est[i])) for i in range(len(STEMS))]}
                 if cache_path:
                     cache_path.write_text(json.dumps(cache, indent=1))
             seconds[name] += cache[key]["seconds"]

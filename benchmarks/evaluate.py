@@ -46,10 +46,10 @@ def _long_track(minutes: float):
     """(references, estimates) float32 (4, 2, T): a synthetic song and imperfect 'estimates' of it."""
     import numpy as np
 
-    from stemforge.data.synth import EVALUATION_SEED_BASE, render_song
+    from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, render_song
 
     stems = render_song(EVALUATION_SEED_BASE, minutes * 60)
-    refs = np.stack([stems[s] for s in ("drums", "bass", "other", "vocals")]).astype(np.float32)
+    refs = np.stack([stems[s] for s in FOUR_STEMS]).astype(np.float32)
     rng = np.random.default_rng(0)
     mix = refs.sum(0)
     ests = 0.8 * refs + 0.05 * mix[None] + 0.01 * rng.standard_normal(refs.shape).astype(np.float32)
@@ -185,10 +185,11 @@ def synthetic_split(folder: Path, songs: int, seconds: float) -> Path:
 
 def models_table(data: Path, threads: int, models: list[str] | None) -> None:
     from stemforge.models import available
+    from stemforge.stems import FOUR_STEMS
 
     names = models or [spec.name for spec in available()]
     print(f"\n== Registered models on {data} ({threads} thread(s); untrained networks have random weights) ==")
-    stems = ("drums", "bass", "other", "vocals")
+    stems = FOUR_STEMS
     print(f"{'model':<14}" + "".join(f"{s:>9}" for s in stems) + f"{'RTF':>8}{'peak MB':>9}")
     for name in names:
         try:

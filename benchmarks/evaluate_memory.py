@@ -24,8 +24,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
+from stemforge.stems import FOUR_STEMS
+
 SR = 44100
-STEMS = ("drums", "bass", "other", "vocals")
+STEMS = FOUR_STEMS
 
 
 def _block(rng: np.random.Generator, start: int, n: int) -> dict[str, np.ndarray]:

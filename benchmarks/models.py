@@ -31,7 +31,9 @@ def _build(name: str, preset: str):  # noqa: ANN202 - runs in the child only
     if name == "htdemucs":
         from demucs.htdemucs import HTDemucs
 
-        model = HTDemucs(sources=["drums", "bass", "other", "vocals"], bottom_channels=512, segment=7.8)
+        from stemforge.stems import FOUR_STEMS
+
+        model = HTDemucs(sources=list(FOUR_STEMS), bottom_channels=512, segment=7.8)
         return model, 7.8
     from stemforge.models import build
 

@@ -39,8 +39,10 @@ def make_package(path: Path, channels: int = 48) -> None:
     from demucs.htdemucs import HTDemucs
     from demucs.states import get_state
 
+    from stemforge.stems import FOUR_STEMS
+
     torch.manual_seed(0)
-    kwargs = dict(sources=["drums", "bass", "other", "vocals"], channels=channels, dconv_mode=3, t_layers=5,
+    kwargs = dict(sources=list(FOUR_STEMS), channels=channels, dconv_mode=3, t_layers=5,
                   segment=Fraction(39, 5))
     model = HTDemucs(**kwargs)
     torch.save({"klass": HTDemucs, "args": (), "kwargs": kwargs, "state": get_state(model, None, half=True),

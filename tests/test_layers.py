@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("stemforge", "stemforge.errors"),
+    ("stemforge", "stemforge.errors", "stemforge.stems"),
     ("stemforge.extras", "stemforge.dsp", "stemforge.audio"),
     ("stemforge.layout", "stemforge.metrics", "stemforge.data"),
     ("stemforge.models",),  # base, registry, the built-in families

@@ -70,3 +70,33 @@ def test_refine_waveforms_keeps_the_sum() -> None:
     assert refined.shape == stems.shape and refined.dtype == torch.float32
     assert torch.allclose(refined.sum(1), mix, atol=1e-5)
     assert stft(refined, 512, 128).shape[-2] == 257
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+def test_residual_source_equals_norbert_em_on_the_augmented_first_estimate(iterations: int) -> None:
+    """``residual=True`` (Open-Unmix's option): one more source, the mix minus the others' first estimates,
+    then norbert's EM on all of them (scaled as ``wiener`` scales)."""
+    gen = torch.Generator().manual_seed(7 + iterations)
+    x = torch.randn(1, 2, 17, 23, dtype=torch.complex128, generator=gen) * 30
+    v = torch.rand(1, 3, 2, 17, 23, dtype=torch.float64, generator=gen)
+    ours = wiener(v, x, iterations, use_softmask=False, eps=1e-10, residual=True)
+    first = v * torch.exp(1j * torch.angle(x)).unsqueeze(1)
+    first = torch.cat([first, (x - first.sum(1)).unsqueeze(1)], dim=1)
+    assert ours.shape == (1, 4, 2, 17, 23)
+    if iterations == 0:
+        assert torch.allclose(ours, first, atol=1e-12)
+        return
+    scale = max(1.0, float(x.abs().max()) / 10.0)
+    ref, _, _ = norbert.expectation_maximization(_to_norbert(first / scale), _to_norbert(x / scale), iterations, eps=1e-10)
+    ref_t = torch.from_numpy(ref).permute(3, 2, 1, 0)[None] * scale
+    assert torch.allclose(ours, ref_t, atol=1e-9)
+
+
+def test_one_wiener_filter() -> None:
+    """Open-Unmix filters with ``stemforge.dsp.wiener.wiener``; there is no second implementation."""
+    import importlib.util
+
+    from stemforge.models.compat import openunmix
+
+    assert openunmix.wiener is wiener
+    assert importlib.util.find_spec("stemforge.models.compat.wiener") is None

@@ -34,6 +34,7 @@ from stemforge.metrics.checks import MetricsError, check_pair, check_rate
 from stemforge.metrics.oracle import ORACLES, oracle_blocks
 from stemforge.metrics.simple import framewise_snr, mdx_sdr, si_sdr
 from stemforge.metrics.streams import ArrayStems, Stems, as_stems, blocks
+from stemforge.stems import FOUR_STEMS
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class EvaluateOptions:
     """How to score: metrics, BSS Eval window/hop (seconds), separation settings, reference points."""
 
     metrics: tuple[str, ...] = ("bss", "mdx", "sisdr")
-    sources: tuple[str, ...] = ("drums", "bass", "other", "vocals")
+    sources: tuple[str, ...] = FOUR_STEMS
     window: float = 1.0
     hop: float = 1.0
     references: bool = True

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from stemforge.data.songs import AudioFile, Song, check_song, discover_songs, read_stems
 from stemforge.errors import StemforgeError
+from stemforge.stems import FOUR_STEMS
 
 __all__ = ["AudioFile", "RandomChunkDataset", "Song", "StemFolderDataset", "check_song", "discover_songs",
            "read_stems"]
@@ -32,7 +33,7 @@ class StemFolderDataset(Dataset):
     """
 
     def __init__(self, roots: Path | str | Iterable[Path | str],
-                 sources: Sequence[str] = ("drums", "bass", "other", "vocals"),
+                 sources: Sequence[str] = FOUR_STEMS,
                  segment_seconds: float | None = 6.0, sample_rate: int = 44100, channels: int = 2,
                  stride_seconds: float | None = None, songs: list[Song] | None = None) -> None:
         self.sources = tuple(sources)
@@ -74,7 +75,7 @@ class RandomChunkDataset(Dataset):
     """
 
     def __init__(self, songs: list[Song] | StemFolderDataset,
-                 sources: Sequence[str] = ("drums", "bass", "other", "vocals"), chunk_seconds: float = 6.0,
+                 sources: Sequence[str] = FOUR_STEMS, chunk_seconds: float = 6.0,
                  sample_rate: int = 44100, channels: int = 2, epoch_size: int = 1000,
                  remix_probability: float = 0.5, augment: AugmentFn | None = None, seed: int = 0,
                  silence_db: float = -60.0) -> None:

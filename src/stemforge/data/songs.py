@@ -28,6 +28,7 @@ import soxr
 
 from stemforge.data.stemmp4 import STEM_MP4_STREAMS, probe_stream, read_stream
 from stemforge.errors import AudioError, StemforgeError
+from stemforge.stems import FOUR_STEMS
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 #: MoisesDB-like stem folder name -> stemforge source (others go to "other", or to itself if requested).
@@ -200,7 +201,7 @@ def _songs_from_manifest(path: Path, sources: Sequence[str]) -> list[Song]:
 
 
 def discover_songs(roots: Path | str | Iterable[Path | str],
-                   sources: Sequence[str] = ("drums", "bass", "other", "vocals"), check: bool = True) -> list[Song]:
+                   sources: Sequence[str] = FOUR_STEMS, check: bool = True) -> list[Song]:
     """Find every song under ``roots`` (folders, ``.stem.mp4`` files or manifests) and check it."""
     roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
     songs: list[Song] = []

@@ -11,8 +11,9 @@ import av
 import numpy as np
 
 from stemforge.errors import AudioError
+from stemforge.stems import FOUR_STEMS
 
-STEM_MP4_STREAMS = ("mixture", "drums", "bass", "other", "vocals")
+STEM_MP4_STREAMS = ("mixture", *FOUR_STEMS)
 
 
 def _audio_stream(container, path: str, stream: int):

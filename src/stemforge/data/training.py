@@ -25,11 +25,12 @@ from stemforge.data.stemmp4 import STEM_MP4_STREAMS
 __all__ = ["MixturePairDataset", "Song", "chunk_dataset", "find_mixture_songs", "find_training_songs", "split_songs",
            "step_loader", "validation_stems"]
 from stemforge.errors import StemforgeError
+from stemforge.stems import FOUR_STEMS
 
 #: The source that a mixture-only song (for MixIT) is read as.
 MIXTURE = "mixture"
 #: Stems looked for when only mixtures are wanted (a song without a mixture file is the sum of these).
-MIXTURE_STEMS = ("drums", "bass", "other", "vocals")
+MIXTURE_STEMS = FOUR_STEMS
 
 
 def _check_roots(roots: Sequence[str | Path]) -> list[Path]:

@@ -68,20 +68,35 @@ def expectation_maximization(y: torch.Tensor, x: torch.Tensor, iterations: int =
     return y
 
 
-def wiener(v: torch.Tensor, x: torch.Tensor, iterations: int = 1, use_softmask: bool = True, eps: float | None = None) -> torch.Tensor:
-    """norbert.wiener in torch. v: (B, S, C or 1, F, N) magnitude or power estimates, x: (B, C, F, N) complex.
+def wiener(v: torch.Tensor, x: torch.Tensor, iterations: int = 1, use_softmask: bool = True, eps: float | None = None,
+           residual: bool = False, scale_factor: float = 10.0) -> torch.Tensor:
+    """norbert.wiener in torch: turn per-source magnitude (or power) estimates into complex stem spectra.
 
-    First estimate by ratio mask (``use_softmask``) or by v with the mixture's phase, then EM refinement.
-    Returns the stems' spectra (B, S, C, F, N).
+    The one Wiener filter of the package: spectrogram networks refine through ``wiener_refine``, Open-Unmix
+    calls it with its own defaults (``use_softmask=False``, ``eps=1e-10``, as ``openunmix.filtering.wiener``).
+
+    Args:
+        v: (B, S, C or 1, F, N) non-negative magnitude or power estimates.
+        x: (B, C, F, N) complex mixture spectrum.
+        iterations: EM iterations after the first estimate (0: the first estimate only).
+        use_softmask: first estimate by ratio mask, else v with the mixture's phase.
+        eps: regulariser (None: the dtype's machine epsilon, as norbert).
+        residual: add one more source, the mixture minus the others' first estimates (norbert, Open-Unmix).
+        scale_factor: EM runs on the mixture scaled so its peak magnitude is at most this (numerical range).
+
+    Returns:
+        (B, S [+1 if residual], C, F, N) complex stem spectra.
     """
     if use_softmask:
         y = softmask(v, x, eps)
     else:
         y = v * torch.exp(1j * torch.angle(x)).unsqueeze(1)
+    if residual:
+        y = torch.cat([y, (x - y.sum(dim=1)).unsqueeze(1)], dim=1)
     if not iterations:
         return y
     # Scaled down for numerical stability, as norbert does.
-    max_abs = max(1.0, float(x.abs().max()) / 10.0)
+    max_abs = max(1.0, float(x.abs().max()) / scale_factor)
     y = expectation_maximization(y / max_abs, x / max_abs, iterations, eps)
     return y * max_abs
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from stemforge.stems import FOUR_STEMS, SIX_STEMS
+
 
 @dataclasses.dataclass(frozen=True)
 class ZooFile:
@@ -58,7 +60,7 @@ class ZooEntry:
 _DEMUCS_ROOT = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
 _DEMUCS_LICENCE = "MIT (demucs repository licence; no separate weights licence stated)"
 _DEMUCS_README = "demucs 4.1.0 README (PyPI description)"
-_SOURCES4 = ("drums", "bass", "other", "vocals")
+_SOURCES4 = FOUR_STEMS
 
 
 def _demucs(name: str, files: list[str], yaml_text: str, sdr: str | None, stems: tuple[str, ...] = _SOURCES4,
@@ -126,7 +128,7 @@ CATALOGUE: tuple[ZooEntry, ...] = (
             "9.0 (mean of 4 stems, MUSDB HQ test, 'HT Demucs f.t. (v4)')",
             notes="bag of 4 per-source fine-tuned models (4x slower)"),
     _demucs("htdemucs_6s", ["5c90dfd2-34c22ccb.th"], "models: ['5c90dfd2']\n", None,
-            stems=("drums", "bass", "other", "vocals", "guitar", "piano"), notes="README: piano 'not working great'"),
+            stems=SIX_STEMS, notes="README: piano 'not working great'"),
     _demucs("hdemucs_mmi", ["75fc33f5-1941ce65.th"], "models: ['75fc33f5']\nsegment: 44\n", None,
             notes="Hybrid Demucs v3 retrained on MUSDB + 800 songs", architecture="hdemucs"),
     _umx("umxhq", "3370489", {"vocals": "vocals-b62c91ce.pth", "drums": "drums-9619578f.pth",

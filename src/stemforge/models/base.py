@@ -16,12 +16,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from stemforge.stems import FOUR_STEMS
+
 
 @dataclasses.dataclass
 class ModelConfig:
     """Fields every model config has; architectures subclass this with their own fields."""
 
-    sources: tuple[str, ...] = ("drums", "bass", "other", "vocals")
+    sources: tuple[str, ...] = FOUR_STEMS
     sample_rate: int = 44100
     channels: int = 2
 

@@ -17,6 +17,7 @@ from stemforge.dsp.classical import hpss_masks, lowpass_mask, repet_sim_mask
 from stemforge.dsp.spectral import istft, stft
 from stemforge.models.base import ModelConfig, StemModel
 from stemforge.models.registry import register
+from stemforge.stems import FOUR_STEMS
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class ClassicalConfig(ModelConfig):
     vocal_low: float = 120.0  # below this nothing is vocals
 
 
-_SOURCES = {"classical": ("drums", "bass", "other", "vocals"), "hpss": ("drums", "other"), "repet": ("vocals", "other")}
+_SOURCES = {"classical": FOUR_STEMS, "hpss": ("drums", "other"), "repet": ("vocals", "other")}
 
 
 class ClassicalSeparator(StemModel):

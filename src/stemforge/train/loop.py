@@ -41,6 +41,7 @@ from stemforge.data.augment import AugmentConfig
 from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 from stemforge.models.registry import build
+from stemforge.stems import FOUR_STEMS
 from stemforge.train.config import ConfigError, TrainConfig, flatten, merge
 from stemforge.train.ema import EMA
 from stemforge.train.finetune import freeze, start_from
@@ -50,7 +51,7 @@ from stemforge.train.state import load_state, save_state
 from stemforge.train.validation import validate
 
 #: Stems a MixIT model is scored against when its outputs carry no stem names.
-DEFAULT_STEMS = ["drums", "bass", "other", "vocals"]
+DEFAULT_STEMS = list(FOUR_STEMS)
 #: The resume state inside a run folder; ``state.pt`` is the pickle older versions wrote (never loaded).
 STATE_FILE, LEGACY_STATE_FILE = "state.safetensors", "state.pt"
 #: Settings of how one invocation runs, not of the run: a resume takes them from its own config, unannounced.

@@ -1,7 +1,8 @@
 """Validation SDR per stem on held-out tracks, separated with the same engine as ``stemforge separate``.
 
-SDR here is the whole-signal energy ratio (the MDX challenge's "SDR"): 10 log10(|s|^2 / |s - s_hat|^2) per track
-and stem, averaged over tracks. A model whose outputs are not named after the stems (MixIT) is scored after
+SDR here is the MDX challenge's whole-signal energy ratio, ``stemforge.metrics.simple.mdx_sdr``
+(10 log10((|s|^2 + delta) / (|s - s_hat|^2 + delta)), delta = 1e-7) per track and stem, averaged over tracks; a
+non-finite estimate scores NaN. A model whose outputs are not named after the stems (MixIT) is scored after
 assigning each output to the stem it fits best (``stemforge.train.mixit.best_assignment``).
 """
 
@@ -11,23 +12,33 @@ import numpy as np
 import torch
 
 from stemforge.engine import EngineOptions, separate_tensor
+from stemforge.metrics.simple import mdx_sdr
 from stemforge.models.base import StemModel
 from stemforge.train.mixit import best_assignment, remix
 
-EPS = 1e-8
 
-
-def sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Energy-ratio SDR in dB of one (channels, time) estimate."""
-    num = float(np.sum(reference.astype(np.float64) ** 2)) + EPS
-    den = float(np.sum((reference.astype(np.float64) - estimate) ** 2)) + EPS
-    return 10.0 * np.log10(num / den)
+def _score(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """MDX SDR in dB of one (channels, time) estimate; NaN (not an error) when the estimate is not finite."""
+    if not np.isfinite(estimate).all():
+        return float("nan")
+    return float(mdx_sdr(reference, estimate))
 
 
 @torch.no_grad()
 def validate(model: StemModel, tracks: list[np.ndarray], stems: list[str], device: str = "cpu",
              segment: float | None = None) -> dict[str, float]:
-    """tracks: list of (stems, channels, time) references -> mean SDR per stem (dB)."""
+    """Mean MDX SDR per stem of ``model`` on mixtures made by summing each reference's stems.
+
+    Args:
+        model: the separator; its outputs are matched to ``stems`` by name, else by best assignment (MixIT).
+        tracks: (stems, channels, time) reference arrays, ``stems`` in the order of ``stems``.
+        stems: stem names.
+        device: torch device the engine runs on.
+        segment: segment length in seconds (None: the model's default).
+
+    Returns:
+        stem -> SDR in dB averaged over tracks (NaN if any estimate of that stem was not finite).
+    """
     was_training = model.training
     model.eval()
     scores: dict[str, list[float]] = {stem: [] for stem in stems}
@@ -42,7 +53,7 @@ def validate(model: StemModel, tracks: list[np.ndarray], stems: list[str], devic
                 est, ref = torch.from_numpy(estimate)[None], torch.from_numpy(reference)[None]
                 estimate = remix(est, best_assignment(est, ref))[0].numpy()
             for i, stem in enumerate(stems):
-                scores[stem].append(sdr(estimate[i], reference[i]))
+                scores[stem].append(_score(estimate[i], reference[i]))
     finally:
         model.train(was_training)
     return {stem: float(np.mean(values)) for stem, values in scores.items()}

@@ -22,11 +22,10 @@ from stemforge.data.synth.drums import DrumKit
 from stemforge.data.synth.instruments import render_part
 from stemforge.data.synth.singer import Voice, monophonic_lines, render_line
 from stemforge.errors import StemforgeError
+from stemforge.stems import FOUR_STEMS, SIX_STEMS
 
 logger = logging.getLogger("stemforge.data")
 
-FOUR_STEMS = ("drums", "bass", "other", "vocals")
-SIX_STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")
 #: Seeds at or above this are evaluation songs (held-out instruments); training seeds stay below it.
 EVALUATION_SEED_BASE = 1_000_000_000
 #: Seeds of the songs the bundled default model was trained and validated on (``data synth --songs 120 --seed 0``,

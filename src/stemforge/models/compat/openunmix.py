@@ -13,8 +13,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stemforge.dsp.wiener import wiener
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.models.compat.wiener import wiener
+
+
+#: Regulariser of Open-Unmix's Wiener filter (``openunmix.filtering.wiener``'s default).
+WIENER_EPS = 1e-10
 
 
 @dataclasses.dataclass
@@ -105,19 +109,16 @@ class OpenUnmix(StemModel):
         spec = spec.reshape(batch, channels, *spec.shape[-2:])  # (B, C, F, N)
         magnitude = spec.abs()
         estimates = torch.stack([net(magnitude).float() for net in self.target_models.values()], dim=-1)  # (B, C, F, N, S)
-        estimates = estimates.permute(0, 3, 2, 1, 4)  # (B, N, F, C, S)
-        mix_spec = spec.permute(0, 3, 2, 1)  # (B, N, F, C)
-        frames = mix_spec.shape[1]
+        estimates = estimates.permute(0, 4, 1, 2, 3)  # (B, S, C, F, N)
+        frames = spec.shape[-1]
         step = cfg.wiener_win_len or frames
-        out = []
-        for b in range(batch):
-            chunks = [
-                wiener(estimates[b, pos: pos + step], mix_spec[b, pos: pos + step], cfg.niter,
-                       softmask=cfg.softmask, residual=cfg.residual)
-                for pos in range(0, frames, step)
-            ]
-            out.append(torch.cat(chunks, dim=0))
-        sources = torch.stack(out).permute(0, 4, 3, 2, 1)  # (B, S, C, F, N)
+        # One Wiener filter per song and window of frames, with Open-Unmix's settings (openunmix.filtering).
+        sources = torch.cat([
+            torch.cat([wiener(estimates[b:b + 1, ..., pos: pos + step], spec[b:b + 1, ..., pos: pos + step], cfg.niter,
+                              use_softmask=cfg.softmask, eps=WIENER_EPS, residual=cfg.residual)
+                       for pos in range(0, frames, step)], dim=-1)
+            for b in range(batch)
+        ])  # (B, S [+1], C, F, N)
         waves = torch.istft(sources.reshape(-1, *sources.shape[-2:]), cfg.n_fft, cfg.hop, window=window,
                             center=True, length=padded)
         return waves.reshape(batch, sources.shape[1], channels, padded)[..., :length].to(mix.dtype)
