@@ -34,7 +34,7 @@ def _keep_threads():
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "test-tinymask", "--data", str(data), "--out", str(out), "--segment", "0.25",
+    return ["train", "--model", "test-tinymask", "--data", str(data), "--out", str(out), "--chunk", "0.25",
             "--batch-size", "2", "--loss", "l1", "--epoch-steps", "5", "--seed", "3", "--warmup", "2",
             "--threads", "1", "--no-progress", *extra]
 

@@ -62,7 +62,7 @@ def test_cli_trains_from_48k_stem_mp4_with_chunks_at_the_model_rate(tmp_path, mp
 
     monkeypatch.setattr(Trainer, "_loss", spying_loss)
     args = ["train", "--model", "test-tinymask", "--data", str(mp4_data), "--out", str(tmp_path / "run"),
-            "--steps", "3", "--segment", "0.25", "--batch-size", "2", "--epoch-steps", "3", "--no-progress"]
+            "--steps", "3", "--chunk", "0.25", "--batch-size", "2", "--epoch-steps", "3", "--no-progress"]
     assert main(args) == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert "best validation SDR" in capsys.readouterr().out  # one of the three songs was held out and scored
@@ -135,7 +135,7 @@ def test_mixit_reads_mixture_files_and_stem_mp4_mixture_stream(tmp_path, mp4_dat
 def test_pitch_and_tempo_are_opt_in_from_the_train_config(tmp_path, mp4_data):
     def first_chunk(**data):
         cfg = TrainConfig.from_dict({"out": str(tmp_path / "r"), "model": "test-tinymask", "progress": False,
-                                     "data": {"train": [str(mp4_data)], "segment": 0.5, "remix": 0.0, **data}})
+                                     "data": {"train": [str(mp4_data)], "chunk": 0.5, "remix": 0.0, **data}})
         trainer = Trainer(cfg)
         trainer._datasets(build("test-tinymask"))
         return trainer.train_set[0]

@@ -44,7 +44,7 @@ def test_fine_tune_run_with_new_stems_on_a_stem_folder(tmp_path):
     cfg = TrainConfig.from_dict({
         "out": str(tmp_path / "ft"), "init": str(tmp_path / "four.safetensors"), "sources": sources, "steps": 3,
         "epoch_steps": 3, "checkpoint_every": 3, "progress": False, "freeze": ["encoder.*"],
-        "data": {"train": [str(data)], "segment": 0.25, "batch_size": 2},
+        "data": {"train": [str(data)], "chunk": 0.25, "batch_size": 2},
     })
     train(cfg)
     state = load_state(tmp_path / "ft" / "state.safetensors")["model"]

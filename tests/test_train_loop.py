@@ -16,7 +16,7 @@ def _config(tmp_path, data, name="run", **overrides) -> TrainConfig:
     base = TrainConfig.from_dict({
         "out": str(tmp_path / name), "model": "test-tinymask", "preset": "tiny", "steps": 8, "epoch_steps": 4,
         "checkpoint_every": 2, "seed": 3, "ema_decay": 0.9, "progress": False, "loss": {"l1": 1.0, "sdr": 0.01},
-        "data": {"train": [str(data)], "segment": 0.25, "batch_size": 2, "valid_fraction": 0.2, "valid_seconds": 0.5},
+        "data": {"train": [str(data)], "chunk": 0.25, "batch_size": 2, "valid_fraction": 0.2, "valid_seconds": 0.5},
         "optim": {"lr": 3e-3, "warmup_steps": 2},
     })
     return merge(base, overrides)
@@ -116,8 +116,8 @@ def test_both_mode_and_frozen_parameters(tmp_path, data):
 def test_config_file_flags_and_errors(tmp_path, data):
     path = tmp_path / "recipe.toml"
     path.write_text('model = "test-tinymask"\nsteps = 5\n[data]\ntrain = ["x"]\nbatch_size = 3\n[optim]\nlr = 0.01\n')
-    cfg = merge(load_config(path), {"steps": 7, "data.segment": 1.5, "seed": None})
-    assert (cfg.steps, cfg.data.batch_size, cfg.data.segment, cfg.optim.lr) == (7, 3, 1.5, 0.01)
+    cfg = merge(load_config(path), {"steps": 7, "data.chunk": 1.5, "seed": None})
+    assert (cfg.steps, cfg.data.batch_size, cfg.data.chunk, cfg.optim.lr) == (7, 3, 1.5, 0.01)
     path.write_text("[data]\nbogus = 1\n")
     with pytest.raises(ConfigError, match="bogus"):
         load_config(path)
@@ -142,7 +142,7 @@ def test_cli_trains_and_resumes(tmp_path, data, capsys):
     from stemforge.cli import main
 
     args = ["train", "--model", "test-tinymask", "--data", str(data), "--out", str(tmp_path / "cli"), "--steps", "2",
-            "--segment", "0.25", "--batch-size", "2", "--loss", "l1", "--loss", "mrstft=0.5", "--no-progress",
+            "--chunk", "0.25", "--batch-size", "2", "--loss", "l1", "--loss", "mrstft=0.5", "--no-progress",
             "--epoch-steps", "2"]
     assert main(args) == 0
     assert "best validation SDR" in capsys.readouterr().out
@@ -226,3 +226,19 @@ def test_warmup_longer_than_the_run_is_cut_with_a_warning(tmp_path, data, caplog
     assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
     with pytest.raises(ConfigError, match="warmup_steps must be >= 0"):
         Trainer(_config(tmp_path, data, "negative", **{"optim.warmup_steps": -1}))
+
+
+def test_chunk_is_the_training_word_and_old_configs_still_read(tmp_path):
+    """"segment" is the inference word; a training example is a "chunk". Recipes and run folders written with
+    ``[data] segment`` still load (as ``chunk``), and ``--segment`` stays an alias of ``--chunk``."""
+    path = tmp_path / "old.toml"
+    path.write_text('model = "test-tinymask"\n[data]\ntrain = ["x"]\nsegment = 1.25\n')
+    assert load_config(path).data.chunk == 1.25
+    assert TrainConfig.from_dict({"data": {"segment": 0.5}}).data.chunk == 0.5
+    path.write_text('[data]\nsegment = 1.0\nchunk = 2.0\n')
+    with pytest.raises(ConfigError, match="old name"):
+        load_config(path)
+    from stemforge.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--segment", "0.75"])
+    assert args.chunk == 0.75

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--data", action="append", help="MUSDB-layout folder of stems; repeatable")
     d.add_argument("--valid", action="append", help="held-out folder for validation (default: a split of --data)")
     d.add_argument("--unsupervised", action="append", help="folder of mixtures (mixture.wav) for MixIT; repeatable")
-    d.add_argument("--segment", type=float, help="seconds per training example")
+    d.add_argument("--chunk", "--segment", dest="chunk", type=float,
+                   help="seconds per training example (--segment: the old spelling)")
     d.add_argument("--batch-size", type=int)
     d.add_argument("--workers", type=int, help="data-loader worker processes")
     d.add_argument("--remix", type=float, help="probability of drawing each stem from another track")
@@ -67,7 +68,7 @@ FLAGS = {
     "steps": "--steps", "epoch_steps": "--epoch-steps", "checkpoint_every": "--checkpoint-every",
     "time_limit": "--time-limit", "stop_step": "--stop-step", "seed": "--seed", "device": "--device", "amp": "--amp",
     "threads": "--threads", "ema_decay": "--ema", "progress": "--no-progress", "data.train": "--data",
-    "data.valid": "--valid", "data.unsupervised": "--unsupervised", "data.segment": "--segment",
+    "data.valid": "--valid", "data.unsupervised": "--unsupervised", "data.chunk": "--chunk",
     "data.batch_size": "--batch-size", "data.workers": "--workers", "data.remix": "--remix", "optim.lr": "--lr",
     "optim.weight_decay": "--weight-decay", "optim.warmup_steps": "--warmup", "optim.grad_clip": "--grad-clip",
 }
@@ -105,7 +106,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device, "amp": args.amp, "threads": args.threads, "ema_decay": args.ema,
         "progress": False if args.no_progress else None,
         "data.train": args.data, "data.valid": args.valid, "data.unsupervised": args.unsupervised,
-        "data.segment": args.segment, "data.batch_size": args.batch_size, "data.workers": args.workers,
+        "data.chunk": args.chunk, "data.batch_size": args.batch_size, "data.workers": args.workers,
         "data.remix": args.remix, "optim.lr": args.lr, "optim.weight_decay": args.weight_decay,
         "optim.warmup_steps": args.warmup, "optim.grad_clip": args.grad_clip,
     }

@@ -30,7 +30,7 @@ class DataConfig:
     split_seed: int = 0  # which tracks are held out; separate from the run's seed so stages share one split
     valid_seconds: float = 30.0  # scored per validation track, from its start
     unsupervised: list[str] = dataclasses.field(default_factory=list)  # roots read as mixtures only (MixIT)
-    segment: float = 3.0  # seconds per training example
+    chunk: float = 3.0  # seconds per training example ("segment" is the inference word; old configs' key is read)
     batch_size: int = 8
     workers: int = 0
     remix: float = 0.5  # probability that an example draws each stem from a different random track
@@ -94,8 +94,8 @@ class TrainConfig:
             raise ConfigError("steps, epoch_steps and checkpoint_every must be >= 1")
         if self.optim.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.optim.warmup_steps}")
-        if self.data.batch_size < 1 or self.data.segment <= 0:
-            raise ConfigError("batch_size must be >= 1 and segment > 0 seconds")
+        if self.data.batch_size < 1 or self.data.chunk <= 0:
+            raise ConfigError("batch_size must be >= 1 and chunk > 0 seconds")
         if self.mode in ("supervised", "both") and not self.data.train:
             raise ConfigError("no training data: give at least one --data DIR")
         if self.mode == "mixit" and not (self.data.unsupervised or self.data.train):
@@ -119,8 +119,17 @@ class TrainConfig:
         return _build(cls, {**data, **nested}, "")
 
 
+#: Keys older configs (recipes, a run's config.json) used, read under their new name: ``[data] segment`` -> ``chunk``.
+_OLD_KEYS = {"data": {"segment": "chunk"}}
+
+
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
+    for old, new in _OLD_KEYS.get(section, {}).items():
+        if old in values:
+            if new in values:
+                raise ConfigError(f"[{section}] has both {old!r} and {new!r}; {old!r} is the old name of {new!r}")
+            values = {(new if k == old else k): v for k, v in values.items()}
     for key in values:
         if key not in names:
             where = f"[{section}] " if section else ""

@@ -224,7 +224,7 @@ class Trainer:
     def _datasets(self, model: StemModel) -> None:
         cfg, dcfg = self.config, self.config.data
         rate, channels = model.sample_rate, model.channels
-        chunk = int(round(dcfg.segment * rate))
+        chunk = int(round(dcfg.chunk * rate))
         supervised = cfg.mode in ("supervised", "both")
         self.stems = model.sources if supervised else DEFAULT_STEMS
         valid_songs: list[train_data.Song] = []
@@ -239,7 +239,7 @@ class Trainer:
                                     polarity_flip_probability=dcfg.polarity_flip, max_shift_seconds=dcfg.time_shift,
                                     pitch_shift_probability=dcfg.pitch_shift, tempo_probability=dcfg.tempo, sample_rate=rate)
             if supervised:
-                self.train_set = train_data.chunk_dataset(songs, self.stems, dcfg.segment, rate, channels, cfg.seed,
+                self.train_set = train_data.chunk_dataset(songs, self.stems, dcfg.chunk, rate, channels, cfg.seed,
                                                           dcfg.remix, augment)
             if cfg.mode in ("mixit", "both") and not dcfg.unsupervised:
                 self.mixit_set = train_data.MixturePairDataset(songs, chunk, rate, channels, cfg.seed + 1)
