@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Iterator, Mapping, Protocol
 
 import numpy as np
+# soxr is a nanobind extension: a KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI) raised
+# while it is first imported makes nanobind call std::terminate (a core dump instead of a clean stop), and the
+# streaming resampler used to import it only once temp files existed. Import it with this module instead.
+import soxr
 
 from stemforge.errors import AudioError
 
@@ -355,7 +359,6 @@ def downmix_matrix(in_channels: int, out_channels: int) -> np.ndarray:
 
 def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Whole-signal high-quality resampling (soxr) of (channels, time)."""
-    import soxr
 
     if from_rate == to_rate:
         return wav
@@ -367,7 +370,6 @@ class StreamResampler:
     """Chunk-by-chunk resampling with soxr's streaming API; output equals whole-signal resampling."""
 
     def __init__(self, from_rate: int, to_rate: int, channels: int) -> None:
-        import soxr
 
         self.identity = from_rate == to_rate
         self._stream = None if self.identity else soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32", quality="HQ")
