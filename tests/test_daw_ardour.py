@@ -178,7 +178,7 @@ def test_ardour_lua_loads_the_session_and_lists_our_tracks_and_regions(stem_fold
 
 
 @needs_ardour
-@pytest.mark.parametrize("channels", [2, 1])
+@pytest.mark.parametrize("channels", [2, 1, 6])
 def test_ardour_export_renders_the_sum_of_the_unmuted_stems(tmp_path: Path, channels: int) -> None:
     """Ardour's gain staging is unity as we write the session: faders, trims and the master's volume at 1, a
     stereo track's panner at full width, no region fades (by default Ardour fades each region in and out over

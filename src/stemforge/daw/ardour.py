@@ -4,12 +4,14 @@
 the way Ardour keeps imported audio: one 32-bit float mono WAV per channel (``drums%L.wav``, ``drums%R.wav``),
 named in the XML by file name only, so the folder can move. Each stem is an audio track with one whole-file
 region at 0, its name and colour; the original mix (converted to the session's rate and channel count) is one
-more track, muted. All tracks feed the master bus, whose channel count is the stems'.
+more track, muted. All tracks feed the master bus, whose channel count is the stems' (a mono master goes to
+both speakers).
 
-Gain staging, so that the master bus (and an export of it) is exactly the sum of the unmuted stems: faders
-and trims at unity; a stereo track's panner at full width and centre (Ardour's equal-power stereo panner then
-sends left to left and right to right at unity); region fades, transport fades and the master's panner off
-(Ardour otherwise fades each region in and out over 64 samples and may pan the master bus).
+Gain staging, so that the master bus (and ``ardour7-export`` of it) is the sum of the unmuted stems: faders,
+trims and the master's volume at unity; region fades off (Ardour's default fades every region in and out over
+64 samples, which puts an export of the test stems 0.53 off the sum at the edges) and transport fades off; a
+stereo track keeps Ardour's equal-power stereo panner at centre and full width, which sends left to left and
+right to right at unity; other layouts, and the master bus, have their panner bypassed (channel i to output i).
 """
 
 from __future__ import annotations
@@ -182,13 +184,14 @@ def _controllable(parent: ET.Element, ids: _Ids, name: str, value: str, flags: s
 
 
 def _io(parent: ET.Element, ids: _Ids, name: str, direction: str, channels: int,
-        connect: list[str] | None = None) -> None:
+        connect: list[list[str]] | None = None) -> None:
+    """An IO with ``channels`` audio ports, port ``c`` connected to each port named in ``connect[c]``."""
     io = _sub(parent, "IO", name=name, id=ids(), direction=direction, default_type="audio")
     way = "in" if direction == "Input" else "out"
     for c in range(channels):
         port = _sub(io, "Port", type="audio", name=f"{name}/audio_{way} {c + 1}")
-        if connect:
-            _sub(port, "Connection", other=connect[c])
+        for other in connect[c] if connect else []:
+            _sub(port, "Connection", other=other)
 
 
 def _amp(parent: ET.Element, ids: _Ids, kind: str) -> None:
@@ -222,10 +225,12 @@ def _route(routes: ET.Element, ids: _Ids, name: str, channels: int, colour: str,
     _controllable(route, ids, "solo-iso", "0", "Toggle,RealTime", solo_isolated="0")
     _controllable(route, ids, "solo-safe", "0", "Toggle", solo_safe="0")
     _io(route, ids, name, "Input", channels)
-    if master:
-        _io(route, ids, name, "Output", channels)
+    if master:  # to the sound card, as Ardour connects a new session's master bus; mono to both speakers
+        speakers = [["system:playback_1", "system:playback_2"]] if channels == 1 else \
+            [[f"system:playback_{c + 1}"] for c in range(channels)]
+        _io(route, ids, name, "Output", channels, speakers)
     else:
-        _io(route, ids, name, "Output", channels, [f"Master/audio_in {c + 1}" for c in range(channels)])
+        _io(route, ids, name, "Output", channels, [[f"Master/audio_in {c + 1}"] for c in range(channels)])
     _sub(route, "MuteMaster", mute_point="PostFader,Listen,Main", muted="1" if muted else "0")
     _controllable(route, ids, "mute", "1" if muted else "0", "Toggle,RealTime")
     _controllable(route, ids, "phase", "0", "Toggle", phase_invert="0" * channels)
@@ -316,6 +321,9 @@ def session_xml(session: Session, written: list[tuple[SessionTrack, list[str], i
         playlist = _sub(playlists, "Playlist", id=playlist_id, name=track.name, type="audio", orig_track_id=route_id,
                         shared_with_ids="", pgroup_id="", combine_ops="0")
         _sub(playlist, "Region", id=ids(), **{**region_attrs, "name": f"{track.name}.1", "whole_file": "0"})
+    click = _sub(root, "Click")
+    _io(click, ids, "Click", "Output", 2, [["system:playback_1"], ["system:playback_2"]])
+    _amp(click, ids, "amp")
     tempo_map = _sub(root, "TempoMap", superclocks_per_second=str(SUPERCLOCK_RATE))
     tempos = _sub(tempo_map, "Tempos")
     bpm = f"{session.tempo:g}" if session.tempo is not None else "120"

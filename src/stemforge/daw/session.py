@@ -88,11 +88,6 @@ class Session:
     def channels(self) -> int:
         return self.stems[0].channels
 
-    @property
-    def frames(self) -> int:
-        """The session's length: the longest track, in frames at the session's rate."""
-        return max([self.stems[0].frames] + ([round(self.mix.seconds * self.sample_rate)] if self.mix else []))
-
 
 def stem_colour(name: str) -> tuple[int, int, int]:
     """The RGB colour of the stem ``name`` (grey for names without one)."""
@@ -236,7 +231,9 @@ def session_from_files(name: str, stems: dict[str, Path], mix: str | os.PathLike
     mix_track = None
     if mix is not None:
         rate, channels, frames = _probe(Path(mix))
-        mix_track = SessionTrack(MIX_TRACK, Path(mix), rate, channels, frames, MIX_COLOUR, muted=True)
+        name_taken = MIX_TRACK in stems  # track names must differ (Ardour's routes, REAPER's track list)
+        mix_track = SessionTrack(f"original {MIX_TRACK}" if name_taken else MIX_TRACK, Path(mix), rate, channels,
+                                 frames, MIX_COLOUR, muted=True)
     return Session(name, tuple(tracks), mix_track, tempo)
 
 
@@ -254,37 +251,50 @@ def staging_path(target: Path, directory: bool) -> Path:
 def publish_tree(staged: Path, target: Path, force: bool = False) -> None:
     """Move a finished folder or file into place in one rename (signals held meanwhile).
 
-    Without ``force`` an existing target is an error; with it the old one is replaced (and then deleted).
+    Without ``force`` an existing target is an error; with it the old one is moved aside, replaced, and deleted
+    only once the new one is in place (on failure it is put back).
 
     Raises:
         OutputExistsError: ``target`` exists and ``force`` is false.
+        AudioError: the rename failed.
     """
     with deferred_signals():
         old = None
         if os.path.lexists(target):
             if not force:
                 raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
-            old = staging_path(target, directory=False)
-            os.replace(target, old) if not target.is_dir() or target.is_symlink() else _swap_dir(target, old)
+            old = staging_path(target, directory=False)  # a free name beside the target, for the old one
+            if target.is_dir() and not target.is_symlink():
+                old.unlink()  # os.replace cannot put a folder over a file
+            os.replace(target, old)
         try:
             if staged.is_dir():
                 os.rename(staged, target)  # fails on a non-empty folder that appeared meanwhile
             else:
-                os.link(staged, target)  # claims the name exclusively
-                staged.unlink()
-        except FileExistsError as exc:
-            raise OutputExistsError(f"{target}: already exists (use --force to replace it)") from exc
-        except OSError as exc:
-            raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
-        finally:
+                _claim(staged, target)
+        except BaseException as exc:
             if old is not None:
-                remove(old)
+                os.replace(old, target)
+            if isinstance(exc, FileExistsError):
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)") from exc
+            if isinstance(exc, OSError):
+                raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
+            raise
+        if old is not None:
+            remove(old)
 
 
-def _swap_dir(target: Path, old: Path) -> None:
-    """Move the folder ``target`` aside to ``old`` (a placeholder file made by ``staging_path``)."""
-    old.unlink()
-    os.rename(target, old)
+def _claim(staged: Path, target: Path) -> None:
+    """Move the file ``staged`` to ``target``, failing with FileExistsError if the name is taken."""
+    try:
+        os.link(staged, target)  # claims the name atomically
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this filesystem: reserve the name, then rename over it
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(staged, target)
+        return
+    staged.unlink()
 
 
 def remove(path: Path) -> None:
