@@ -99,6 +99,16 @@ def test_session_folder_holds_the_xml_and_one_float_file_per_channel(stem_folder
         assert region.get("length") == f"a{stems['drums'].shape[1] * ardour.SUPERCLOCK_RATE // SR}@a0"
 
 
+@pytest.mark.parametrize("rate", [44100, 48000, 37800, 11025, 96000, 22222])
+def test_superclock_positions_give_the_same_samples_back(rate: int) -> None:
+    """Ardour 7 keeps time in superclock ticks (282240000 a second); a length that does not divide evenly must
+    still come back as the same number of samples, whether Ardour rounds down or to the nearest tick."""
+    for frames in [1, 2, 3, 999, rate - 1, 12_345_678]:
+        ticks = int(ardour.superclock(frames, rate)[1:])
+        assert ticks * rate // ardour.SUPERCLOCK_RATE == frames
+        assert round(ticks * rate / ardour.SUPERCLOCK_RATE) == frames
+
+
 def test_mix_is_converted_to_the_session_rate_and_layout(tmp_path: Path) -> None:
     folder = tmp_path / "song"
     stems = make_stem_folder(folder, seconds=0.5)

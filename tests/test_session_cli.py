@@ -3,6 +3,7 @@ nothing behind."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,11 +118,11 @@ def test_separate_writes_the_session_beside_the_stems(tmp_path: Path, capsys) ->
     song = audio.save(tmp_path / "track one.wav", toy_mix(1.0), SR)
     out = tmp_path / "out"
     code, stdout, err = run(capsys, "separate", str(song), "-o", str(out), "-n", "hpss", "--segment", "1", "-q",
-                            "--session", "reaper")
+                            "--session", "reaper", "--json")
     assert code == 0, err
     folder = out / "hpss" / "track one"
     project = folder / "track one.rpp"
-    assert f"session {project}" in stdout
+    assert json.loads(stdout)["inputs"][0]["session"] == str(project)
     text = project.read_text()
     for stem in ("drums", "other"):  # hpss: harmonic/percussive
         assert f'FILE "{stem}.wav"' in text

@@ -42,8 +42,9 @@ def session_folder(session: Session, directory: str | os.PathLike[str]) -> Path:
 
 
 def superclock(frames: int, sample_rate: int) -> str:
-    """A sample position as Ardour 7 writes it (``a`` + superclock ticks)."""
-    return f"a{frames * SUPERCLOCK_RATE // sample_rate}"
+    """A sample position as Ardour 7 writes it (``a`` + superclock ticks), rounded up so that Ardour's conversion
+    back to samples (rounding down or to nearest) gives ``frames`` again at any sample rate."""
+    return f"a{-(-frames * SUPERCLOCK_RATE // sample_rate)}"
 
 
 def channel_file_names(name: str, channels: int) -> list[str]:
@@ -326,7 +327,7 @@ def session_xml(session: Session, written: list[tuple[SessionTrack, list[str], i
     _amp(click, ids, "amp")
     tempo_map = _sub(root, "TempoMap", superclocks_per_second=str(SUPERCLOCK_RATE))
     tempos = _sub(tempo_map, "Tempos")
-    bpm = f"{session.tempo:g}" if session.tempo is not None else "120"
+    bpm = f"{session.tempo:.10g}" if session.tempo is not None else "120"
     _sub(tempos, "Tempo", npm=bpm, enpm=bpm, note_type="4", type="Tempo::Constant", active="1",
          locked_to_meter="0", continuing="0", sclock="0", quarters="0:0", bbt="1|1|0", omega="0")
     meters = _sub(tempo_map, "Meters")

@@ -90,7 +90,7 @@ def project_text(session: Session, folder: str | os.PathLike[str]) -> str:
         The project, one chunk per track.
     """
     folder = Path(folder)
-    tempo = f"{session.tempo:g}" if session.tempo is not None else "120"
+    tempo = f"{session.tempo:.10g}" if session.tempo is not None else "120"
     lines = [
         '<REAPER_PROJECT 0.1 "6.0" 0',
         "  RIPPLE 0",
