@@ -75,3 +75,20 @@ def test_a_failed_replacement_puts_the_old_session_back(tmp_path: Path, monkeypa
     assert old.read_text() == "old"
     model.remove(staged)
     assert tree(tmp_path) == (["song", "song/song.ardour"] if kind == "folder" else ["song.rpp"])
+
+
+@pytest.mark.parametrize("daw", ["ardour", "reaper"])
+def test_a_folder_we_cannot_write_to_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daw: str) -> None:
+    from stemforge.daw import write_session
+
+    folder = tmp_path / "song"
+    make_stem_folder(folder, seconds=0.1)
+    session = model.read_stem_folder(folder)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(model.tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(model.tempfile, "mkstemp", read_only)
+    with pytest.raises(AudioError, match=r"song(\.rpp)?: cannot write the session \(Permission denied\)$"):
+        write_session(session, daw, folder)

@@ -81,9 +81,12 @@ def write_ardour(session: Session, directory: str | os.PathLike[str], force: boo
     try:
         os.chmod(staged, folder_mode())  # mkdtemp makes 0700 folders
         audio = staged / "interchange" / session.name / "audiofiles"
-        for sub in (audio, audio.parent / "midifiles", staged / "peaks", staged / "export", staged / "analysis",
-                    staged / "dead", staged / "plugins", staged / "externals"):
-            sub.mkdir(parents=True)
+        try:
+            for sub in (audio, audio.parent / "midifiles", staged / "peaks", staged / "export", staged / "analysis",
+                        staged / "dead", staged / "plugins", staged / "externals"):
+                sub.mkdir(parents=True)
+        except OSError as exc:
+            raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
         used: set[str] = set()
         written = []
         for track in session.tracks:

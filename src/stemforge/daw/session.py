@@ -58,10 +58,6 @@ class SessionTrack:
     colour: tuple[int, int, int] = STEM_GREY
     muted: bool = False
 
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.sample_rate
-
 
 @dataclasses.dataclass(frozen=True)
 class Session:
@@ -238,12 +234,19 @@ def session_from_files(name: str, stems: dict[str, Path], mix: str | os.PathLike
 
 
 def staging_path(target: Path, directory: bool) -> Path:
-    """A new hidden temporary folder (or empty file) beside ``target``, for building it before ``publish_tree``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """A new hidden temporary folder (or empty file) beside ``target``, for building it before ``publish_tree``.
+
+    Raises:
+        AudioError: it cannot be made (a read-only folder, a full disk).
+    """
     prefix = f".{target.name}.stemforge-"
-    if directory:
-        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
     os.close(fd)
     return Path(tmp)
 
