@@ -15,8 +15,8 @@ from stemforge.daw.reaper import write_reaper
 from stemforge.daw.session import (DAWS, Session, SessionError, SessionTrack, check_session_name, read_stem_folder,
                                    session_from_files)
 
-__all__ = ["DAWS", "Session", "SessionError", "SessionTrack", "read_stem_folder", "separated_session_target", "session_target",
-           "write_session", "write_stem_session"]
+__all__ = ["DAWS", "Session", "SessionError", "SessionTrack", "plain_name", "read_stem_folder",
+           "separated_session_target", "session_target", "write_session", "write_stem_session"]
 
 
 def write_session(session: Session, daw: str, directory: str | os.PathLike[str], force: bool = False) -> Path:
@@ -49,6 +49,12 @@ def session_target(daw: str, folder: str | os.PathLike[str], name: str | None = 
         daw: ``ardour`` or ``reaper``.
         folder: the stem folder.
         name: the session's name (default: the folder's name).
+
+    Returns:
+        The session folder or project file that ``write_session`` would write.
+
+    Raises:
+        SessionError: an unknown DAW or a name that is not a plain file name.
     """
     folder = Path(folder)
     name = check_session_name(name if name is not None else folder.resolve().name)
@@ -65,6 +71,9 @@ def separated_session_target(daw: str, stems: dict[str, Path], track: str | os.P
         stems: stem name -> output file (``Separator.output_paths``), all in one folder.
         track: the separated input file.
 
+    Returns:
+        The session folder or project file.
+
     Raises:
         SessionError: the stems are not in one folder (a ``--filename`` template that spreads them).
     """
@@ -76,7 +85,14 @@ def separated_session_target(daw: str, stems: dict[str, Path], track: str | os.P
 
 
 def plain_name(name: str) -> str:
-    """``name`` made a valid session name (unsafe characters become ``_``)."""
+    """``name`` made a valid session name: path and shell-hostile characters become ``_``, no leading dot.
+
+    Args:
+        name: e.g. an input file's name without its extension.
+
+    Returns:
+        A name ``check_session_name`` accepts.
+    """
     name = re.sub(r"[/\\\0:*?\"<>|]", "_", name).strip()
     return ("_" + name.lstrip(".")) if name.startswith(".") or not name else name
 
