@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     existing.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     existing.add_argument("--skip-existing", action="store_true",
                           help="skip a track whose stems all exist already (a re-run of a batch)")
+    p.add_argument("--session", choices=("ardour", "reaper"),
+                   help="also write a DAW session beside each track's stems (as `stemforge session` does)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout (per input: status ok, skipped or error, output paths or the "
@@ -129,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
                         print(f"{path}: skipped, its {len(targets)} stems exist")
                     continue
             try:
+                if args.session:  # refuse an existing session before separating
+                    session = _session_hook(args, separator.output_paths(path, output, relpath), path)
                 written = separator.separate_file(path, output, progress=not (args.quiet or args.json), relpath=relpath)
+                if args.session:
+                    session = _session_hook(args, written, path, write=True)
             except OutputExistsError as exc:
                 if not args.skip_existing:  # another run finished it while we waited for its lock
                     print(f"error: {exc}", file=sys.stderr)
@@ -147,9 +153,11 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             results.append({"input": str(path), "status": "ok", "outputs": {stem: str(p) for stem, p in written.items()}})
+            if args.session:
+                results[-1]["session"] = str(session)
             if not args.json:
                 folder = sorted({str(p.parent) for p in written.values()})
-                print(f"{path}: {len(written)} stems -> {', '.join(folder)}")
+                print(f"{path}: {len(written)} stems -> {', '.join(folder)}" + (f", session {session}" if args.session else ""))
     total = len(tracks) + len(problems)
     if skipped and not args.json:
         print(f"{skipped} of {total} inputs skipped (all stems already there)")
@@ -160,6 +168,18 @@ def run(args: argparse.Namespace) -> int:
                   indent=2)
         print()
     return 1 if failed else 0
+
+
+def _session_hook(args: argparse.Namespace, stems: dict[str, Path], track: Path, write: bool = False) -> Path:
+    """``--session``: before separating, refuse an existing session (unless --force); after, write it."""
+    from stemforge.daw import SessionError, separated_session_target, write_stem_session
+
+    if write:
+        return write_stem_session(stems, args.session, track, force=args.force)
+    target = separated_session_target(args.session, stems, track)
+    if target.exists() and not args.force:
+        raise SessionError(f"{track}: session {target} already exists (use --force to replace it)")
+    return target
 
 
 def _check_collisions(separator, output, tracks: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:

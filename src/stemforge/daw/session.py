@@ -1,0 +1,315 @@
+"""What a DAW session is made of, whatever the DAW: the stems of one track, the original mix, names, colours, tempo.
+
+``read_stem_folder`` checks a folder of stems as ``stemforge separate`` writes it (one file per stem, named after
+the stem) and returns a ``Session``: every stem must be there, nothing else that looks like a stem may be, and
+all of them must share one sample rate, one channel count and one length. The original mix is optional, may
+have its own rate, layout and length, and is muted in the session. ``publish_tree`` moves a finished session
+(built in a hidden temporary folder or file beside its target) into place in one rename.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from stemforge.audio import AUDIO_EXTENSIONS, OutputExistsError, deferred_signals, open_audio
+from stemforge.errors import AudioError, StemforgeError
+from stemforge.stems import FOUR_STEMS, SIX_STEMS
+
+#: The DAWs we write sessions for.
+DAWS = ("ardour", "reaper")
+
+#: Track colours (RGB), one per stem name; other names (``no_vocals``, a custom model's stems) are grey.
+STEM_COLOURS: dict[str, tuple[int, int, int]] = {
+    "drums": (0xE8, 0x47, 0x3F),
+    "bass": (0x3F, 0x7F, 0xE8),
+    "other": (0x4F, 0xBF, 0x5A),
+    "vocals": (0xE8, 0xC2, 0x3F),
+    "guitar": (0xE8, 0x87, 0x3F),
+    "piano": (0xA4, 0x5F, 0xE0),
+}
+STEM_GREY = (0x8C, 0x8C, 0x8C)
+MIX_COLOUR = (0x50, 0x50, 0x50)
+#: The name of the original mix's track.
+MIX_TRACK = "mix"
+
+
+class SessionError(StemforgeError):
+    """A stem folder cannot become a session (missing, extra or mismatched stems, an existing session)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionTrack:
+    """One audio file on its own track, starting at 0.
+
+    ``frames`` are at ``sample_rate``; the file has ``channels`` channels.
+    """
+
+    name: str
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    colour: tuple[int, int, int] = STEM_GREY
+    muted: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A DAW session: the stems (all the same rate, layout and length), then the original mix (muted), if any.
+
+    ``tempo`` is in beats per minute (None: unknown; the DAW's default then stands).
+    """
+
+    name: str
+    stems: tuple[SessionTrack, ...]
+    mix: SessionTrack | None = None
+    tempo: float | None = None
+
+    @property
+    def tracks(self) -> tuple[SessionTrack, ...]:
+        """The stems, then the mix."""
+        return self.stems + ((self.mix,) if self.mix is not None else ())
+
+    @property
+    def sample_rate(self) -> int:
+        return self.stems[0].sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.stems[0].channels
+
+
+def stem_colour(name: str) -> tuple[int, int, int]:
+    """The RGB colour of the stem ``name`` (grey for names without one)."""
+    return STEM_COLOURS.get(name, STEM_GREY)
+
+
+def check_tempo(tempo: float | None) -> None:
+    """Refuse a tempo no DAW takes (the CLI's ``--tempo``)."""
+    if tempo is not None and not 1.0 <= tempo <= 999.0:
+        raise SessionError(f"--tempo {tempo:g}: give beats per minute between 1 and 999")
+
+
+def check_session_name(name: str) -> str:
+    """A session name that is also one plain file name (no separators, no leading dot, not empty).
+
+    Returns:
+        ``name`` unchanged.
+    """
+    if not name or name.strip() != name or name.startswith(".") or re.search(r"[/\\\0:*?\"<>|]", name):
+        raise SessionError(f"session name {name!r}: use a plain file name (no slashes, no leading dot or spaces)")
+    return name
+
+
+def _probe(path: Path) -> tuple[int, int, int]:
+    """(sample rate, channels, frames) of an audio file; frames are counted by decoding when the header lacks them."""
+    reader = open_audio(path)
+    try:
+        info = reader.info
+        frames = info.frames
+        if frames is None:
+            frames = sum(block.shape[1] for block in reader.blocks(1 << 16))
+        if not frames:
+            raise AudioError(f"{path}: contains no audio samples")
+        return info.sample_rate, info.channels, frames
+    finally:
+        reader.close()
+
+
+def expected_stems(found: Iterable[str]) -> tuple[str, ...]:
+    """The stem set a folder holding ``found`` should hold: ``X`` and ``no_X``, the six stems or the four.
+
+    Args:
+        found: the stem names present.
+
+    Returns:
+        The names expected, in session order.
+    """
+    found = set(found)
+    pairs = sorted(n[len("no_"):] for n in found if n.startswith("no_"))
+    if len(pairs) == 1:
+        return (pairs[0], f"no_{pairs[0]}")
+    if found & (set(SIX_STEMS) - set(FOUR_STEMS)):
+        return SIX_STEMS
+    return FOUR_STEMS
+
+
+def read_stem_folder(folder: str | os.PathLike[str], stems: Iterable[str] | None = None,
+                     mix: str | os.PathLike[str] | None = None, name: str | None = None,
+                     tempo: float | None = None) -> Session:
+    """Check a folder of stems (``<stem>.<ext>``, as ``stemforge separate`` writes them) and describe its session.
+
+    Audio files directly in ``folder`` are the stems (hidden files and subfolders are ignored). Without ``stems``
+    the folder must hold one known set: ``X`` and ``no_X`` (``--two-stems``), the six stems if guitar or piano is
+    there, else the four.
+
+    Args:
+        folder: the stem folder.
+        stems: the stem names to expect, in track order (default: the set the folder's names imply).
+        mix: the original mix (any rate, layout and length); None for no mix track.
+        name: the session's name (default: the folder's name).
+        tempo: beats per minute, if known.
+
+    Returns:
+        The session: stems in order, each with its colour, then the mix, muted.
+
+    Raises:
+        SessionError: no such folder, a stem missing, a file that is no expected stem, a stem twice (two
+            extensions), or stems that differ in sample rate, channel count or length.
+        AudioError: a file that cannot be read.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SessionError(f"{folder}: no such stem folder")
+    check_tempo(tempo)
+    name = check_session_name(name if name is not None else folder.resolve().name)
+    files: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        if mix is not None and path.resolve() == Path(mix).resolve():
+            continue
+        files.setdefault(path.stem, []).append(path)
+    twice = {stem: paths for stem, paths in files.items() if len(paths) > 1}
+    if twice:
+        stem, paths = next(iter(twice.items()))
+        raise SessionError(f"{folder}: stem {stem!r} is there twice ({', '.join(p.name for p in paths)}); keep one")
+    wanted = tuple(dict.fromkeys(stems)) if stems is not None else expected_stems(files)
+    if not wanted:
+        raise SessionError("no stems asked for")
+    missing = [s for s in wanted if s not in files]
+    extra = sorted(files[s][0].name for s in files if s not in wanted)
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+        hint = "" if stems is not None else f" (expected {', '.join(wanted)}; name the stems with --stems)"
+        raise SessionError(f"{folder}: {'; '.join(parts)}{hint}")
+    return session_from_files(name, {stem: files[stem][0] for stem in wanted}, mix, tempo)
+
+
+def session_from_files(name: str, stems: dict[str, Path], mix: str | os.PathLike[str] | None = None,
+                       tempo: float | None = None) -> Session:
+    """The session of the given stem files (checked to share one sample rate, channel count and length).
+
+    Args:
+        name: the session's name (a plain file name).
+        stems: track name -> audio file, in track order.
+        mix: the original mix, muted in the session (any rate, layout and length), or None.
+        tempo: beats per minute, if known.
+
+    Returns:
+        The session.
+
+    Raises:
+        SessionError: no stems, a bad name or tempo, or stems that differ in rate, channels or length.
+        AudioError: a file that cannot be read.
+    """
+    check_session_name(name)
+    check_tempo(tempo)
+    if not stems:
+        raise SessionError("no stems to make a session of")
+    tracks = []
+    for stem, path in stems.items():
+        rate, channels, frames = _probe(Path(path))
+        tracks.append(SessionTrack(stem, Path(path), rate, channels, frames, stem_colour(stem)))
+    first = tracks[0]
+    for track in tracks[1:]:
+        for what, a, b, unit in (("sample rate", first.sample_rate, track.sample_rate, " Hz"),
+                                 ("channel count", first.channels, track.channels, ""),
+                                 ("length", first.frames, track.frames, " frames")):
+            if a != b:
+                raise SessionError(f"stems differ in {what}: {first.path} has {a}{unit}, {track.path} {b}{unit}")
+    mix_track = None
+    if mix is not None:
+        rate, channels, frames = _probe(Path(mix))
+        name_taken = MIX_TRACK in stems  # track names must differ (Ardour's routes, REAPER's track list)
+        mix_track = SessionTrack(f"original {MIX_TRACK}" if name_taken else MIX_TRACK, Path(mix), rate, channels,
+                                 frames, MIX_COLOUR, muted=True)
+    return Session(name, tuple(tracks), mix_track, tempo)
+
+
+def staging_path(target: Path, directory: bool) -> Path:
+    """A new hidden temporary folder (or empty file) beside ``target``, for building it before ``publish_tree``.
+
+    Raises:
+        AudioError: it cannot be made (a read-only folder, a full disk).
+    """
+    prefix = f".{target.name}.stemforge-"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish_tree(staged: Path, target: Path, force: bool = False) -> None:
+    """Move a finished folder or file into place in one rename (signals held meanwhile).
+
+    Without ``force`` an existing target is an error; with it the old one is moved aside, replaced, and deleted
+    only once the new one is in place (on failure it is put back).
+
+    Raises:
+        OutputExistsError: ``target`` exists and ``force`` is false.
+        AudioError: the rename failed.
+    """
+    with deferred_signals():
+        old = None
+        if os.path.lexists(target):
+            if not force:
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
+            old = staging_path(target, directory=False)  # a free name beside the target, for the old one
+            if target.is_dir() and not target.is_symlink():
+                old.unlink()  # os.replace cannot put a folder over a file
+            os.replace(target, old)
+        try:
+            if staged.is_dir():
+                os.rename(staged, target)  # fails on a non-empty folder that appeared meanwhile
+            else:
+                _claim(staged, target)
+        except BaseException as exc:
+            if old is not None:
+                os.replace(old, target)
+            if isinstance(exc, FileExistsError):
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)") from exc
+            if isinstance(exc, OSError):
+                raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
+            raise
+        if old is not None:
+            remove(old)
+
+
+def _claim(staged: Path, target: Path) -> None:
+    """Move the file ``staged`` to ``target``, failing with FileExistsError if the name is taken."""
+    try:
+        os.link(staged, target)  # claims the name atomically
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this filesystem: reserve the name, then rename over it
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(staged, target)
+        return
+    staged.unlink()
+
+
+def remove(path: Path) -> None:
+    """Delete a file or folder we made (a staging one), quietly."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def folder_mode() -> int:
+    """The mode a plain ``mkdir`` would give a new folder under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
