@@ -18,12 +18,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge", "stemforge.errors", "stemforge.stems"),
     ("stemforge.extras", "stemforge.dsp", "stemforge.audio"),
-    ("stemforge.layout", "stemforge.metrics", "stemforge.data"),
+    ("stemforge.layout", "stemforge.metrics", "stemforge.data", "stemforge.remix"),
     ("stemforge.models",),  # base, registry, the built-in families
     ("stemforge.models.compat",),  # published architectures and their checkpoint formats
     ("stemforge.checkpoint", "stemforge.engine"),
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
-    ("stemforge.separate",),
+    ("stemforge.separate", "stemforge.stemfile"),
     ("stemforge.evaluate",),
     ("stemforge.report",),
     ("stemforge.commands",),
