@@ -136,9 +136,24 @@ def test_existing_stem_file_is_kept_unless_forced(separated: dict[str, Path], tm
     assert "already exists" in err and "Traceback" not in err
     assert target.read_bytes() == b"mine"
     assert [p.name for p in target.parent.iterdir()] == ["song.stem.mp4"]  # no staging or temp files left
+    assert main(["separate", str(separated["song"]), "-o", str(out), "--format", "stem.mp4", "--skip-existing",
+                 *FAST]) == 0
+    assert target.read_bytes() == b"mine"
     assert main(["separate", str(separated["song"]), "-o", str(out), "--format", "stem.mp4", "--force", *FAST]) == 0
     assert read_stem_metadata(target) == ni_metadata()
     assert [p.name for p in target.parent.iterdir()] == ["song.stem.mp4"]
+
+
+def test_mono_48k_input_gets_a_stereo_44k_master_as_long_as_the_stems(tmp_path: Path) -> None:
+    mono = toy_mix(2.0, 48000)[:1]
+    song = audio.save(tmp_path / "mono.wav", mono, 48000, bits=16)
+    assert main(["separate", str(song), "-o", str(tmp_path / "out"), "--format", "stem.mp4", "--bits", "24",
+                 *FAST]) == 0
+    path = str(tmp_path / "out" / "classical" / "mono.stem.mp4")
+    assert {probe_stream(path, i) for i in range(5)} == {(SR, 2 * SR, 2)}
+    master = decode_stream(path, 0)[0]
+    expected = audio.resample(np.repeat(mono, 2, axis=0), 48000, SR)[:, : 2 * SR]
+    assert np.abs(master - expected).max() < 1e-4  # the input, resampled once, duplicated to stereo, 24-bit
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -86,7 +86,7 @@ def load_stem_folder(folder: str | os.PathLike[str]) -> StemFolder:
         what = "; ".join(p for p in (f"missing {', '.join(missing)}" if missing else "",
                                      f"extra {', '.join(extra)}" if extra else "") if p)
         raise RemixError(f"{folder}: not a stem set ({what}); expected {', '.join(match)}"
-                         + (f" (and optionally {MIXTURE})" if extra else ""))
+                         + (f" and optionally {MIXTURE} (move other audio files out of the folder)" if extra else ""))
     infos = {}
     for name in match:
         reader = open_audio(files[name])
@@ -162,21 +162,29 @@ def pan_gains(pan: float) -> tuple[float, float]:
 
 
 def sample_peaks(x: np.ndarray, oversample: int = OVERSAMPLE) -> np.ndarray:
-    """Per-sample true peaks of (channels, time) audio: (time,), the largest magnitude over the channels and the
-    ``oversample`` interpolated points from each sample to the next (polyphase FIR, scipy's ``resample_poly``),
-    computed a block at a time so memory stays small."""
+    """Per-sample true peaks of (channels, time) audio.
+
+    Args:
+        x: (channels, time) audio.
+        oversample: upsampling factor of the interpolation (scipy's polyphase ``resample_poly``, Kaiser-windowed
+            sinc), run a block at a time with enough context on both sides that the blocks join seamlessly.
+
+    Returns:
+        (time,) float32: for each sample, the largest magnitude over the channels, the sample itself and the
+        ``oversample`` interpolated points from it towards the next.
+    """
     from scipy.signal import resample_poly
 
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     n = x.shape[-1]
-    peaks = np.abs(x).max(axis=0) if n else np.zeros(0)
-    pad = 64  # input samples of context on each side: more than the interpolation filter's half length
+    peaks = np.abs(x).max(axis=0) if n else np.zeros(0, np.float32)
+    pad = 16 * oversample  # input samples of context: more than the interpolation filter's half length
     for start in range(0, n, _BLOCK):
-        lo, hi = max(0, start - pad), min(n, start + _BLOCK + pad)
-        up = np.abs(resample_poly(x[:, lo:hi], oversample, 1, axis=-1)).max(axis=0)
-        begin, end = (start - lo) * oversample, (min(n, start + _BLOCK) - lo) * oversample
-        block = up[begin:end].reshape(-1, oversample).max(axis=1)
-        peaks[start:start + block.shape[0]] = np.maximum(peaks[start:start + block.shape[0]], block)
+        lo, stop, hi = max(0, start - pad), min(n, start + _BLOCK), min(n, start + _BLOCK + pad)
+        up = resample_poly(x[:, lo:hi], oversample, 1, axis=-1)
+        up = up[:, (start - lo) * oversample:(stop - lo) * oversample]
+        block = np.abs(up).max(axis=0).reshape(-1, oversample).max(axis=1)
+        np.maximum(peaks[start:stop], block, out=peaks[start:stop])
     return peaks
 
 
@@ -201,53 +209,62 @@ def loudness(x: np.ndarray, rate: int) -> float:
     """
     import pyloudnorm
 
-    data = x.T.astype(np.float64)
+    data = x.T
     block = int(math.ceil(0.4 * rate))
     if data.shape[0] < block:
         data = np.pad(data, ((0, block - data.shape[0]), (0, 0)))
     return float(pyloudnorm.Meter(rate).integrated_loudness(data))
 
 
-def true_peak_limit(x: np.ndarray, rate: int, ceiling_db: float = CEILING_DBTP, lookahead: float = 0.005,
-                    release: float = 0.08) -> np.ndarray:
-    """Limit (channels, time) audio so its true peak stays at or below ``ceiling_db`` dBTP.
+def limiter_gain(peaks: np.ndarray, rate: int, ceiling_db: float = CEILING_DBTP, lookahead: float = 0.005,
+                 release: float = 0.08) -> np.ndarray:
+    """The gain curve that keeps a signal with per-sample true peaks ``peaks`` under ``ceiling_db``.
 
-    The gain each sample needs is read from the 4x oversampled signal, spread over ``lookahead`` before and
-    ``release`` after each peak (a sliding minimum) and smoothed with a ``lookahead`` moving average, so it
-    never exceeds what any sample needs and never jumps. A final static trim catches what the gain's own
-    modulation adds between samples.
+    The gain each sample needs is spread over ``lookahead`` before and ``release`` after it (a sliding minimum)
+    and smoothed with a ``lookahead`` moving average, so it never exceeds what any sample needs and never jumps.
 
     Args:
-        x: (channels, time) audio.
+        peaks: (time,) per-sample true peaks (``sample_peaks``).
         rate: sample rate in Hz.
         ceiling_db: the true-peak ceiling in dBTP.
         lookahead: attack time in seconds.
         release: hold time in seconds after a peak before the gain recovers.
 
     Returns:
-        (channels, time) float32, true peak <= ceiling.
+        (time,) float32 gains in (0, 1].
     """
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-    ceiling = 10 ** (ceiling_db / 20)
-    x = x.astype(np.float64)
-    if x.size == 0:
-        return x.astype(np.float32)
-    target = ceiling * 10 ** (-0.05 / 20)  # a little headroom for the gain's own modulation
-    peaks = sample_peaks(x)
-    need = np.minimum(1.0, target / np.maximum(peaks, 1e-12))
-    if need.min() < 1.0:
-        attack = max(1, int(lookahead * rate))
-        hold = max(1, int(release * rate))
-        # the minimum over [t - hold, t + attack] (a positive origin moves scipy's window back in time)
-        size = attack + hold + 1
-        held = minimum_filter1d(need, size=size, mode="nearest", origin=hold - size // 2)
-        smooth = uniform_filter1d(held, size=attack, mode="nearest")
-        x = x * np.minimum(smooth, 1.0)
-    peak = true_peak(x)
-    if peak > ceiling:
-        x = x * (ceiling / peak * 0.9999)
-    return x.astype(np.float32)
+    target = 10 ** ((ceiling_db - 0.05) / 20)  # a little headroom for the gain's own modulation
+    need = np.minimum(1.0, target / np.maximum(peaks, 1e-12)).astype(np.float32)
+    if need.size == 0 or need.min() >= 1.0:
+        return need
+    attack = max(1, int(lookahead * rate))
+    hold = max(1, int(release * rate))
+    size = attack + hold + 1  # the minimum over [t - hold, t + attack] (a positive origin looks back in time)
+    held = minimum_filter1d(need, size=size, mode="nearest", origin=hold - size // 2)
+    return np.minimum(uniform_filter1d(held, size=attack, mode="nearest"), 1.0)
+
+
+def _trim_to_ceiling(x: np.ndarray, ceiling_db: float) -> np.ndarray:
+    """A static trim for what the limiter's own gain modulation adds between samples: x at or under the ceiling."""
+    ceiling, peak = 10 ** (ceiling_db / 20), true_peak(x)
+    return x * np.float32(ceiling / peak * 0.9999) if peak > ceiling else x
+
+
+def true_peak_limit(x: np.ndarray, rate: int, ceiling_db: float = CEILING_DBTP) -> np.ndarray:
+    """Limit (channels, time) audio so its true peak stays at or below ``ceiling_db`` dBTP (``limiter_gain``).
+
+    Args:
+        x: (channels, time) audio.
+        rate: sample rate in Hz.
+        ceiling_db: the true-peak ceiling in dBTP.
+
+    Returns:
+        (channels, time) float32, true peak <= ceiling.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    return _trim_to_ceiling(x * limiter_gain(sample_peaks(x), rate, ceiling_db), ceiling_db)
 
 
 def remix(stems: Mapping[str, np.ndarray], rate: int, gains: Mapping[str, float] | None = None,
@@ -282,28 +299,28 @@ def remix(stems: Mapping[str, np.ndarray], rate: int, gains: Mapping[str, float]
     channels = next(iter(shapes))[0]
     if pans and channels != 2:
         raise RemixError(f"--pan needs stereo stems; these have {channels} channel(s)")
-    mix = np.zeros(next(iter(shapes)), np.float64)
+    mix = np.zeros(next(iter(shapes)), np.float32)
     for name, stem in stems.items():
         gain = gains.get(name, 0.0)
         if gain == -math.inf:
             continue
-        part = stem.astype(np.float64) * 10 ** (gain / 20)
+        scale = np.full((channels, 1), 10 ** (gain / 20), np.float32)
         if name in pans:
-            left, right = pan_gains(pans[name])
-            part = part * np.array([[left], [right]])
-        mix += part
+            scale[:, 0] *= pan_gains(pans[name])
+        mix += stem * scale
     if reference is None:
-        reference, reference_rate = sum(s.astype(np.float64) for s in stems.values()), rate
+        reference, reference_rate = sum(stems.values()), rate
     target = loudness(reference, reference_rate or rate)
     level = loudness(mix, rate)
-    if not (np.isfinite(target) and np.isfinite(level)):
-        return true_peak_limit(mix, rate, ceiling_db)  # silence (or a silent original): nothing to match
+    peaks = sample_peaks(mix)  # the peaks scale with the gain: one measurement serves every try below
+    if not (np.isfinite(target) and np.isfinite(level)):  # silence (or a silent original): nothing to match
+        return _trim_to_ceiling(mix * limiter_gain(peaks, rate, ceiling_db), ceiling_db)
     gain_db = first = target - level
-    out = mix
     for _ in range(4):  # the limiter takes some loudness away: give some back (at most MAX_MAKEUP_DB)
-        out = true_peak_limit(mix * 10 ** (gain_db / 20), rate, ceiling_db)
+        gain = np.float32(10 ** (gain_db / 20))
+        out = mix * (gain * limiter_gain(peaks * gain, rate, ceiling_db))
         short = target - loudness(out, rate)
         if abs(short) < 0.05 or gain_db >= first + MAX_MAKEUP_DB:
             break
         gain_db = min(gain_db + short, first + MAX_MAKEUP_DB)
-    return out
+    return _trim_to_ceiling(out, ceiling_db)

@@ -28,8 +28,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from stemforge.audio import (AudioReader, OutputExistsError, _part_prefix, _process_alive, deferred_signals, load,
-                             open_audio, publish, save)
+from stemforge.audio import (AudioReader, AudioWriter, OutputExistsError, StreamResampler, _part_prefix,
+                             _process_alive, convert_channels, deferred_signals, open_audio, publish)
 from stemforge.data.stemmp4 import STEM_MP4_STREAMS
 from stemforge.errors import AudioError, StemforgeError
 from stemforge.separate import OutputOptions, Separator, _safe_part
@@ -372,10 +372,8 @@ def separate_to_stem_file(separator: Separator, track: str | os.PathLike[str], o
         stems = separator.separate_file(track, stage, progress=progress)
         reader = open_audio(stems[FOUR_STEMS[0]])
         reader.close()
-        rate, channels, frames = reader.info.sample_rate, reader.info.channels, reader.info.frames
-        mix, _ = load(track, sample_rate=rate, channels=channels)
-        mix = mix[:, :frames] if mix.shape[1] >= frames else np.pad(mix, ((0, 0), (0, frames - mix.shape[1])))
-        master = save(staging / "mixture.wav", mix, rate, bits="24")
+        master = _stage_master(track, staging / "mixture.wav", reader.info.sample_rate, reader.info.channels,
+                               reader.info.frames)
         write_stem_file(target, {"mixture": master, **stems}, codec=codec, overwrite=output.force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -387,6 +385,33 @@ def separate_to_stem_file(separator: Separator, track: str | os.PathLike[str], o
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _stage_master(track: Path, dest: Path, rate: int, channels: int, frames: int) -> Path:
+    """The input as a 24-bit wav at the stems' rate, channel count and length (streamed: memory stays flat)."""
+    reader = open_audio(track)
+    writer = AudioWriter(dest, rate, channels, "wav", "24")
+    try:
+        resampler = StreamResampler(reader.info.sample_rate, rate, channels)
+        written = 0
+
+        def put(block: np.ndarray) -> None:
+            nonlocal written
+            block = block[:, :frames - written]
+            writer.write(block)
+            written += block.shape[1]
+
+        for block in reader.blocks(_BLOCK):
+            put(resampler.process(convert_channels(block, channels)))
+        put(resampler.process(np.zeros((channels, 0), np.float32), last=True))
+        if written < frames:
+            writer.write(np.zeros((channels, frames - written), np.float32))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        reader.close()
 
 
 _STAGING_RE = re.compile(r"^\.(?P<name>.+)\.sf(?P<pid>\d+)\.[^.]+\.staging$")
