@@ -193,3 +193,9 @@ def test_file_without_stem_box_is_reported(tmp_path: Path) -> None:
     (tmp_path / "junk.stem.mp4").write_bytes(b"\x00\x00\x00\x10moov\x00\x00\x00\xffudta")
     with pytest.raises(StemforgeError, match="not a valid NI Stems file"):
         read_stem_metadata(tmp_path / "junk.stem.mp4")
+
+
+def test_a_file_named_twice_is_separated_once(separated: dict[str, Path], tmp_path: Path) -> None:
+    song = str(separated["song"])
+    assert main(["separate", song, song, "-o", str(tmp_path), "--format", "stem.mp4", *FAST]) == 0
+    assert [p.name for p in (tmp_path / "classical").iterdir()] == ["song.stem.mp4"]

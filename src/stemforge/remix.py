@@ -50,7 +50,11 @@ class StemFolder:
 
 
 def stem_sets() -> list[tuple[str, ...]]:
-    """The stem sets a folder may hold: four stems, six stems, or a two-stem split (``X`` and ``no_X``)."""
+    """The stem sets a folder may hold.
+
+    Returns:
+        The four stems, the six stems, and each two-stem split (``X`` and ``no_X``), as name tuples.
+    """
     return [FOUR_STEMS, SIX_STEMS, *((s, f"no_{s}") for s in SIX_STEMS)]
 
 
@@ -156,7 +160,14 @@ def parse_levels(spec: str | None, kind: str = "gain") -> dict[str, float]:
 
 
 def pan_gains(pan: float) -> tuple[float, float]:
-    """Constant-power balance: (left, right) gains for ``pan`` in [-1, 1], both 1 in the centre."""
+    """Constant-power balance.
+
+    Args:
+        pan: -1 (hard left) to 1 (hard right).
+
+    Returns:
+        (left, right) linear gains: both 1 at 0, (sqrt 2, 0) at -1; left² + right² is always 2.
+    """
     angle = (pan + 1) * math.pi / 4
     return math.sqrt(2) * math.cos(angle), math.sqrt(2) * math.sin(angle)
 
@@ -203,9 +214,14 @@ def true_peak(x: np.ndarray, oversample: int = OVERSAMPLE) -> float:
 
 
 def loudness(x: np.ndarray, rate: int) -> float:
-    """Integrated loudness (LUFS, ITU-R BS.1770-4 with EBU R128 gating) of (channels, time) audio; -inf if silent.
+    """Integrated loudness (ITU-R BS.1770-4 with EBU R128 gating, ``pyloudnorm``).
 
-    Signals shorter than one 400 ms gating block are measured zero-padded to one block.
+    Args:
+        x: (channels, time) audio; shorter than one 400 ms gating block, it is measured zero-padded to one block.
+        rate: sample rate in Hz.
+
+    Returns:
+        LUFS; -inf for silence.
     """
     import pyloudnorm
 

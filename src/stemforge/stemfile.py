@@ -316,13 +316,33 @@ def _encode(tmp: Path, readers: list[AudioReader], codec: str, rate: int, channe
 
 
 def stem_file_path(model_name: str, track: Path, directory: Path, relpath: str | Path = "") -> Path:
-    """Where ``separate --format stem.mp4`` writes ``track``: ``DIR/<model>/<relpath>/<track>.stem.mp4``."""
+    """Where ``separate --format stem.mp4`` writes ``track``.
+
+    Args:
+        model_name: the separator's name (the folder under ``directory``).
+        track: the input file.
+        directory: the output folder.
+        relpath: the track's folder relative to the input directory it was found in.
+
+    Returns:
+        ``directory/<model>/<relpath>/<track name without extension>.stem.mp4``.
+    """
     parts = [_safe_part(p) for p in Path(relpath).parts if p not in ("", ".")]
     return Path(directory, _safe_part(model_name), *parts, f"{_safe_part(track.stem)}.{STEM_FORMAT}")
 
 
 def codec_for_bits(bits: str | None) -> str:
-    """``--bits`` -> stem file codec: none -> AAC, 24 -> ALAC (anything else is an error)."""
+    """The stem file codec for a ``--bits`` value.
+
+    Args:
+        bits: ``None`` or ``"24"``.
+
+    Returns:
+        ``"aac"`` for None, ``"alac"`` for 24.
+
+    Raises:
+        StemforgeError: any other bit depth.
+    """
     if bits is None:
         return "aac"
     if bits == "24":

@@ -235,8 +235,11 @@ def run_stem_files(args: argparse.Namespace) -> int:
                           threads=args.threads, backend=args.backend, wiener=args.wiener)
     results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
     failed, skipped = len(problems), 0
+    unique: dict[str, tuple[Path, Path]] = {}
+    for path, relpath in tracks:  # a file named twice is separated once
+        unique.setdefault(os.path.normcase(os.path.abspath(path)), (path, relpath))
     with _signals_interrupt():
-        for path, relpath in tracks:
+        for path, relpath in unique.values():
             target = stem_file_path(separator.name, path, output.directory, relpath)
             if args.skip_existing and target.exists():
                 skipped += 1
