@@ -128,7 +128,8 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module", ["stemforge", "stemforge.hub", "stemforge.hub.catalogue", "stemforge.hub.cache",
-                                    "stemforge.commands.models", "stemforge.cli"])
+                                    "stemforge.commands.models", "stemforge.cli", "stemforge.stemfile",
+                                    "stemforge.remix"])
 def test_light_modules_import_no_torch(module: str) -> None:
     """The package, the hub, its catalogue and cache and the CLI layer load without torch (``stemforge --help``)."""
     import subprocess

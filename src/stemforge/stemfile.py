@@ -10,7 +10,8 @@ the ``moov`` box, which FFmpeg places after the media data, so no sample offset 
 
 Everything is written to a hidden temporary file next to the target and moved into place only when complete
 (``stemforge.audio.publish``: never over an existing file unless asked). Reading the ``stem`` box parses JSON
-only (``read_stem_metadata``).
+only (``read_stem_metadata``). Reading and writing stem files import no torch; ``separate_to_stem_file`` runs a
+separator.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -32,8 +33,10 @@ from stemforge.audio import (AudioReader, AudioWriter, OutputExistsError, Stream
                              _process_alive, convert_channels, deferred_signals, open_audio, publish)
 from stemforge.data.stemmp4 import STEM_MP4_STREAMS
 from stemforge.errors import AudioError, StemforgeError
-from stemforge.separate import OutputOptions, Separator, _safe_part
 from stemforge.stems import FOUR_STEMS
+
+if TYPE_CHECKING:  # the separator (and torch) are imported only where a track is separated
+    from stemforge.separate import OutputOptions, Separator
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +330,8 @@ def stem_file_path(model_name: str, track: Path, directory: Path, relpath: str |
     Returns:
         ``directory/<model>/<relpath>/<track name without extension>.stem.mp4``.
     """
+    from stemforge.separate import _safe_part
+
     parts = [_safe_part(p) for p in Path(relpath).parts if p not in ("", ".")]
     return Path(directory, _safe_part(model_name), *parts, f"{_safe_part(track.stem)}.{STEM_FORMAT}")
 
