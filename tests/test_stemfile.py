@@ -170,6 +170,16 @@ def test_bad_stem_file_requests_are_one_line_errors(separated: dict[str, Path], 
     assert not list((tmp_path / "out").rglob("*.mp4")) and not list((tmp_path / "out").rglob(".*"))
 
 
+def test_surround_input_with_keep_channels_is_refused_before_separating(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    surround = audio.save(tmp_path / "six.wav", np.zeros((6, SR), np.float32), SR, bits=16)
+    args = ["separate", str(surround), "-o", str(tmp_path / "out"), "--format", "stem.mp4", "--keep-channels", *FAST]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "6-channel stems" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_writer_refuses_mismatched_sources(separated: dict[str, Path], tmp_path: Path) -> None:
     sources = {name: separated["wavs"] / f"{name}.wav" for name in ORDER[1:]}
     short = audio.save(tmp_path / "short.wav", toy_mix(1.0), SR, bits=16)

@@ -383,6 +383,12 @@ def separate_to_stem_file(separator: Separator, track: str | os.PathLike[str], o
     if sorted(separator.sources) != sorted(FOUR_STEMS):
         raise StemforgeError(f"--format {STEM_FORMAT} needs a model with the stems {', '.join(FOUR_STEMS)}; "
                              f"{separator.name!r} has {', '.join(separator.sources)}")
+    if output.keep_channels:
+        reader = open_audio(track)
+        reader.close()
+        if reader.info.channels > 2:
+            raise StemforgeError(f"{track}: --keep-channels would give {reader.info.channels}-channel stems, but NI "
+                                 "Stems hold mono or stereo streams; leave --keep-channels out")
     target = stem_file_path(separator.name, track, output.directory, relpath)
     if target.exists() and not output.force:
         raise OutputExistsError(f"{track}: output already exists: {target} (use --force to overwrite, "
