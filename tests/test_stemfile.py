@@ -209,3 +209,10 @@ def test_a_file_named_twice_is_separated_once(separated: dict[str, Path], tmp_pa
     song = str(separated["song"])
     assert main(["separate", song, song, "-o", str(tmp_path), "--format", "stem.mp4", *FAST]) == 0
     assert [p.name for p in (tmp_path / "classical").iterdir()] == ["song.stem.mp4"]
+
+
+def test_the_cli_spells_the_format_as_the_module_does() -> None:
+    from stemforge.commands.separate import STEM_FORMAT as CLI_FORMAT
+    from stemforge.stemfile import STEM_FORMAT
+
+    assert CLI_FORMAT == STEM_FORMAT == "stem.mp4"
