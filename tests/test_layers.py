@@ -18,12 +18,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge", "stemforge.errors", "stemforge.stems"),
     ("stemforge.extras", "stemforge.dsp", "stemforge.audio"),
-    ("stemforge.layout", "stemforge.metrics", "stemforge.data", "stemforge.daw"),
+    ("stemforge.layout", "stemforge.metrics", "stemforge.data", "stemforge.daw", "stemforge.remix"),
     ("stemforge.models",),  # base, registry, the built-in families
     ("stemforge.models.compat",),  # published architectures and their checkpoint formats
     ("stemforge.checkpoint", "stemforge.engine"),
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
-    ("stemforge.separate",),
+    ("stemforge.separate", "stemforge.stemfile"),
     ("stemforge.evaluate",),
     ("stemforge.report",),
     ("stemforge.commands",),
@@ -128,7 +128,8 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module", ["stemforge", "stemforge.hub", "stemforge.hub.catalogue", "stemforge.hub.cache",
-                                    "stemforge.commands.models", "stemforge.cli"])
+                                    "stemforge.commands.models", "stemforge.cli", "stemforge.stemfile",
+                                    "stemforge.remix"])
 def test_light_modules_import_no_torch(module: str) -> None:
     """The package, the hub, its catalogue and cache and the CLI layer load without torch (``stemforge --help``)."""
     import subprocess

@@ -15,6 +15,8 @@ from typing import Iterator
 from stemforge.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, CLIP_MODES, MP3_BITRATE_RANGE, OUTPUT_FORMATS, OutputExistsError
 from stemforge.errors import StemforgeError
 
+STEM_FORMAT = "stem.mp4"  # stemforge.stemfile.STEM_FORMAT, spelled here so --help needs no torch
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("separate", help="separate audio files into stems", allow_abbrev=False,
@@ -41,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "number of CPUs)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="wav", help="output format (default wav)")
+    fmt.add_argument("--format", dest="fmt", choices=(*OUTPUT_FORMATS, STEM_FORMAT), default="wav",
+                     help=f"output format (default wav); {STEM_FORMAT}: one NI Stems file per track (AAC, or "
+                          "ALAC with --bits 24) at DIR/<model>/<track>.stem.mp4")
     fmt.add_argument("--mp3", dest="fmt", action="store_const", const="mp3", help="same as --format mp3 (Demucs)")
     fmt.add_argument("--flac", dest="fmt", action="store_const", const="flac", help="same as --format flac (Demucs)")
     bits = p.add_mutually_exclusive_group()
@@ -100,6 +104,8 @@ def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
 def run(args: argparse.Namespace) -> int:
     from stemforge.separate import OutputOptions, Separator, check_filename_template
 
+    if args.fmt == STEM_FORMAT:
+        return run_stem_files(args)
     check_filename_template(args.filename)  # before loading a model or reading anything
     stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
     output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
@@ -224,3 +230,56 @@ def _signals_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_stem_files(args: argparse.Namespace) -> int:
+    """``separate --format stem.mp4``: one NI Stems file per input (``stemforge.stemfile``)."""
+    from stemforge.separate import OutputOptions, Separator
+    from stemforge.stemfile import codec_for_bits, separate_to_stem_file, stem_file_path
+
+    codec_for_bits(args.bits)
+    for flag, value in (("--mp3-bitrate", args.mp3_bitrate), ("--stems", args.stems), ("--two-stems", args.two_stems)):
+        if value is not None:
+            raise StemforgeError(f"{flag} does not apply to --format {STEM_FORMAT} (it holds the master and all four stems)")
+    if args.filename != "{track}/{stem}.{ext}":
+        raise StemforgeError(f"--filename does not apply to --format {STEM_FORMAT}: it writes DIR/<model>/<track>.stem.mp4")
+    output = OutputOptions(directory=Path(args.out), bits=args.bits, clip=args.clip_mode, keep_rate=args.keep_rate,
+                           keep_channels=args.keep_channels, force=args.force, jobs=args.jobs)
+    tracks, problems = find_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not tracks:
+        return 1
+    separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
+                          batch_size=args.batch_size, device=args.device, precision=args.precision,
+                          threads=args.threads, backend=args.backend, wiener=args.wiener)
+    results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
+    failed, skipped = len(problems), 0
+    unique: dict[str, tuple[Path, Path]] = {}
+    for path, relpath in tracks:  # a file named twice is separated once
+        unique.setdefault(os.path.normcase(os.path.abspath(path)), (path, relpath))
+    with _signals_interrupt():
+        for path, relpath in unique.values():
+            target = stem_file_path(separator.name, path, output.directory, relpath)
+            if args.skip_existing and target.exists():
+                skipped += 1
+                results.append({"input": str(path), "status": "skipped", "outputs": {STEM_FORMAT: str(target)}})
+                if not args.json:
+                    print(f"{path}: skipped, {target} exists")
+                continue
+            try:
+                separate_to_stem_file(separator, path, output, relpath=relpath, progress=not (args.quiet or args.json))
+            except StemforgeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                results.append({"input": str(path), "status": "error", "error": str(exc)})
+                failed += 1
+                continue
+            results.append({"input": str(path), "status": "ok", "outputs": {STEM_FORMAT: str(target)}})
+            if not args.json:
+                print(f"{path}: -> {target}")
+    if failed:
+        print(f"{failed} of {len(tracks) + len(problems)} inputs failed", file=sys.stderr)
+    if args.json:
+        json.dump({"model": separator.name, "failed": failed, "skipped": skipped, "inputs": results}, sys.stdout, indent=2)
+        print()
+    return 1 if failed else 0

@@ -99,6 +99,10 @@ def decode_stream(path: str, stream: int) -> tuple[np.ndarray, int]:
                 raise AudioError(f"{path} has {len(audio_streams)} audio streams, stream {stream} is missing")
             st = audio_streams[stream]
             rate = st.codec_context.sample_rate
+            # AAC pads its last frame; the track's duration says where the audio ends (as probe_stream reports).
+            frames = None
+            if st.duration is not None and st.time_base is not None:
+                frames = int(round(st.duration * st.time_base * rate))
             chunks = [_frame_array(frame) for frame in container.decode(st)]
     except AudioError:
         raise
@@ -107,4 +111,6 @@ def decode_stream(path: str, stream: int) -> tuple[np.ndarray, int]:
     if not chunks:
         raise AudioError(f"{path} (stream {stream}) has no audio frames")
     data = np.concatenate(chunks, axis=1)
+    if frames:
+        data = data[:, :frames]
     return np.ascontiguousarray(data, dtype=np.float32), int(rate)
