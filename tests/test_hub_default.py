@@ -27,6 +27,7 @@ from stemforge.cli import main
 from stemforge.hub import best, cache, catalogue
 
 TARGETS = ("vocals", "drums", "bass", "other")
+# The toy Open-Unmix runs with --segment 1: its default 30 s segment would pad a 0.5 s song 60-fold.
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -105,7 +106,7 @@ def test_a_verified_cached_checkpoint_is_chosen(tmp_path, published, song, monke
     _use_toy(monkeypatch, published, "http://127.0.0.1:9")  # nothing listens there: the cache alone must do
     _plant(published, tmp_path)
     assert hub.best_model() == "toyumx" and cache._probes == {}  # no network asked
-    assert main(["separate", str(song), "-o", str(tmp_path / "out")]) == 0
+    assert main(["separate", str(song), "-o", str(tmp_path / "out"), "--segment", "1"]) == 0
     assert sorted(p.name for p in (tmp_path / "out" / "toyumx" / "song").iterdir()) == sorted(f"{t}.wav" for t in TARGETS)
     assert _warnings(capsys.readouterr().err) == []
     assert not (tmp_path / "out" / "default").exists()
@@ -113,7 +114,7 @@ def test_a_verified_cached_checkpoint_is_chosen(tmp_path, published, song, monke
 
 def test_downloaded_on_first_use_verified_with_a_progress_bar(tmp_path, published, server, song, monkeypatch, capsys):
     _use_toy(monkeypatch, published, server)
-    assert main(["separate", str(song), "-o", str(tmp_path / "out")]) == 0
+    assert main(["separate", str(song), "-o", str(tmp_path / "out"), "--segment", "1"]) == 0
     err = capsys.readouterr().err
     assert _warnings(err) == ["warning: downloading toyumx (0 MiB) once, the best model for separating; --offline "
                               "uses the bundled model instead"]
