@@ -138,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
         if summary.get("rank", 0):
             return 130
         out = summary["out"]
+        again = (f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 'N')} -m stemforge train --ddp"
+                 if args.ddp else "stemforge train")
         print(f"stopped by {summary['interrupted']} after step {summary['step']}; saved {summary['state']}\n"
-              f"continue with: stemforge train --out {shlex.quote(out)} --resume", file=sys.stderr)
+              f"continue with: {again} --out {shlex.quote(out)} --resume", file=sys.stderr)
         return 130
     if summary.get("rank", 0):
         return 0
