@@ -30,6 +30,13 @@ def _same_numbers_on_any_machine():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test reaches the network: ``separate`` without ``-n`` runs the bundled model, as on an offline machine
+    (``tests/test_hub_default.py`` lifts this to test the choice itself)."""
+    monkeypatch.setenv("STEMFORGE_OFFLINE", "1")
+
+
 @pytest.fixture
 def deterministic_torch():
     """``torch.use_deterministic_algorithms(True)`` for the test, restored afterwards (training-outcome tests)."""

@@ -157,3 +157,23 @@ def test_step_loader_batches_do_not_depend_on_workers_or_start_step(tmp_path):
     assert len(inline) == 4 and inline[0].shape == (2, 4, 2, int(0.1 * RATE))
     assert all(torch.equal(a, b) for a, b in zip(inline, workers))
     assert all(torch.equal(a, b) for a, b in zip(inline[2:], resumed))
+
+
+def test_ranks_split_each_global_batch_disjointly(tmp_path):
+    """Distributed training: rank r reads the r-th share of every step's global batch; together, exactly it."""
+    B, start, steps = 6, 2, 5
+    for world in (1, 2, 3):
+        shares = [list(training.StepIndices(B, start, steps, rank, world)) for rank in range(world)]
+        for k in range(steps - start):
+            per_step = [share[k * B // world:(k + 1) * B // world] for share in shares]
+            assert sum(per_step, []) == list(range((start + k) * B, (start + k + 1) * B))
+    assert list(training.StepIndices(B, start, steps)) == list(range(start * B, steps * B))  # one process: as before
+    assert len(training.StepIndices(B, 0, 1 << 40, 1, 2)) == 3 << 40  # lazy: a long run lists nothing
+    with pytest.raises(StemforgeError, match="cannot be split evenly over 4 processes"):
+        training.StepIndices(B, 0, 1, 0, 4)
+    make_dataset(tmp_path / "d", songs=3)
+    songs = training.find_training_songs([tmp_path / "d"], STEMS)
+    dataset = training.chunk_dataset(songs, STEMS, 0.1, RATE, 2, seed=5)
+    whole = list(training.step_loader(dataset, 4, 0, 2, workers=0))
+    halves = [list(training.step_loader(dataset, 4, 0, 2, 0, rank, 2)) for rank in range(2)]
+    assert all(torch.equal(whole[k], torch.cat([halves[0][k], halves[1][k]])) for k in range(2))

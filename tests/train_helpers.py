@@ -79,3 +79,11 @@ def make_dataset(root: Path, songs: int = 5, seconds: float = 1.0, seed: int = 0
             mix = mix + wav
         sf.write(folder / "mixture.wav", np.asarray(mix).T, RATE, subtype="FLOAT")
     return root
+
+
+if __name__ == "__main__":  # the stemforge CLI with the tiny test model registered (torchrun runs it per rank)
+    import sys
+
+    from stemforge.cli import main
+
+    sys.exit(main(sys.argv[1:]))

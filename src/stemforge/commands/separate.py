@@ -24,8 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "Demucs' flags work too (--mp3, --flac, --int24, --float32, -j, ...).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories (walked for audio files)")
     p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output directory (default: separated)")
-    p.add_argument("-n", "--name", default="default", metavar="MODEL",
-                   help="model: 'default', a name from `stemforge models`, or a checkpoint file")
+    p.add_argument("-n", "--name", metavar="MODEL",
+                   help="model: a name from `stemforge models` ('default': the bundled one) or a checkpoint file "
+                        "(default: the best available: HTDemucs from the cache, downloaded once where there is "
+                        "network, else the bundled model)")
+    p.add_argument("--offline", action="store_true",
+                   help="without -n, use the bundled model: no download, no network probe (also STEMFORGE_OFFLINE=1)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--two-stems", metavar="STEM", help="write only STEM and no_STEM (e.g. vocals / no_vocals)")
     group.add_argument("--stems", metavar="A,B", help="comma-separated subset of stems to write")
@@ -118,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not tracks:
         return 1
+    if args.name is None:
+        from stemforge.hub import best_model
+
+        args.name = best_model(offline=args.offline, progress=not (args.quiet or args.json))
     separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
                           batch_size=args.batch_size, device=args.device, precision=args.precision,
                           threads=args.threads, backend=args.backend, wiener=args.wiener)

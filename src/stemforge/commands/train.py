@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (CUDA)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--ddp", action="store_true",
+                   help="distributed data parallel, one process per device, launched by torchrun: "
+                        "'torchrun --nproc_per_node=N -m stemforge train --ddp ...'; --batch-size is the global batch")
     p.set_defaults(func=run)
 
 
@@ -113,6 +116,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
     from stemforge.train import TrainConfig, train
     from stemforge.train.config import config_overrides, merge
     from stemforge.train.loop import resume_config
@@ -125,12 +131,20 @@ def run(args: argparse.Namespace) -> int:
         config = resume_config(out, {**from_file, **from_flags})
     else:
         config = merge(merge(TrainConfig(), from_file), from_flags)
-    summary = train(config, resume=args.resume, origins=origins)
+    if args.ddp and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for the run; the others only for errors
+        logging.getLogger("stemforge").setLevel(logging.ERROR)
+    summary = train(config, resume=args.resume, origins=origins, ddp=args.ddp)
     if summary.get("interrupted"):
+        if summary.get("rank", 0):
+            return 130
         out = summary["out"]
+        again = (f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 'N')} -m stemforge train --ddp"
+                 if args.ddp else "stemforge train")
         print(f"stopped by {summary['interrupted']} after step {summary['step']}; saved {summary['state']}\n"
-              f"continue with: stemforge train --out {shlex.quote(out)} --resume", file=sys.stderr)
+              f"continue with: {again} --out {shlex.quote(out)} --resume", file=sys.stderr)
         return 130
+    if summary.get("rank", 0):
+        return 0
     best = summary["best"]
     print(f"trained to step {summary['step']}; run folder {summary['out']}")
     if best:

@@ -23,7 +23,7 @@ from stemforge.data.songs import AudioFile, Song, discover_songs, read_stems
 from stemforge.data.stemmp4 import STEM_MP4_STREAMS
 
 __all__ = ["MixturePairDataset", "Song", "chunk_dataset", "find_mixture_songs", "find_training_songs", "split_songs",
-           "step_loader", "validation_stems"]
+           "StepIndices", "step_loader", "validation_stems"]
 from stemforge.errors import StemforgeError
 from stemforge.stems import FOUR_STEMS
 
@@ -188,24 +188,68 @@ def validation_stems(songs: list[Song], sources: Sequence[str], seconds: float, 
     return out
 
 
+class StepIndices(Sequence[int]):
+    """The example numbers one process reads for steps ``start_step .. steps - 1``, in order.
+
+    Step k's global batch is examples ``k*B .. k*B + B - 1`` (B = ``batch_size``); of ``world_size`` processes,
+    rank r takes the r-th contiguous share of ``B / world_size`` of them. The shares are disjoint, cover the
+    global batch, and depend on nothing but these numbers (a lazy sequence: a long run lists no indices).
+
+    Args:
+        batch_size: the global batch B, a multiple of ``world_size``.
+        start_step: first step.
+        steps: one past the last step.
+        rank: this process's rank, ``0 <= rank < world_size``.
+        world_size: processes sharing each global batch.
+    """
+
+    def __init__(self, batch_size: int, start_step: int, steps: int, rank: int = 0, world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size}")
+        if batch_size % world_size:
+            raise StemforgeError(f"a batch of {batch_size} examples cannot be split evenly over {world_size} "
+                                 f"processes; give a --batch-size that is a multiple of {world_size}")
+        self.batch_size, self.start, self.steps = batch_size, start_step, max(start_step, steps)
+        self.share = batch_size // world_size
+        self.offset = rank * self.share
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.share
+
+    def __getitem__(self, i: int) -> int:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        step, j = divmod(i, self.share)
+        return (self.start + step) * self.batch_size + self.offset + j
+
+
 def step_loader(dataset: torch.utils.data.Dataset, batch_size: int, start_step: int, steps: int,
-                workers: int) -> torch.utils.data.DataLoader:
+                workers: int, rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
     """Batches for steps ``start_step .. steps - 1``: step k holds examples ``k*B .. k*B + B - 1``.
 
-    The loader has its own generator so creating it never consumes the global torch RNG (resume stays exact).
+    With ``world_size`` processes (distributed data parallel) rank r's batch of step k is the r-th contiguous
+    ``B / world_size`` of those examples (``StepIndices``): together the ranks read exactly the global batch a
+    single process would, each example once. The loader has its own generator so creating it never consumes the
+    global torch RNG (resume stays exact).
 
     Args:
         dataset: indexable by example number.
-        batch_size: examples per step (B).
+        batch_size: examples per step over all processes (B).
         start_step: first step to yield.
         steps: one past the last step.
         workers: loader processes (0: in this process).
+        rank: this process's rank.
+        world_size: processes sharing each step; must divide ``batch_size``.
 
     Returns:
-        A DataLoader yielding (B, ...) batches in step order.
+        A DataLoader yielding (B / world_size, ...) batches in step order.
+
+    Raises:
+        StemforgeError: ``batch_size`` is not a multiple of ``world_size`` (one line).
     """
-    indices = range(start_step * batch_size, steps * batch_size)
+    indices = StepIndices(batch_size, start_step, steps, rank, world_size)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
+        dataset, batch_size=indices.share, sampler=indices, num_workers=workers,
         generator=torch.Generator().manual_seed(0), persistent_workers=False,
     )

@@ -9,7 +9,9 @@ A name or path is resolved in this order:
 5. a registered preset that needs no training (``classical``, ``hpss``, ...: ``models.registry``).
 
 Anything else raises ``UnknownModelError`` naming close matches and the three lists (runnable models,
-downloadable checkpoints, architectures to train). This package imports no torch until a model is loaded.
+downloadable checkpoints, architectures to train). ``best_model()`` names the best model available now (a
+verified cached or freshly downloaded HTDemucs, else ``"default"``: ``hub.best``); ``stemforge separate`` without
+``-n`` runs it. This package imports no torch until a model is loaded.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from stemforge.errors import ModelError
 from stemforge.hub import catalogue
+from stemforge.hub.best import DEFAULT_MODEL, OFFLINE_ENV, PREFERRED, best_model, offline_requested
 from stemforge.hub.cache import default_cache_dir, download, entry_dir, is_downloaded, offline_hint, verify
 from stemforge.hub.catalogue import ZooEntry, ZooFile, find, list_checkpoints
 
 if TYPE_CHECKING:
     from stemforge.models.base import StemModel
-
-DEFAULT_MODEL = "default"
 
 
 class UnknownModelError(ModelError):
@@ -213,6 +214,6 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path |
     return resolve(name_or_path, cache_dir)[0]
 
 
-__all__ = ["DEFAULT_MODEL", "NotDownloadedError", "UnknownModelError", "UntrainedModelError", "ZooEntry", "ZooFile", "bundled_checkpoint", "default_cache_dir",
+__all__ = ["DEFAULT_MODEL", "OFFLINE_ENV", "PREFERRED", "best_model", "offline_requested", "NotDownloadedError", "UnknownModelError", "UntrainedModelError", "ZooEntry", "ZooFile", "bundled_checkpoint", "default_cache_dir",
            "download", "entry_dir", "find", "is_downloaded", "list_checkpoints", "load_model", "load_zoo",
            "model_names", "resolve", "resolve_model", "unknown_model_error", "verify"]

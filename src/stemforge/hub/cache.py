@@ -9,11 +9,13 @@ re-hashing an unchanged file), so a file placed by hand is checked too.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import socket
 import ssl
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -263,6 +265,50 @@ def download(entry: ZooEntry | str, cache_dir: str | Path | None = None, progres
     if entry.manifest:
         (folder / entry.manifest[0]).write_text(entry.manifest[1])
     return folder
+
+
+#: Seconds a connectivity probe may take, name lookup included (an offline machine falls back at once).
+PROBE_TIMEOUT = 1.5
+_probes: dict[str, bool] = {}
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether ``url``'s server answers an HTTP ``HEAD`` request within ``timeout`` seconds (name lookup, proxy,
+    TLS handshake with certificate check included); the answer is remembered per server for the process.
+
+    Any HTTP answer counts (even 404: the server is there, a download will say what is wrong). The request runs
+    in a daemon thread that is abandoned at the deadline, so a resolver or a firewall that hangs costs ``timeout``,
+    not the 30 s or more of a system default; a machine whose connections are intercepted fails the certificate
+    check and counts as offline.
+
+    Args:
+        url: the URL a download would fetch.
+        timeout: seconds to wait at most.
+
+    Returns:
+        True if the server answered in time.
+    """
+    parts = urllib.parse.urlsplit(url)
+    key = f"{parts.scheme}://{parts.netloc}"
+    if key in _probes:
+        return _probes[key]
+    answered: list[bool] = []
+
+    def probe() -> None:
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "stemforge"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                answered.append(True)
+        except urllib.error.HTTPError:
+            answered.append(True)
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, name="stemforge-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    _probes[key] = bool(answered and answered[0])
+    return _probes[key]
 
 
 def _progress(label: str, enabled: bool) -> Callable[[int, int | None], None]:

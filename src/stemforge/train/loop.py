@@ -12,6 +12,8 @@ A run directory holds::
     model.safetensors  the shipped weights at the end of training
 
 ``resume`` continues bit for bit: every batch is a pure function of (seed, step), and the RNG states are restored.
+With ``ddp`` (under ``torchrun``) each process trains on its share of every step's batch
+(``stemforge.train.distributed``); rank 0 alone writes the run folder, and the state holds every rank's RNG.
 It keeps the run's own settings (``config.json``); each one the resuming config changes is logged on one line.
 SIGINT or SIGTERM (Ctrl-C, a job scheduler) stops the run after the step in progress and saves a resumable state.
 """
@@ -42,6 +44,7 @@ from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 from stemforge.models.registry import build
 from stemforge.stems import FOUR_STEMS
+from stemforge.train import distributed
 from stemforge.train.config import ConfigError, TrainConfig, flatten, merge
 from stemforge.train.ema import EMA
 from stemforge.train.finetune import freeze, start_from
@@ -183,9 +186,13 @@ class Trainer:
     On resume ``config`` is the config to continue with: build it with ``resume_config(out, overrides)`` to keep
     the run's own settings except the overridden ones. Each setting that differs from the run's is logged
     (a warning, one line each, naming its origin from ``origins`` when given).
+
+    ``ddp=True`` (in a process started by ``torchrun``) joins the other processes of the run: the model trains as
+    DistributedDataParallel, ``data.batch_size`` is the global batch, and rank 0 alone writes the run folder.
     """
 
-    def __init__(self, config: TrainConfig, resume: bool = False, origins: dict[str, str] | None = None) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, origins: dict[str, str] | None = None,
+                 ddp: bool = False) -> None:
         self.out = Path(config.out)
         if resume:
             for line in resume_changes(stored_config(self.out), config, origins):
@@ -200,8 +207,13 @@ class Trainer:
             raise StemforgeError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = torch.device(config.device)
         self.stop_signal: int | None = None
+        self.group = distributed.join(config.device) if ddp else distributed.SINGLE
+        if config.data.batch_size % self.group.world_size:
+            self.group.close()
+            raise ConfigError(f"--batch-size {config.data.batch_size} is the global batch and must split evenly over "
+                              f"the {self.group.world_size} processes; give a multiple of {self.group.world_size}")
+        self.device = self.group.device(config.device)
 
     # ----- setup -------------------------------------------------------------------------------------------
     def _build_model(self) -> StemModel:
@@ -251,8 +263,12 @@ class Trainer:
     def _batches(self, start: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
         cfg = self.config
         bs, workers = cfg.data.batch_size, cfg.data.workers
-        sup = iter(train_data.step_loader(self.train_set, bs, start, cfg.steps, workers)) if self.train_set else None
-        unsup = iter(train_data.step_loader(self.mixit_set, bs, start, cfg.steps, workers)) if self.mixit_set else None
+        rank, world = self.group.rank, self.group.world_size
+        sup = unsup = None
+        if self.train_set:
+            sup = iter(train_data.step_loader(self.train_set, bs, start, cfg.steps, workers, rank, world))
+        if self.mixit_set:
+            unsup = iter(train_data.step_loader(self.mixit_set, bs, start, cfg.steps, workers, rank, world))
         for _ in range(start, cfg.steps):
             yield (next(sup) if sup else None), (next(unsup) if unsup else None)
 
@@ -263,13 +279,13 @@ class Trainer:
         if stems is not None:
             stems = stems.to(self.device, non_blocking=True)
             with autocast:
-                estimate = self.model(stems.sum(1))
+                estimate = self.net(stems.sum(1))
             total = total + self.loss_fn(estimate.float(), stems)
         if pairs is not None:
             pairs = pairs.to(self.device, non_blocking=True)
             mom, mixtures = mixture_of_mixtures(pairs[:, :1], pairs[:, 1:])
             with autocast:
-                estimate = self.model(mom)
+                estimate = self.net(mom)
             weight = self.config.mixit_weight if stems is not None else 1.0
             total = total + weight * mixit_loss(estimate.float(), mixtures, self.config.snr_max)[0]
         return total
@@ -279,13 +295,19 @@ class Trainer:
         return self.ema.module if self.ema else self.model
 
     def _save(self, step: int) -> None:
+        rng = self.group.gather(_rng_state())  # a collective: every rank saves at the same steps
+        if not self.group.is_main:
+            return
         meta = {"training": {"step": step, "run": str(self.out), "seed": self.config.seed}}
         save_checkpoint(self.model, self.out / "last.safetensors", **meta)
-        save_state({
+        state = {
             "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-            "best": self.best, "rng": _rng_state(),
-        }, self.out / STATE_FILE)
+            "best": self.best, "rng": rng[0],
+        }
+        if self.group.distributed:
+            state.update(world_size=self.group.world_size, rng_ranks=rng)
+        save_state(state, self.out / STATE_FILE)
 
     def _restore(self) -> int:
         path = self.out / STATE_FILE
@@ -306,12 +328,26 @@ class Trainer:
             if best is not None and not (isinstance(best, dict) and isinstance(best.get("sdr_mean"), float)):
                 raise ValueError("bad best score")
             self.best = best
-            _set_rng_state(state["rng"])
+            _set_rng_state(self._own_rng(state))
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise StemforgeError(f"training state does not match this run: {path}: {reason}") from exc
-        self._truncate_logs(step)
+        if self.group.is_main:
+            self._truncate_logs(step)
         return step
+
+    def _own_rng(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's RNG state from a saved state; a different world size continues, but not bit for bit."""
+        world = state.get("world_size", 1)
+        if type(world) is not int or world < 1:
+            raise ValueError(f"bad world_size {world!r:.40}")
+        if world != self.group.world_size:
+            if self.group.is_main:
+                logger.warning(f"{self.out} was trained by {world} process(es) and resumes on "
+                               f"{self.group.world_size}: it continues, but not bit for bit (each process draws "
+                               "its own random numbers)")
+            return state["rng"]
+        return state["rng_ranks"][self.group.rank] if world > 1 else state["rng"]
 
     def _truncate_logs(self, step: int) -> None:
         """Drop log rows of steps after the checkpoint (they are redone identically) and any torn row that a
@@ -332,6 +368,8 @@ class Trainer:
                 _replace_text(table, buffer.getvalue())
 
     def _log(self, row: dict[str, Any]) -> None:
+        if not self.group.is_main:
+            return
         with (self.out / "log.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         flat = {k: v for k, v in row.items() if k != "kind" and not isinstance(v, dict)}
@@ -346,10 +384,10 @@ class Trainer:
             writer.writerow(flat)
 
     def _validate(self, step: int) -> None:
-        if not self.valid:
+        if not self.valid or not self.group.is_main:  # the other ranks wait in their next step's gradient sync
             return
         model = self._shipped()
-        scores = validate(model, self.valid, self.stems, self.config.device)
+        scores = validate(model, self.valid, self.stems, str(self.device))
         mean = float(np.mean(list(scores.values())))
         self.last_scores = scores
         self._log({"kind": "valid", "step": step, "epoch": step // self.config.epoch_steps, "sdr_mean": mean, "sdr": scores})
@@ -393,8 +431,16 @@ class Trainer:
         Returns:
             ``{"step", "best", "out"}``: the last step, the best validation scores (or None), the run folder; after a
             stop signal also ``"interrupted"`` (the signal's name, e.g. ``"SIGINT"``) and ``"state"`` (the saved
-            state's path), and no ``model.safetensors`` is written.
+            state's path), and no ``model.safetensors`` is written. Under ``ddp`` every rank returns the same
+            summary but for ``"rank"`` (only rank 0's ``"best"`` is filled in).
         """
+        try:
+            summary = self._fit()
+        finally:
+            self.group.close()
+        return {**summary, "rank": self.group.rank}
+
+    def _fit(self) -> dict[str, Any]:
         from tqdm import tqdm
 
         cfg = self.config
@@ -417,17 +463,26 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_scores: dict[str, float] | None = None
         start = self._restore() if self.resume else 0
-        _replace_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if self.group.rank > 0 and not self.resume:  # each rank its own dropout (the weights come from rank 0)
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.group.rank]).generate_state(1)[0]))
+        self.net = self.group.wrap(self.model, self.device)
+        if self.group.is_main:
+            _replace_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.group.is_main))
         tic = time.perf_counter()
         step = start
         if start == 0 and cfg.validate_first:
             self._validate(0)
         batches = self._batches(start)
         previous = self._catch_stop_signals()
+        stopped = 0  # the signal that stops the run, once every rank knows of it
         try:
-            while self.stop_signal is None:
+            while True:
+                stopped = self.group.max([self.stop_signal or 0])[0]
+                if stopped:
+                    break
                 try:
                     stems, pairs = next(batches)
                 except StopIteration:
@@ -435,10 +490,12 @@ class Trainer:
                 except Exception:
                     if self.stop_signal is None:
                         raise
+                    stopped = self.stop_signal
                     break  # a loader worker stopped by the same Ctrl-C: the step had not begun; drop it
                 loss = self._loss(stems, pairs)
-                if not torch.isfinite(loss):
-                    raise StemforgeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+                loss_value = self.group.mean(loss.detach())  # the global batch's loss, the same on every rank
+                if not math.isfinite(loss_value):
+                    raise StemforgeError(f"loss became {loss_value} at step {step}; lower the learning rate")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
@@ -447,13 +504,15 @@ class Trainer:
                 if self.ema:
                     self.ema.update(self.model)
                 step += 1
-                self._log({"kind": "train", "step": step, "loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
+                self._log({"kind": "train", "step": step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
                            "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - tic, 3)})
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}")
                 if step % cfg.epoch_steps == 0 or step == cfg.steps:
                     self._validate(step)
                 out_of_time = cfg.time_limit > 0 and time.perf_counter() - tic > 60.0 * cfg.time_limit
+                if cfg.time_limit > 0:  # clocks differ: every rank stops when the first runs out
+                    out_of_time = bool(self.group.max([int(out_of_time)])[0])
                 out_of_time = out_of_time or step == cfg.stop_step
                 if out_of_time and step % cfg.epoch_steps and step != cfg.steps:
                     self._validate(step)
@@ -461,7 +520,9 @@ class Trainer:
                     self._save(step)
                 if out_of_time:
                     break
-            interrupted = self.stop_signal is not None and step < cfg.steps
+            if not stopped:  # a signal during the step that ended the run (its last, or out of time)
+                stopped = self.group.max([self.stop_signal or 0])[0]
+            interrupted = bool(stopped) and step < cfg.steps
             if interrupted:
                 self._save(step)
         finally:
@@ -470,23 +531,26 @@ class Trainer:
             bar.close()
         if interrupted:
             return {"step": step, "best": self.best, "out": str(self.out),
-                    "interrupted": signal.Signals(self.stop_signal).name, "state": str(self.out / STATE_FILE)}
-        save_checkpoint(self._shipped(), self.out / "model.safetensors", **self._ship_meta(step, self.last_scores))
+                    "interrupted": signal.Signals(stopped).name, "state": str(self.out / STATE_FILE)}
+        if self.group.is_main:
+            save_checkpoint(self._shipped(), self.out / "model.safetensors", **self._ship_meta(step, self.last_scores))
         return {"step": step, "best": self.best, "out": str(self.out)}
 
 
-def train(config: TrainConfig, resume: bool = False, origins: dict[str, str] | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool = False, origins: dict[str, str] | None = None,
+          ddp: bool = False) -> dict[str, Any]:
     """Run (or resume) training as configured; see ``Trainer`` and ``Trainer.fit``.
 
     Args:
         config: the run's config; on resume the config to continue with (see ``resume_config``).
         resume: continue the run in ``config.out`` from its saved state.
         origins: on resume, where each overridden setting came from (``{"steps": "--steps"}``), for the log lines.
+        ddp: this process is one of several started by ``torchrun`` (``stemforge.train.distributed``).
 
     Returns:
         The summary of ``Trainer.fit``.
     """
-    return Trainer(config, resume, origins).fit()
+    return Trainer(config, resume, origins, ddp).fit()
 
 
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
