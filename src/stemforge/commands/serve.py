@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from stemforge.extras import require
     from stemforge.web.config import ServeConfig
 
-    for module in ("fastapi", "uvicorn", "multipart", "filetype"):
+    for module in ("fastapi", "uvicorn", "python_multipart", "filetype"):
         require(module, extra="web", purpose="stemforge serve")
     import uvicorn
 

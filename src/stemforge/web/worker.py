@@ -77,6 +77,8 @@ def worker_main(settings: WorkerSettings, stop: Any) -> None:
             run_job(store, job, settings, separators)
     except KeyboardInterrupt:
         pass  # the job stays "running": the server puts it back in the queue
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # exiting now: a late SIGTERM just ends the process
 
 
 def runnable_models() -> list[dict[str, Any]]:
@@ -250,6 +252,9 @@ class WorkerPool:
                             ", ".join(failed) or "(none)")
                 self._processes[i] = self._spawn()
         self._stop.set()
+        deadline = time.monotonic() + 3 * POLL
+        for process in self._processes:  # idle workers see the event and leave by themselves
+            process.join(max(0.0, deadline - time.monotonic()))
         for process in self._processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the job's temporary files are removed, its row stays "running"
