@@ -56,9 +56,14 @@ class ServeProcess:
             time.sleep(0.2)
 
     def children(self) -> list[int]:
-        """The server's child processes (its workers and multiprocessing's helpers)."""
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in path.read_text().split()] if path.exists() else []
+        """The server's child processes (its workers and multiprocessing's helpers), started by any of its threads."""
+        found: set[int] = set()
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                found.update(int(p) for p in (task / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        return sorted(found)
 
     def kill9(self) -> None:
         self.proc.kill()
