@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -84,12 +86,24 @@ def kill_mid_job(serve: ServeProcess, job_id: str) -> None:
         time.sleep(0.05)
 
 
+def worker_pids(serve: ServeProcess) -> list[int]:
+    return [pid for pid in serve.children() if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
 def test_kill_9_mid_job_then_restart_completes_it(tmp_path: Path) -> None:
+    """A worker killed mid-job fails that job (with the reason) and is replaced; a server killed mid-job resumes
+    the job on its next start and completes it; no half-written file, the database intact."""
     data, log = tmp_path / "data", tmp_path / "server.log"
     song = clip(12.0, seed=1)
     serve = ServeProcess(data, log, "--workers", "1").wait_ready()
     try:
-        job = upload(serve.url, song, "song.wav")
+        victim = upload(serve.url, clip(12.0, seed=4), "victim.wav")
+        wait_for(serve.url, victim["id"], ("running",), progress=0.05)
+        [worker] = worker_pids(serve)
+        os.kill(worker, signal.SIGKILL)  # as the kernel's OOM killer or a decoder crash would
+        failed = wait_for(serve.url, victim["id"], ("failed",), timeout=30)
+        assert "worker separating this file stopped (killed by signal SIGKILL)" in failed["error"], failed
+        job = upload(serve.url, song, "song.wav")  # taken by the replacement worker
         kill_mid_job(serve, job["id"])
     finally:
         serve.stop()
@@ -179,3 +193,27 @@ def test_twenty_concurrent_uploads_and_a_bad_file(tmp_path: Path) -> None:
         stop.set()
         serve.stop()
     assert integrity(data) == "ok"
+
+
+@pytest.mark.slow
+def test_clean_stop_puts_the_running_job_back(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops the server cleanly: the running job's temporary files go, the job waits in the
+    queue without the attempt counting, and the next start completes it."""
+    data, log = tmp_path / "data", tmp_path / "server.log"
+    song = clip(12.0, seed=5)
+    serve = ServeProcess(data, log, "--workers", "1").wait_ready()
+    job = upload(serve.url, song, "song.wav")
+    wait_for(serve.url, job["id"], ("running",), progress=0.05)
+    serve.stop()
+    assert serve.proc.returncode == 0, log.read_text()
+    folder = data / "jobs" / job["id"]
+    assert leftovers(folder) == [] and not (folder / "stems" / "default").exists()
+    with sqlite3.connect(data / "jobs.sqlite3") as db:
+        assert db.execute("SELECT state, attempts FROM jobs WHERE id = ?", (job["id"],)).fetchone() == ("queued", 0)
+    serve = ServeProcess(data, log, "--workers", "1").wait_ready()
+    try:
+        done = wait_for(serve.url, job["id"], ("done", "failed"))
+        assert_complete_stems(folder, done, sf.read(io.BytesIO(song), dtype="float32")[0])
+        assert done["started"] > job["created"]
+    finally:
+        serve.stop()

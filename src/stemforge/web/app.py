@@ -298,7 +298,15 @@ def _display_name(name: str | None) -> str:
 
 
 def public(job: Job) -> dict[str, Any]:
-    """A job as the API shows it (no server paths)."""
+    """A job as the API shows it.
+
+    Args:
+        job: a stored job.
+
+    Returns:
+        id, state, progress, error, filename, model, options, seconds, stems (names, once done), times and
+        links (its events, each stem, the zip); no server paths.
+    """
     base = f"/api/jobs/{job.id}"
     done = job.state == DONE
     return {"id": job.id, "state": job.state, "progress": round(job.progress, 4), "error": job.error,
