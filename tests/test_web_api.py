@@ -341,3 +341,46 @@ def test_server_process_imports_no_torch() -> None:
                             env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_serve_command_refuses_a_taken_port_or_data_folder_in_one_line(tmp_path: Path) -> None:
+    import contextlib
+    import socket
+
+    from stemforge.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["-q", "serve", "--data", str(tmp_path / "d"), "--port", str(port)]) == 1
+        assert err.getvalue().startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and \
+            len(err.getvalue().splitlines()) == 1, err.getvalue()
+    assert not (tmp_path / "d").exists()  # refused before anything was created
+    _, server = idle_app(tmp_path)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["-q", "serve", "--data", str(server.config.data), "--port", "0"]) == 1
+    assert err.getvalue() == f"error: --data {server.config.data}: another stemforge serve is using this folder\n"
+
+
+def test_start_sweeps_orphan_folders_and_temporary_files(tmp_path: Path) -> None:
+    """What a killed server leaves (an upload never queued, temporary stems, a half-built zip) goes at the next
+    start; the jobs' own files stay."""
+    client, server = idle_app(tmp_path)
+    job = post(client, wav_bytes(0.5)).json()
+    folder = server.config.jobs_dir / job["id"]
+    temporary = [folder / "stems" / "default" / ".vocals.wav.sf4242.abcd.part.wav", folder / ".stems.zip.x1.part",
+                 folder / "stems" / "default" / ".stemforge-0123456789abcdef.lock"]
+    for path in temporary:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    orphan = server.config.jobs_dir / ("f" * 32)
+    orphan.mkdir()
+    (orphan / "input.part").write_bytes(b"half an upload")
+    server.stop()
+    create_app(ServeConfig(data=server.config.data)).state.server.open()
+    assert not orphan.exists() and not any(p.exists() for p in temporary)
+    assert (folder / "input.wav").is_file()

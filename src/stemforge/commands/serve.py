@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, queue=args.queue, max_upload_mb=args.max_upload_mb,
                          max_seconds=args.max_seconds, token=args.token or None, keep_days=args.keep_days)
     app = create_app(config)  # validates the settings
+    _check_port(config.host, config.port)
     app.state.server.open()  # one-line errors (folder taken or not writable) before uvicorn starts
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
         logging.getLogger(__name__).warning("serving on %s without --token: anyone who can reach it can upload",
@@ -55,3 +56,23 @@ def run(args: argparse.Namespace) -> int:
     level = {logging.DEBUG: "debug", logging.ERROR: "warning"}.get(getattr(args, "log_level", None), "info")
     uvicorn.run(app, host=config.host, port=config.port, log_level=level, timeout_graceful_shutdown=10)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, in one line, an address that cannot be listened on (before workers start loading models)."""
+    import socket
+
+    from stemforge.errors import StemforgeError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StemforgeError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn sets it
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                 "(another server there? choose another --port)") from None

@@ -126,8 +126,11 @@ class Server:
         assert self.store is not None
         known = self.store.ids()
         for folder in self.config.jobs_dir.iterdir():
-            if not folder.is_dir() or folder.name not in known:
-                remove_folder(folder) if folder.is_dir() else folder.unlink(missing_ok=True)
+            if not folder.is_dir():
+                folder.unlink(missing_ok=True)
+                continue
+            if folder.name not in known:  # a crash between storing an upload and queueing its job
+                remove_folder(folder)
                 continue
             for path in folder.rglob("*"):
                 if path.is_file() and (".part" in path.name or path.name.startswith(".stemforge-")):

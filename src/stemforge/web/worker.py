@@ -61,14 +61,14 @@ def worker_main(settings: WorkerSettings, stop: Any) -> None:
     _die_with_parent(settings.parent)
     signal.signal(signal.SIGTERM, _interrupt)  # a clean stop: separate_file removes its temporary files
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
-    import torch
-
-    torch.set_num_threads(settings.threads)
-    store = JobStore(settings.database)
-    store.set_meta(MODELS_KEY, runnable_models())
-    separators: dict[str, Any] = {}
-    pid = os.getpid()
     try:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+        store = JobStore(settings.database)
+        store.set_meta(MODELS_KEY, runnable_models())
+        separators: dict[str, Any] = {}
+        pid = os.getpid()
         while not stop.is_set():
             job = store.claim(pid)
             if job is None:
