@@ -94,10 +94,10 @@ def test_kill_9_mid_job_then_restart_completes_it(tmp_path: Path) -> None:
     """A worker killed mid-job fails that job (with the reason) and is replaced; a server killed mid-job resumes
     the job on its next start and completes it; no half-written file, the database intact."""
     data, log = tmp_path / "data", tmp_path / "server.log"
-    song = clip(12.0, seed=1)
+    song = clip(8.0, seed=1)
     serve = ServeProcess(data, log, "--workers", "1").wait_ready()
     try:
-        victim = upload(serve.url, clip(12.0, seed=4), "victim.wav")
+        victim = upload(serve.url, clip(8.0, seed=4), "victim.wav")
         wait_for(serve.url, victim["id"], ("running",), progress=0.05)
         [worker] = worker_pids(serve)
         os.kill(worker, signal.SIGKILL)  # as the kernel's OOM killer or a decoder crash would
@@ -127,7 +127,7 @@ def test_kill_9_mid_job_then_restart_completes_it(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_job_killed_twice_is_failed_with_a_reason_and_the_queue_goes_on(tmp_path: Path) -> None:
     data, log = tmp_path / "data", tmp_path / "server.log"
-    song, short = clip(12.0, seed=2), clip(2.0, seed=3)
+    song, short = clip(8.0, seed=2), clip(2.0, seed=3)
     serve = ServeProcess(data, log, "--workers", "1").wait_ready()
     try:
         job = upload(serve.url, song, "song.wav")
@@ -200,7 +200,7 @@ def test_clean_stop_puts_the_running_job_back(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) stops the server cleanly: the running job's temporary files go, the job waits in the
     queue without the attempt counting, and the next start completes it."""
     data, log = tmp_path / "data", tmp_path / "server.log"
-    song = clip(12.0, seed=5)
+    song = clip(8.0, seed=5)
     serve = ServeProcess(data, log, "--workers", "1").wait_ready()
     job = upload(serve.url, song, "song.wav")
     wait_for(serve.url, job["id"], ("running",), progress=0.05)
