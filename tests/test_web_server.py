@@ -78,7 +78,7 @@ def kill_mid_job(serve: ServeProcess, job_id: str) -> None:
     """Wait until the job is being separated, then ``kill -9`` the server; its workers must die with it."""
     wait_for(serve.url, job_id, ("running",), progress=0.05)
     workers = serve.children()
-    assert len(workers) >= 2  # the worker, and multiprocessing's resource tracker
+    assert len(workers) >= 2  # the worker(s), and multiprocessing's resource tracker
     serve.kill9()
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in workers):
@@ -95,15 +95,17 @@ def test_kill_9_mid_job_then_restart_completes_it(tmp_path: Path) -> None:
     the job on its next start and completes it; no half-written file, the database intact."""
     data, log = tmp_path / "data", tmp_path / "server.log"
     song = clip(8.0, seed=1)
-    serve = ServeProcess(data, log, "--workers", "1").wait_ready()
+    serve = ServeProcess(data, log, "--workers", "2").wait_ready()
     try:
         victim = upload(serve.url, clip(8.0, seed=4), "victim.wav")
         wait_for(serve.url, victim["id"], ("running",), progress=0.05)
-        [worker] = worker_pids(serve)
+        with sqlite3.connect(data / "jobs.sqlite3") as db:
+            [worker] = db.execute("SELECT worker FROM jobs WHERE id = ?", (victim["id"],)).fetchone()
+        assert worker in worker_pids(serve)
         os.kill(worker, signal.SIGKILL)  # as the kernel's OOM killer or a decoder crash would
         failed = wait_for(serve.url, victim["id"], ("failed",), timeout=30)
         assert "worker separating this file stopped (killed by signal SIGKILL)" in failed["error"], failed
-        job = upload(serve.url, song, "song.wav")  # taken by the replacement worker
+        job = upload(serve.url, song, "song.wav")  # taken by the other worker while the dead one is replaced
         kill_mid_job(serve, job["id"])
     finally:
         serve.stop()
