@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hmac
 import json
 import logging
@@ -109,7 +108,11 @@ class Server:
         except OSError as exc:
             raise StemforgeError(f"--data {data}: cannot be written ({exc.strerror or exc})") from exc
         try:
+            import fcntl  # POSIX; elsewhere one server per folder is up to the user
+
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
         except BlockingIOError:
             os.close(fd)
             raise StemforgeError(f"--data {data}: another stemforge serve is using this folder") from None
