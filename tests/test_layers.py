@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
     ("stemforge.separate",),
     ("stemforge.evaluate",),
-    ("stemforge.report",),
+    ("stemforge.report", "stemforge.batch"),
     ("stemforge.commands",),
     ("stemforge.cli", "stemforge.__main__"),
 )

@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "Demucs' flags work too (--mp3, --flac, --int24, --float32, -j, ...).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories (walked for audio files)")
     p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output directory (default: separated)")
+    add_separation_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_separation_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, engine and output options (everything but the inputs and ``-o``), shared with ``batch``."""
     p.add_argument("-n", "--name", default="default", metavar="MODEL",
                    help="model: 'default', a name from `stemforge models`, or a checkpoint file")
     group = p.add_mutually_exclusive_group()
@@ -68,7 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout (per input: status ok, skipped or error, output paths or the "
                         "error); no progress bar")
-    p.set_defaults(func=run)
 
 
 def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -96,14 +101,10 @@ def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemforge.separate import OutputOptions, Separator, check_filename_template
+    from stemforge.separate import Separator, check_filename_template
 
     check_filename_template(args.filename)  # before loading a model or reading anything
-    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
-    output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
-                           clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
-                           keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force,
-                           jobs=args.jobs)
+    output = output_options(args)
     output.validate()  # every output option, in one line, before a model is loaded
     tracks, problems = find_inputs(args.inputs)
     for problem in problems:
@@ -160,6 +161,17 @@ def run(args: argparse.Namespace) -> int:
                   indent=2)
         print()
     return 1 if failed else 0
+
+
+def output_options(args: argparse.Namespace):  # -> stemforge.separate.OutputOptions (imported here: torch)
+    """The ``OutputOptions`` that ``add_separation_arguments``' flags ask for (not yet validated)."""
+    from stemforge.separate import OutputOptions
+
+    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
+    return OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
+                         clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
+                         keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force,
+                         jobs=args.jobs)
 
 
 def _check_collisions(separator, output, tracks: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
