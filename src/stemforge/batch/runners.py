@@ -12,7 +12,9 @@ import collections
 import concurrent.futures
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
+import sys
 from typing import Iterable, Iterator, Protocol
 
 from stemforge.batch.worker import SeparationSpec, TrackJob, separate_track
@@ -47,7 +49,7 @@ def _died(job: TrackJob, tries: int, why: str) -> dict:
 
 
 class LocalRunner:
-    """A pool of ``workers`` local processes (spawned, so no thread or CUDA state is inherited).
+    """A pool of ``workers`` local processes, forked from a clean server (no thread or CUDA state inherited).
 
     At most ``workers`` tracks are in flight, so when a worker dies only those running lose a try (the pool
     cannot tell which of them was killed; it is rebuilt and they are resubmitted).
@@ -69,7 +71,15 @@ class LocalRunner:
         return self._workers
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            # A clean server process imports torch and the separator once; every worker (and every replacement
+            # for a killed one) is forked from it in milliseconds instead of importing torch again.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["stemforge.batch.worker", "stemforge.separate"])
+            _start_forkserver()
+        else:
+            context = multiprocessing.get_context("spawn")
+        return concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=context)
 
     def run(self, spec: SeparationSpec, jobs: Iterable[TrackJob]) -> Iterator[tuple[TrackJob, dict]]:
         queue = collections.deque(jobs)
@@ -117,6 +127,23 @@ class LocalRunner:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _start_forkserver() -> None:
+    """Start the fork server (once per process) importing modules by our import path, as spawn would.
+
+    Python 3.11's fork server ignores the parent's ``sys.path`` and starts with the default one, so a driver
+    running a checkout (``PYTHONPATH``, pytest's ``pythonpath``) could get workers running another stemforge.
+    """
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if previous is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = previous
 
 
 class RayRunner:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -52,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
                           backend=args.backend, wiener=args.wiener, threads=threads)
     runner = make_runner(args.ray, args.workers, args.retries, threads, args.device)
     try:
-        report = run_batch(tracks, spec, runner, filename=filename, skip_existing=args.skip_existing,
-                           progress=not (args.quiet or args.json))
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for the table or the JSON, not Ray's notices
+            report = run_batch(tracks, spec, runner, filename=filename, skip_existing=args.skip_existing,
+                               progress=not (args.quiet or args.json))
     finally:
         runner.close()
     if args.json:
