@@ -137,11 +137,51 @@ def test_same_named_tracks_are_refused_before_any_work(tmp_path: Path, capsys: p
     assert files(tmp_path / "out") == {}
 
 
+@pytest.mark.parametrize("address, message", [("127.0.0.1:1", "no Ray cluster answers there"),
+                                              ("nonsense", "expected 'auto', 'local' or the head's host:port")])
+def test_an_unreachable_ray_address_is_one_line_in_seconds(tmp_path: Path, address: str, message: str,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("ray", reason="needs the cluster extra (pip install 'stemforge[cluster]')")
+    (tmp_path / "lib").mkdir()
+    audio.save(tmp_path / "lib" / "a.wav", toy_mix(0.5), SR, bits=16)
+    started = time.monotonic()
+    assert main(["batch", str(tmp_path / "lib"), "-o", str(tmp_path / "out"), "--ray", address, *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert time.monotonic() - started < 30  # ray.init alone keeps retrying for minutes
+
+
 def test_ray_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(MissingExtraError, match=r"stemforge\[cluster\]"):
         make_runner("auto")
     assert isinstance(make_runner("local", workers=1), LocalRunner)  # the pool needs no Ray
+
+
+@pytest.mark.parametrize("damage", ["not sqlite", "other table", "bad row"])
+def test_a_damaged_manifest_is_one_line(tmp_path: Path, damage: str, capsys: pytest.CaptureFixture) -> None:
+    import sqlite3
+
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    out.mkdir()
+    audio.save(lib / "a.wav", toy_mix(0.5), SR, bits=16)
+    store = out / ".stemforge-batch.sqlite"
+    if damage == "not sqlite":
+        store.write_bytes(b"this is not a database" * 100)
+    else:
+        db = sqlite3.connect(store)
+        if damage == "other table":
+            db.execute("CREATE TABLE tracks (x INTEGER)")
+        else:
+            ManifestStore(out).close()
+            db.execute("INSERT INTO tracks VALUES (?, '.', 'hpss', '[1]', '{}', 'done', '{}', NULL, NULL, NULL, "
+                       "NULL, 1, 0)", (str((lib / "a.wav").resolve()),))
+        db.commit()
+        db.close()
+    assert main(["batch", str(lib), "-o", str(out), *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "move it away" in err[0], err
 
 
 # ------------------------------------------------------------------------------------------- local pool

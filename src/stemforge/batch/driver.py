@@ -37,6 +37,7 @@ class TrackOutcome:
     error: str | None = None
     seconds: float | None = None  # audio seconds (when known)
     elapsed: float | None = None  # worker wall seconds (done tracks)
+    cpu: float | None = None  # worker CPU seconds, all its threads (done tracks)
     worker: str | None = None
 
 
@@ -244,7 +245,7 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
                 if result["status"] == "done":
                     root = Path(spec.output.directory)
                     outcome = TrackOutcome(job.path, job.relpath, "done", seconds=audio, elapsed=result["elapsed"],
-                                           worker=worker, outputs={stem: str(root / o["path"])
+                                           cpu=result.get("cpu"), worker=worker, outputs={stem: str(root / o["path"])
                                                                    for stem, o in result["outputs"].items()})
                     store.put(Record(job.path, job.relpath, separator.name, plan.stamp, plan.options, "done",
                                      outputs=result["outputs"], seconds=audio, elapsed=result["elapsed"],

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import socket
 import sys
 from typing import Iterable, Iterator, Protocol
 
@@ -146,6 +147,20 @@ def _start_forkserver() -> None:
             os.environ["PYTHONPATH"] = previous
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, when ``host:port`` does not answer (Ray itself retries for minutes)."""
+    if address == "auto":
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise StemforgeError(f"--ray {address}: expected 'auto', 'local' or the head's host:port (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise StemforgeError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); start one with "
+                             "`ray start --head`, or use --ray local") from None
+
+
 class RayRunner:
     """One Ray task per track on an existing cluster (``address``: ``auto``, or ``host:port`` of its head).
 
@@ -158,6 +173,7 @@ class RayRunner:
             raise StemforgeError(f"--retries {retries}: needs at least 0")
         self.ray = require("ray", "cluster", "stemforge batch --ray")
         self.retries, self.threads, self.gpus = retries, threads, gpus
+        _check_reachable(address)
         try:
             context = self.ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
                                     configure_logging=False)

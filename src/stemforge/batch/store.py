@@ -96,6 +96,7 @@ class ManifestStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60)
+            self._db.execute("PRAGMA trusted_schema=OFF")  # a planted trigger or view cannot call functions
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
             self._db.commit()
@@ -106,39 +107,56 @@ class ManifestStore:
 
     def get(self, input: str, relpath: str, model: str) -> Record | None:
         """The row of one track, or None."""
-        row = self._db.execute("SELECT input, relpath, model, input_stamp, options, status, outputs, error, seconds, "
-                               "elapsed, worker, runs FROM tracks WHERE input=? AND relpath=? AND model=?",
-                               (input, relpath, model)).fetchone()
-        return None if row is None else _record(row)
+        row = self._execute("SELECT input, relpath, model, input_stamp, options, status, outputs, error, seconds, "
+                            "elapsed, worker, runs FROM tracks WHERE input=? AND relpath=? AND model=?",
+                            (input, relpath, model)).fetchone()
+        return None if row is None else self._record(row)
 
     def put(self, record: Record) -> None:
         """Insert or replace a track's row (``runs`` counts the rows written for it) and commit."""
         previous = self.get(record.input, record.relpath, record.model)
         record.runs = (previous.runs + 1) if previous else 1
-        self._db.execute(
+        self._execute(
             "INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.input, record.relpath, record.model, json.dumps(record.input_stamp),
              json.dumps(record.options, sort_keys=True), record.status, json.dumps(record.outputs), record.error,
              record.seconds, record.elapsed, record.worker, record.runs, time.time()))
-        self._db.commit()
+        try:
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise StemforgeError(f"{self.path}: cannot write the batch manifest ({exc})") from None
 
     def records(self) -> Iterator[Record]:
         """Every row."""
-        for row in self._db.execute("SELECT input, relpath, model, input_stamp, options, status, outputs, error, "
-                                    "seconds, elapsed, worker, runs FROM tracks ORDER BY input"):
-            yield _record(row)
+        for row in self._execute("SELECT input, relpath, model, input_stamp, options, status, outputs, error, "
+                                 "seconds, elapsed, worker, runs FROM tracks ORDER BY input").fetchall():
+            yield self._record(row)
 
     def close(self) -> None:
         self._db.close()
+
+    def _execute(self, sql: str, parameters: tuple = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:  # another program's table, a damaged file, a full disk
+            raise StemforgeError(f"{self.path}: cannot use the batch manifest ({exc}); move it away to start "
+                                 "afresh") from None
+
+    def _record(self, row: tuple) -> Record:
+        try:
+            record = Record(input=row[0], relpath=row[1], model=row[2], input_stamp=json.loads(row[3]),
+                            options=json.loads(row[4]), status=row[5], outputs=json.loads(row[6] or "{}"),
+                            error=row[7], seconds=row[8], elapsed=row[9], worker=row[10], runs=int(row[11]))
+            if not (isinstance(record.input_stamp, dict) and isinstance(record.options, dict)
+                    and isinstance(record.outputs, dict) and all(isinstance(o, dict) for o in record.outputs.values())):
+                raise TypeError("a JSON column is not an object")
+        except (TypeError, ValueError) as exc:
+            raise StemforgeError(f"{self.path}: the row for {row[0]} is corrupt ({exc}); move it away to "
+                                 "start afresh") from None
+        return record
 
     def __enter__(self) -> "ManifestStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _record(row: tuple) -> Record:
-    return Record(input=row[0], relpath=row[1], model=row[2], input_stamp=json.loads(row[3]),
-                  options=json.loads(row[4]), status=row[5], outputs=json.loads(row[6] or "{}"), error=row[7],
-                  seconds=row[8], elapsed=row[9], worker=row[10], runs=row[11])

@@ -86,10 +86,11 @@ def separate_track(spec: SeparationSpec, job: TrackJob) -> dict[str, Any]:
         job: the track.
 
     Returns:
-        ``{"status": "done", "outputs": {stem: stamp}, "elapsed": s, "seconds": audio s, "host": ..., "pid": ...}``
+        ``{"status": "done", "outputs": {stem: stamp}, "elapsed": wall s, "cpu": CPU s of this process,
+        "seconds": audio s, "host": ..., "pid": ...}``
         with output paths relative to the output directory, or ``{"status": "failed", "error": one line}``.
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     where = {"host": socket.gethostname(), "pid": os.getpid()}
     audio = [0.0]
 
@@ -108,5 +109,5 @@ def separate_track(spec: SeparationSpec, job: TrackJob) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a decoder or model bug on one file must not stop the others
         first = str(exc).splitlines()[0] if str(exc) else ""
         return {"status": "failed", "error": f"{job.path}: {type(exc).__name__}: {first}", **where}
-    return {"status": "done", "outputs": outputs, "elapsed": time.perf_counter() - started, "seconds": audio[0],
-            **where}
+    return {"status": "done", "outputs": outputs, "elapsed": time.perf_counter() - started,
+            "cpu": time.process_time() - cpu, "seconds": audio[0], **where}
