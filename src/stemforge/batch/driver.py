@@ -94,19 +94,19 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def options_fingerprint(spec: SeparationSpec, template: str) -> dict[str, Any]:
+def options_fingerprint(spec: SeparationSpec, template: str, model_sha256: str | None) -> dict[str, Any]:
     """Every setting that changes a track's outputs (a change redoes the track); device, threads and jobs do not.
 
     Args:
         spec: the batch's settings.
         template: the track's output name template.
+        model_sha256: the checkpoint file's hash when ``spec.model`` is a file, else None.
 
     Returns:
         Plain data, compared as is with the manifest's.
     """
     out = spec.output
-    model_file = Path(spec.model)
-    return {"model": spec.model, "model_sha256": stamp_file(model_file)["sha256"] if model_file.is_file() else None,
+    return {"model": spec.model, "model_sha256": model_sha256,
             "segment": spec.segment, "overlap": spec.overlap, "shifts": spec.shifts, "batch_size": spec.batch_size,
             "precision": spec.precision, "backend": spec.backend, "wiener": spec.wiener, "format": out.fmt,
             "bits": out.bits, "mp3_bitrate": out.mp3_bitrate, "clip": out.clip, "filename": template,
@@ -135,12 +135,12 @@ def _same_file(path: Path, recorded: dict[str, Any] | None) -> bool:
 
 
 def _plan_track(track: Track, spec: SeparationSpec, separator, store: ManifestStore, filename: str | None,
-                skip_existing: bool) -> _Plan:
+                skip_existing: bool, model_sha256: str | None) -> _Plan:
     template = track.template(filename)
     output = dataclasses.replace(spec.output, filename=template)
     job = TrackJob(str(track.path), track.relpath, template)
     targets = separator.output_paths(track.path, output, track.relpath)
-    options = options_fingerprint(spec, template)
+    options = options_fingerprint(spec, template, model_sha256)
     record = store.get(str(track.path), track.relpath, separator.name)
     plan = _Plan(track, job, targets, options, None, None)
 
@@ -149,10 +149,11 @@ def _plan_track(track: Track, spec: SeparationSpec, separator, store: ManifestSt
                                     outputs={stem: str(p) for stem, p in targets.items()} if not error else {})
         return plan
 
-    try:
-        plan.stamp = stamp_file(track.path, known=record.input_stamp if record else None)
-    except OSError as exc:
-        return decided("failed", f"{track.path}: cannot read it ({exc.strerror or exc})")
+    if record is not None:  # a track never seen before is hashed by its worker, not here
+        try:
+            plan.stamp = stamp_file(track.path, known=record.input_stamp)
+        except OSError as exc:
+            return decided("failed", f"{track.path}: cannot read it ({exc.strerror or exc})")
     root = Path(spec.output.directory)
     ours = {root / o["path"]: o for o in (record.outputs.values() if record else ()) if "path" in o}
     if (not spec.output.force and record is not None and record.status == "done"
@@ -221,7 +222,9 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
                           batch_size=spec.batch_size, precision=spec.precision, backend="torch", wiener=spec.wiener)
     outcomes: dict[TrackJob, TrackOutcome] = {}
     with ManifestStore(spec.output.directory) as store:
-        plans = [_plan_track(t, spec, separator, store, filename, skip_existing) for t in tracks]
+        model_file = Path(spec.model)
+        model_sha256 = stamp_file(model_file)["sha256"] if model_file.is_file() else None
+        plans = [_plan_track(t, spec, separator, store, filename, skip_existing, model_sha256) for t in tracks]
         _check_collisions(plans)
         todo = {}
         for plan in plans:
@@ -247,13 +250,13 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
                     outcome = TrackOutcome(job.path, job.relpath, "done", seconds=audio, elapsed=result["elapsed"],
                                            cpu=result.get("cpu"), worker=worker, outputs={stem: str(root / o["path"])
                                                                    for stem, o in result["outputs"].items()})
-                    store.put(Record(job.path, job.relpath, separator.name, plan.stamp, plan.options, "done",
+                    store.put(Record(job.path, job.relpath, separator.name, result["input"], plan.options, "done",
                                      outputs=result["outputs"], seconds=audio, elapsed=result["elapsed"],
                                      worker=worker))
                 else:
                     outcome = TrackOutcome(job.path, job.relpath, "failed", error=result["error"], seconds=audio,
                                            worker=worker)
-                    store.put(Record(job.path, job.relpath, separator.name, plan.stamp, plan.options, "failed",
+                    store.put(Record(job.path, job.relpath, separator.name, plan.stamp or {}, plan.options, "failed",
                                      error=result["error"], seconds=audio, worker=worker))
                 outcomes[job] = outcome
                 if on_result:

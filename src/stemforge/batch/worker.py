@@ -86,7 +86,7 @@ def separate_track(spec: SeparationSpec, job: TrackJob) -> dict[str, Any]:
         job: the track.
 
     Returns:
-        ``{"status": "done", "outputs": {stem: stamp}, "elapsed": wall s, "cpu": CPU s of this process,
+        ``{"status": "done", "input": stamp, "outputs": {stem: stamp}, "elapsed": wall s, "cpu": CPU s,
         "seconds": audio s, "host": ..., "pid": ...}``
         with output paths relative to the output directory, or ``{"status": "failed", "error": one line}``.
     """
@@ -104,10 +104,13 @@ def separate_track(spec: SeparationSpec, job: TrackJob) -> dict[str, Any]:
         root = Path(output.directory)
         outputs = {stem: {**stamp_file(path), "path": Path(path).relative_to(root).as_posix()}
                    for stem, path in written.items()}
+        source = stamp_file(job.path)  # hashed here, in parallel, rather than by the driver one by one
+    except OSError as exc:
+        return {"status": "failed", "error": f"{job.path}: cannot hash it or its stems ({exc.strerror or exc})", **where}
     except StemforgeError as exc:
         return {"status": "failed", "error": str(exc), **where}
     except Exception as exc:  # noqa: BLE001 - a decoder or model bug on one file must not stop the others
         first = str(exc).splitlines()[0] if str(exc) else ""
         return {"status": "failed", "error": f"{job.path}: {type(exc).__name__}: {first}", **where}
-    return {"status": "done", "outputs": outputs, "elapsed": time.perf_counter() - started,
+    return {"status": "done", "input": source, "outputs": outputs, "elapsed": time.perf_counter() - started,
             "cpu": time.process_time() - cpu, "seconds": audio[0], **where}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,15 +45,20 @@ def run(args: argparse.Namespace) -> int:
     output = output_options(argparse.Namespace(**{**vars(args), "filename": filename or DEFAULT_TEMPLATE}))
     output.validate()
     tracks = walk_library(args.library)
+    local = args.ray in (None, "local")
+    workers = args.workers
+    if not local and workers is not None:
+        logging.getLogger(__name__).warning("--workers applies to the local pool; on Ray the cluster's CPUs (and "
+                                            "--threads per track) decide how many tracks run at once")
+    if local and workers is None and args.device.startswith("cuda"):
+        workers = 1  # one process on the GPU; more would each hold a model and a CUDA context on the same device
     threads = args.threads or 1
-    if args.ray in (None, "local") and args.threads is None:
-        import os
-
-        threads = max(1, (os.cpu_count() or 1) // (args.workers or os.cpu_count() or 1))
+    if local and args.threads is None:
+        threads = max(1, (os.cpu_count() or 1) // (workers or os.cpu_count() or 1))
     spec = SeparationSpec(model=args.name, output=output, segment=args.segment, overlap=args.overlap,
                           shifts=args.shifts, batch_size=args.batch_size, device=args.device, precision=args.precision,
                           backend=args.backend, wiener=args.wiener, threads=threads)
-    runner = make_runner(args.ray, args.workers, args.retries, threads, args.device)
+    runner = make_runner(args.ray, workers, args.retries, threads, args.device)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is for the table or the JSON, not Ray's notices
             report = run_batch(tracks, spec, runner, filename=filename, skip_existing=args.skip_existing,
