@@ -1,6 +1,6 @@
 """Throughput of ``stemforge batch`` (audio hours separated per wall-clock hour) with 1 and 2 workers.
 
-    PYTHONPATH=src python benchmarks/batch.py [--tracks 8] [--seconds 15] [--model default] [--workers 1 2] [--ray]
+    PYTHONPATH=src python benchmarks/batch.py [--tracks 8] [--seconds 30] [--model default] [--workers 1 2] [--ray]
 
 Writes a library of ``--tracks`` synthetic songs (``stemforge.data.synth``, numpy backend) to a temporary folder
 and separates it with ``run_batch`` (the code path of ``stemforge batch``) once per worker count, each worker on
@@ -62,7 +62,7 @@ def start_ray(cpus: int, temp: Path) -> tuple[str, subprocess.Popen]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracks", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--model", default="default")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--ray", action="store_true", help="also run on a local Ray cluster of N CPUs")

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import soundfile
 
 import stemforge
 from stemforge import audio
@@ -232,7 +233,8 @@ def test_rerun_redoes_changed_inputs_options_and_outputs_and_never_overwrites_ot
     assert code == 0 and report["done"] == 3
     assert (out / "hpss" / "c" / "other.wav").read_bytes() != b"edited by hand"
     code, report, _ = batch_json(capsys, *common, "--bits", "24")  # another option: every track again
-    assert code == 0 and report["done"] == 3 and audio.open_audio(out / "hpss" / "a" / "drums.wav").info.sample_rate == SR
+    assert code == 0 and report["done"] == 3
+    assert soundfile.info(str(out / "hpss" / "a" / "drums.wav")).subtype == "PCM_24"
 
 
 def test_outputs_of_another_run_are_refused_or_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
