@@ -237,6 +237,18 @@ def test_rerun_redoes_changed_inputs_options_and_outputs_and_never_overwrites_ot
     assert soundfile.info(str(out / "hpss" / "a" / "drums.wav")).subtype == "PCM_24"
 
 
+def test_a_musdb_tree_gives_one_folder_per_song(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lib = tmp_path / "musdb"
+    for split, song, seed in (("train", "Song A", 0), ("test", "Song B", 1)):
+        (lib / split / song).mkdir(parents=True)
+        audio.save(lib / split / song / "mixture.wav", toy_mix(0.5, seed=seed), SR, bits=16)
+        audio.save(lib / split / song / "vocals.wav", toy_mix(0.5, seed=seed + 5), SR, bits=16)  # not a track
+    code, report, _ = batch_json(capsys, str(lib), "-o", str(tmp_path / "out"), "--workers", "1")
+    assert code == 0 and report["done"] == 2
+    assert sorted(files(tmp_path / "out")) == ["hpss/test/Song B/drums.wav", "hpss/test/Song B/other.wav",
+                                               "hpss/train/Song A/drums.wav", "hpss/train/Song A/other.wav"]
+
+
 def test_outputs_of_another_run_are_refused_or_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lib = tmp_path / "lib"
     lib.mkdir()

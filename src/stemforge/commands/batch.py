@@ -29,6 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=2, metavar="N",
                    help="tries after the first for a track whose worker died (default 2)")
     add_separation_arguments(p)
+    batch_help = {
+        "force": "redo every track, overwriting whatever is there",
+        "skip_existing": "skip a track whose stems all exist already, even if this batch did not write them",
+        "json": "print the summary as JSON on stdout (per track: status done, unchanged, skipped or failed, "
+                "outputs or the error; totals and throughput); no progress bar",
+        "threads": "CPU threads per track (Ray: CPUs each task reserves, default 1; local pool: default CPUs / "
+                   "workers)",
+        "filename": "output name template, as in `separate` (default {track}/{stem}.{ext}; a MUSDB song's mixture: "
+                    "{relpath}/{stem}.{ext})",
+    }
+    for action in p._actions:  # the shared flags, in batch's words
+        action.help = batch_help.get(action.dest, action.help)
     p.set_defaults(func=run, filename=None, threads=None)
 
 
