@@ -338,7 +338,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "STEMFORGE_TEST_RAY": marker}
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats",
+              "--object-store-memory=100000000"]  # 100 MB each, not 30% of the machine's memory
     nodes = [subprocess.Popen([exe, "start", "--head", f"--port={address.split(':')[1]}",
                                "--include-dashboard=false", *common], env=env, stdout=subprocess.DEVNULL,
                               stderr=open(temp / "head.log", "w"))]
