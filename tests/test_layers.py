@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
     ("stemforge.separate", "stemforge.stemfile"),
     ("stemforge.evaluate",),
-    ("stemforge.report", "stemforge.web"),
+    ("stemforge.report", "stemforge.web", "stemforge.batch"),
     ("stemforge.commands",),
     ("stemforge.cli", "stemforge.__main__"),
 )

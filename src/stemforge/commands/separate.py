@@ -24,12 +24,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "Demucs' flags work too (--mp3, --flac, --int24, --float32, -j, ...).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories (walked for audio files)")
     p.add_argument("-o", "--out", default="separated", metavar="DIR", help="output directory (default: separated)")
-    p.add_argument("-n", "--name", metavar="MODEL",
-                   help="model: a name from `stemforge models` ('default': the bundled one) or a checkpoint file "
-                        "(default: the best available: HTDemucs from the cache, downloaded once where there is "
-                        "network, else the bundled model)")
-    p.add_argument("--offline", action="store_true",
-                   help="without -n, use the bundled model: no download, no network probe (also STEMFORGE_OFFLINE=1)")
+    add_separation_arguments(p, separate=True)
+    p.set_defaults(func=run)
+
+
+def add_separation_arguments(p: argparse.ArgumentParser, separate: bool = False) -> None:
+    """The model, engine and output options (everything but the inputs and ``-o``), shared with ``batch``.
+
+    Args:
+        p: the subcommand's parser.
+        separate: also the options only ``separate`` has (the best-model default and ``--offline``, NI Stems
+            files, DAW sessions); ``batch`` runs the named model (``default``: the bundled one).
+    """
+    if separate:
+        p.add_argument("-n", "--name", metavar="MODEL",
+                       help="model: a name from `stemforge models` ('default': the bundled one) or a checkpoint file "
+                            "(default: the best available: HTDemucs from the cache, downloaded once where there is "
+                            "network, else the bundled model)")
+        p.add_argument("--offline", action="store_true",
+                       help="without -n, use the bundled model: no download, no network probe (also STEMFORGE_OFFLINE=1)")
+    else:
+        p.add_argument("-n", "--name", default="default", metavar="MODEL",
+                       help="model: 'default', a name from `stemforge models`, or a checkpoint file")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--two-stems", metavar="STEM", help="write only STEM and no_STEM (e.g. vocals / no_vocals)")
     group.add_argument("--stems", metavar="A,B", help="comma-separated subset of stems to write")
@@ -47,9 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "number of CPUs)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--format", dest="fmt", choices=(*OUTPUT_FORMATS, STEM_FORMAT), default="wav",
-                     help=f"output format (default wav); {STEM_FORMAT}: one NI Stems file per track (AAC, or "
-                          "ALAC with --bits 24) at DIR/<model>/<track>.stem.mp4")
+    if separate:
+        fmt.add_argument("--format", dest="fmt", choices=(*OUTPUT_FORMATS, STEM_FORMAT), default="wav",
+                         help=f"output format (default wav); {STEM_FORMAT}: one NI Stems file per track (AAC, or "
+                              "ALAC with --bits 24) at DIR/<model>/<track>.stem.mp4")
+    else:
+        fmt.add_argument("--format", dest="fmt", choices=OUTPUT_FORMATS, default="wav", help="output format (default wav)")
     fmt.add_argument("--mp3", dest="fmt", action="store_const", const="mp3", help="same as --format mp3 (Demucs)")
     fmt.add_argument("--flac", dest="fmt", action="store_const", const="flac", help="same as --format flac (Demucs)")
     bits = p.add_mutually_exclusive_group()
@@ -72,13 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     existing.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     existing.add_argument("--skip-existing", action="store_true",
                           help="skip a track whose stems all exist already (a re-run of a batch)")
-    p.add_argument("--session", choices=("ardour", "reaper"),
-                   help="also write a DAW session beside each track's stems (as `stemforge session` does)")
+    if separate:
+        p.add_argument("--session", choices=("ardour", "reaper"),
+                       help="also write a DAW session beside each track's stems (as `stemforge session` does)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout (per input: status ok, skipped or error, output paths or the "
                         "error); no progress bar")
-    p.set_defaults(func=run)
 
 
 def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -106,16 +125,12 @@ def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemforge.separate import OutputOptions, Separator, check_filename_template
+    from stemforge.separate import Separator, check_filename_template
 
     if args.fmt == STEM_FORMAT:
         return run_stem_files(args)
     check_filename_template(args.filename)  # before loading a model or reading anything
-    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
-    output = OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
-                           clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
-                           keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force,
-                           jobs=args.jobs)
+    output = output_options(args)
     output.validate()  # every output option, in one line, before a model is loaded
     tracks, problems = find_inputs(args.inputs)
     for problem in problems:
@@ -194,6 +209,17 @@ def _session_hook(args: argparse.Namespace, stems: dict[str, Path], track: Path,
     if target.exists() and not args.force:
         raise SessionError(f"{track}: session {target} already exists (use --force to replace it)")
     return target
+
+
+def output_options(args: argparse.Namespace):  # -> stemforge.separate.OutputOptions (imported here: torch)
+    """The ``OutputOptions`` that ``add_separation_arguments``' flags ask for (not yet validated)."""
+    from stemforge.separate import OutputOptions
+
+    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
+    return OutputOptions(directory=Path(args.out), fmt=args.fmt, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
+                         clip=args.clip_mode, filename=args.filename, keep_rate=args.keep_rate,
+                         keep_channels=args.keep_channels, stems=stems, two_stems=args.two_stems, force=args.force,
+                         jobs=args.jobs)
 
 
 def _check_collisions(separator, output, tracks: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
