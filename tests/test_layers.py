@@ -23,8 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge.models.compat",),  # published architectures and their checkpoint formats
     ("stemforge.checkpoint", "stemforge.engine"),
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
-    ("stemforge.separate",),
-    ("stemforge.evaluate",),
+    ("stemforge.separate", "stemforge.stream"),
+    ("stemforge.evaluate", "stemforge.live"),
     ("stemforge.report",),
     ("stemforge.commands",),
     ("stemforge.cli", "stemforge.__main__"),
