@@ -192,3 +192,33 @@ def test_sample_rate_mismatch_is_one_line(tmp_path, model):
 def test_unknown_stem_is_one_line(model):
     with pytest.raises(LiveError, match="unknown stem 'kazoo'"):
         LiveSeparator(StreamingSeparator(model), LiveOptions(muted=["kazoo"]))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory) -> Path:
+    from stemforge.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "causal.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+def test_cli_runs_headless_and_reports(jack_server, checkpoint, capsys):
+    from stemforge.cli import main
+
+    assert main(["live", "-n", str(checkpoint), "--server", jack_server, "--no-screen", "--seconds", "0.5",
+                 "--connect-in", "physical", "--connect-out", "all=physical", "--gain", "bass=-3", "--mute", "drums"]) == 0
+    err = capsys.readouterr().err
+    assert "0 xruns" in err and "latency 2047 samples (46.4 ms)" in err
+
+
+def test_cli_errors_are_one_line(jack_server, checkpoint, capsys):
+    from stemforge.cli import main
+
+    assert main(["live", "-n", str(checkpoint), "--server", f"sf-absent-{uuid.uuid4().hex[:8]}", "--no-screen"]) == 1
+    assert main(["live", "-n", str(checkpoint), "--server", jack_server, "--no-screen",
+                 "--connect-out", "vocals=system:nowhere,system:playback_2"]) == 1
+    assert main(["live", "-n", str(checkpoint), "--gain", "bass=loud"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+    assert "cannot connect to JACK server" in err[0] and "unknown JACK port 'system:nowhere'" in err[1]
