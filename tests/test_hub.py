@@ -186,3 +186,16 @@ def test_library_errors_in_library_words_cli_in_its_flags(capsys, tmp_path: Path
         assert main(["separate", str(tmp_path / "song.wav"), "-o", str(tmp_path / "out"), "-n", name]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and advice in err[0], err
+
+
+def test_bundled_models_load_by_name(monkeypatch) -> None:
+    """``lowlatency`` (catalogue.BUNDLED) loads from the package's assets; a bundled name whose file this install
+    lacks is a one-line error, not a fall-through to 'unknown model'."""
+    if hub.bundled_checkpoint("lowlatency") is not None:
+        model, name = hub.resolve("lowlatency")
+        assert name == "lowlatency" and model.architecture == "unet_causal" and not model.training
+        assert "lowlatency" in hub.model_names()["runnable"]
+    monkeypatch.setitem(catalogue.BUNDLED, "ghost", "ghost.safetensors")
+    with pytest.raises(ModelError, match="bundled model 'ghost' is not in this install"):
+        hub.load_model("ghost")
+    assert "ghost" not in hub.model_names()["runnable"]
