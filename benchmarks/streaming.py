@@ -6,8 +6,9 @@
 Speed: ``StreamingSeparator.process`` on ``--seconds`` of a synthetic song (stereo 44.1 kHz), block by block,
 torch on one thread. Per block size it prints x real time by wall clock and by CPU time of this process (audio
 seconds per CPU second: what one dedicated core would give, which a shared machine does not distort), the mean
-CPU load of one core (CPU time / audio time) and the worst block's wall time against its period (> 100 %: that
-block is late, i.e. the stream cannot run live at that block size). ``default`` streams in segment mode (10 s
+CPU load of one core (CPU time / audio time) and the worst block's time against its period, by wall clock and by
+CPU time of the thread (> 100 %: that block is late; by CPU time, the stream cannot run live at that block size
+even on an idle core, as ``stemforge live`` checks before starting). ``default`` streams in segment mode (10 s
 segments): its latency is the segment and its work comes in one burst per segment.
 
 ``--quality``: mean MDX SDR (``stemforge.metrics.simple.mdx_sdr``, energy ratio, the training validation's
@@ -38,8 +39,9 @@ def speed(models: list[str], blocks: list[int], seconds: float) -> None:
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
           f"torch threads {torch.get_num_threads()}; {seconds:.0f} s of stereo 44.1 kHz per run")
     print()
-    print("| model | mode | latency | block | x real time (wall) | x real time (CPU) | CPU load, one core | worst block / period |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | mode | latency | block | x real time (wall) | x real time (CPU) | CPU load, one core | "
+          "worst block / period (wall) | worst block / period (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in models:
         stream = StreamingSeparator(name)
         latency = f"{stream.latency_samples} samples ({1000 * stream.latency_seconds:.1f} ms)"
@@ -47,16 +49,18 @@ def speed(models: list[str], blocks: list[int], seconds: float) -> None:
             stream.reset()
             stream.process(mix[:, :block])  # warm-up (allocations, first calls)
             stream.reset()
-            worst = 0.0
+            worst = worst_cpu = 0.0
             wall0, cpu0 = time.perf_counter(), time.process_time()
             for start in range(0, frames, block):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 stream.process(mix[:, start:start + block])
                 worst = max(worst, time.perf_counter() - t)
+                worst_cpu = max(worst_cpu, time.thread_time() - c)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             stream.flush()
             print(f"| {name} | {stream.mode} | {latency} | {block} | {seconds / wall:.1f}x | {seconds / cpu:.1f}x | "
-                  f"{100 * cpu / seconds:.1f} % | {100 * worst / (block / 44100):.0f} % |", flush=True)
+                  f"{100 * cpu / seconds:.1f} % | {100 * worst / (block / 44100):.0f} % | "
+                  f"{100 * worst_cpu / (block / 44100):.0f} % |", flush=True)
     print()
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
