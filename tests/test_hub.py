@@ -48,7 +48,7 @@ def test_unknown_name_suggests_close_names_and_names_the_downloadable_ones() -> 
     assert error.suggestions[0] == "htdemucs" and "mdx_kara_2" in error.downloadable
     message = str(error)
     assert "did you mean 'htdemucs'" in message and "downloadable: htdemucs," in message and "\n" not in message
-    assert "ready to run: default, classical" in message and "architectures to train first: " in message
+    assert "ready to run: default, lowlatency, classical" in message and "architectures to train first: " in message
     with pytest.raises(hub.UnknownModelError) as info:
         hub.load_model("zzzzqqqq")
     assert info.value.suggestions == [] and "did you mean" not in str(info.value)
