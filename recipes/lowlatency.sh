@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 PY="${PYTHON:-python}"
 
-[ -d runs/data/train ] || "$PY" -m stemforge data synth --out runs/data/train --songs 120 --seconds 30 --seed 0
+# --backend numpy: the numpy synths the default model was trained on (with a SoundFont installed, auto picks it).
+[ -d runs/data/train ] || "$PY" -m stemforge data synth --out runs/data/train --songs 120 --seconds 30 --seed 0 --backend numpy --jobs 2
 # The default model's weights in the causal U-Net (same parameter names and kernel shapes).
 [ -f runs/lowlatency_init.safetensors ] || "$PY" - <<'PYEOF'
 from stemforge.checkpoint import save_checkpoint
