@@ -188,13 +188,18 @@ def test_library_errors_in_library_words_cli_in_its_flags(capsys, tmp_path: Path
         assert len(err) == 1 and advice in err[0], err
 
 
-def test_bundled_models_load_by_name(monkeypatch) -> None:
-    """``lowlatency`` (catalogue.BUNDLED) loads from the package's assets; a bundled name whose file this install
-    lacks is a one-line error, not a fall-through to 'unknown model'."""
+def test_bundled_models_load_by_name(monkeypatch, capsys) -> None:
+    """``lowlatency`` (catalogue.BUNDLED) loads from the package's assets and is listed as ready to run; a bundled
+    name whose file this install lacks is a one-line error, not a fall-through to 'unknown model'."""
+    import json
+
     if hub.bundled_checkpoint("lowlatency") is not None:
         model, name = hub.resolve("lowlatency")
         assert name == "lowlatency" and model.architecture == "unet_causal" and not model.training
         assert "lowlatency" in hub.model_names()["runnable"]
+        assert main(["models", "--json"]) == 0
+        rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+        assert rows["lowlatency"]["kind"] == "trained" and rows["lowlatency"]["family"] == "unet_causal"
     monkeypatch.setitem(catalogue.BUNDLED, "ghost", "ghost.safetensors")
     with pytest.raises(ModelError, match="bundled model 'ghost' is not in this install"):
         hub.load_model("ghost")
