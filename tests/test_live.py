@@ -131,7 +131,7 @@ def test_file_played_through_jack_comes_out_as_the_offline_stream(jack_server, m
         recorder.close()
         live.stop()
     assert live.error is None
-    assert live.xruns == 0
+    assert live.xruns == 0, f"xruns at periods {live.xrun_periods} of {live.blocks}"
     assert position[0] >= audio.shape[1] + live.latency_samples, "the server did not run in time"
 
     first = recorded[0][0]

@@ -108,6 +108,7 @@ class LiveSeparator:
 
     Attributes:
         xruns: xruns the server reported since ``start``.
+        xrun_periods: ``blocks`` at each of them.
         blocks: periods processed.
         gains: stem -> linear gain (change at any time; read once per period).
         muted: stems currently muted.
@@ -126,6 +127,7 @@ class LiveSeparator:
         self.gains = {s: 10 ** (self.options.gains_db.get(s, 0.0) / 20) for s in separator.sources}
         self.muted = set(self.options.muted)
         self.xruns = 0
+        self.xrun_periods: list[int] = []  # the period count at each xrun (which part of a session had them)
         self.blocks = 0
         self.load = 0.0
         self.error: str | None = None
@@ -248,6 +250,7 @@ class LiveSeparator:
 
     def _xrun(self, delay_usecs: float) -> None:
         self.xruns += 1
+        self.xrun_periods.append(self.blocks)
 
     def _shutdown(self, status: Any, reason: str) -> None:
         self.error = self.error or f"the JACK server shut the client down: {reason}"
