@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+
 import torch
 import torch.nn.functional as F
 
-from stemforge.models.frontend import apply_masks, extend_bins
+from stemforge.models.frontend import extend_bins
 from stemforge.models.neural import preset_factory
 from stemforge.models.registry import register
 from stemforge.models.unet import PRESETS, UNetConfig, UNetSeparator
