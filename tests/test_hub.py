@@ -48,7 +48,7 @@ def test_unknown_name_suggests_close_names_and_names_the_downloadable_ones() -> 
     assert error.suggestions[0] == "htdemucs" and "mdx_kara_2" in error.downloadable
     message = str(error)
     assert "did you mean 'htdemucs'" in message and "downloadable: htdemucs," in message and "\n" not in message
-    assert "ready to run: default, classical" in message and "architectures to train first: " in message
+    assert "ready to run: default, lowlatency, classical" in message and "architectures to train first: " in message
     with pytest.raises(hub.UnknownModelError) as info:
         hub.load_model("zzzzqqqq")
     assert info.value.suggestions == [] and "did you mean" not in str(info.value)
@@ -186,3 +186,21 @@ def test_library_errors_in_library_words_cli_in_its_flags(capsys, tmp_path: Path
         assert main(["separate", str(tmp_path / "song.wav"), "-o", str(tmp_path / "out"), "-n", name]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and advice in err[0], err
+
+
+def test_bundled_models_load_by_name(monkeypatch, capsys) -> None:
+    """``lowlatency`` (catalogue.BUNDLED) loads from the package's assets and is listed as ready to run; a bundled
+    name whose file this install lacks is a one-line error, not a fall-through to 'unknown model'."""
+    import json
+
+    if hub.bundled_checkpoint("lowlatency") is not None:
+        model, name = hub.resolve("lowlatency")
+        assert name == "lowlatency" and model.architecture == "unet_causal" and not model.training
+        assert "lowlatency" in hub.model_names()["runnable"]
+        assert main(["models", "--json"]) == 0
+        rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+        assert rows["lowlatency"]["kind"] == "trained" and rows["lowlatency"]["family"] == "unet_causal"
+    monkeypatch.setitem(catalogue.BUNDLED, "ghost", "ghost.safetensors")
+    with pytest.raises(ModelError, match="bundled model 'ghost' is not in this install"):
+        hub.load_model("ghost")
+    assert "ghost" not in hub.model_names()["runnable"]

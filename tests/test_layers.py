@@ -23,8 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge.models.compat",),  # published architectures and their checkpoint formats
     ("stemforge.checkpoint", "stemforge.engine"),
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
-    ("stemforge.separate", "stemforge.stemfile"),
-    ("stemforge.evaluate",),
+    ("stemforge.separate", "stemforge.stemfile", "stemforge.stream"),
+    ("stemforge.evaluate", "stemforge.live"),
     ("stemforge.report", "stemforge.web", "stemforge.batch"),
     ("stemforge.commands",),
     ("stemforge.cli", "stemforge.__main__"),

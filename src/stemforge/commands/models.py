@@ -150,15 +150,18 @@ def model_rows(speed: bool = False, cache_dir: str | None = None) -> list[dict[s
         ``speed``; None for zoo rows, whose rate and size are not known until loaded).
     """
     from stemforge.hub import bundled_checkpoint, is_downloaded, list_checkpoints
+    from stemforge.hub.catalogue import BUNDLED
     from stemforge.models import available, build
 
     rows: list[dict[str, Any]] = []
-    checkpoint = bundled_checkpoint()
-    if checkpoint is not None:
+    for name in BUNDLED:  # the models shipped in the package: default, lowlatency
+        checkpoint = bundled_checkpoint(name)
+        if checkpoint is None:
+            continue
         from stemforge.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(checkpoint)
-        rows.append({"name": "default", "kind": "trained", "family": meta["architecture"], "stems": list(model.sources),
+        rows.append({"name": name, "kind": "trained", "family": meta["architecture"], "stems": list(model.sources),
                      "sample_rate": model.sample_rate, "parameters": model.num_parameters(),
                      "size_mb": round(checkpoint.stat().st_size / 1e6, 1),
                      "x_real_time": measure_speed(model, model.sample_rate, model.channels) if speed else None})

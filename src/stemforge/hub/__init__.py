@@ -3,6 +3,7 @@
 A name or path is resolved in this order:
 
 1. ``"default"``: the bundled model (``assets/default.safetensors``), or ``classical`` if this install has none;
+   other bundled models (``catalogue.BUNDLED``: ``"lowlatency"``) by name;
 2. a ``.safetensors`` file: a stemforge checkpoint (``stemforge.checkpoint``);
 3. a zoo name (``hub.catalogue``), loaded from the download cache (``hub.cache``) after a hash check;
 4. a published checkpoint file or folder (demucs, Open-Unmix, RoFormer, MDX-Net: ``models.compat.loaders``);
@@ -78,9 +79,9 @@ class UntrainedModelError(ModelError):
                             "'stemforge train' and pass the checkpoint it writes (-n path/to/model.safetensors)")
 
 
-def bundled_checkpoint() -> Path | None:
-    """The shipped default model's checkpoint, if this install has one."""
-    path = Path(str(resources.files("stemforge") / "assets" / "default.safetensors"))
+def bundled_checkpoint(name: str = DEFAULT_MODEL) -> Path | None:
+    """The checkpoint of a model shipped with the package (``catalogue.BUNDLED``), if this install has it."""
+    path = Path(str(resources.files("stemforge") / "assets" / catalogue.BUNDLED[name]))
     return path if path.is_file() else None
 
 
@@ -143,7 +144,8 @@ def model_names() -> dict[str, list[str]]:
     """
     from stemforge.models.registry import available
 
-    runnable, trainable = [DEFAULT_MODEL], []
+    runnable = [DEFAULT_MODEL] + [n for n in catalogue.BUNDLED if n != DEFAULT_MODEL and bundled_checkpoint(n)]
+    trainable = []
     for spec in available():
         (trainable if spec.family != "classical" else runnable).append(spec.name)
     return {"runnable": runnable, "downloadable": [e.name for e in catalogue.CATALOGUE], "trainable": trainable}
@@ -180,6 +182,11 @@ def resolve(name_or_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path | No
         if checkpoint is None:
             return build("classical").eval(), "classical"
         return load_checkpoint(checkpoint)[0], DEFAULT_MODEL
+    if text in catalogue.BUNDLED:
+        checkpoint = bundled_checkpoint(text)
+        if checkpoint is None:
+            raise ModelError(f"bundled model {text!r} is not in this install (no assets/{catalogue.BUNDLED[text]})")
+        return load_checkpoint(checkpoint)[0], text
     path = Path(text).expanduser()
     if path.suffix == ".safetensors":
         return load_checkpoint(path)[0], path.stem

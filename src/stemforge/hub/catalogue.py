@@ -188,6 +188,12 @@ CATALOGUE: tuple[ZooEntry, ...] = (
 )
 
 
+#: Models shipped inside the package (``stemforge/assets``), loaded by name without a download: name -> file.
+#: ``default``: the offline U-Net (MODEL_CARD.md); ``lowlatency``: its causal variant for real-time streaming
+#: (46.4 ms algorithmic latency, ``stemforge stream`` / ``stemforge live``; MODEL_CARD.md, recipes/lowlatency.sh).
+BUNDLED: dict[str, str] = {"default": "default.safetensors", "lowlatency": "lowlatency.safetensors"}
+
+
 def list_checkpoints() -> list[ZooEntry]:
     """Every known public checkpoint, in catalogue order."""
     return list(CATALOGUE)

@@ -4,6 +4,6 @@ from stemforge.models.base import ModelConfig, StemModel
 from stemforge.models.registry import available, build, register
 
 # Importing each family module registers its models.
-from stemforge.models import bilstm, classical, hybrid, roformer, unet  # noqa: F401,E402
+from stemforge.models import bilstm, causal_unet, classical, hybrid, roformer, unet  # noqa: F401,E402
 
 __all__ = ["ModelConfig", "StemModel", "available", "build", "register"]

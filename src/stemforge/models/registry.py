@@ -57,7 +57,7 @@ def register(name: str, family: str, description: str) -> Callable[[Callable[...
 
 #: The built-in families; importing one registers its presets and architectures. Imported by path (like
 #: ``COMPAT_ARCHITECTURES``) because they import this module: the registry stays below them.
-BUILT_IN_FAMILIES = ("stemforge.models.bilstm", "stemforge.models.classical", "stemforge.models.hybrid",
+BUILT_IN_FAMILIES = ("stemforge.models.bilstm", "stemforge.models.causal_unet", "stemforge.models.classical", "stemforge.models.hybrid",
                      "stemforge.models.roformer", "stemforge.models.unet")
 
 
