@@ -53,7 +53,7 @@ class EngineOptions:
 #: glibc's allocator unmaps freed blocks over its (dynamic, at most 32 MB) threshold and trims the heap top,
 #: so every segment's ~60 MB spectra and frames are fresh pages, faulted in and zeroed by the kernel again:
 #: that was about a third of the default model's CPU time. Keeping blocks this large in the heap avoids it.
-MALLOC_KEEP_BYTES = 256 << 20
+MALLOC_KEEP_BYTES = 96 << 20
 _allocator_tuned = False
 
 
@@ -74,7 +74,7 @@ def keep_freed_memory() -> bool:
             libc = ctypes.CDLL("libc.so.6")
             m_trim_threshold, m_mmap_threshold = -1, -3
             _allocator_tuned = bool(libc.mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES)
-                                    and libc.mallopt(m_trim_threshold, 2 * MALLOC_KEEP_BYTES))
+                                    and libc.mallopt(m_trim_threshold, MALLOC_KEEP_BYTES))
         except (OSError, AttributeError):
             _allocator_tuned = False
     return _allocator_tuned
