@@ -63,18 +63,18 @@ def make_song(folder: Path, seconds: float, name: str = "song.flac") -> Path:
     return path
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
+def env(src: Path = SRC) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
 
 
-def run_cli(args: list[str]) -> tuple[float, float, float]:
-    """Run ``python -m stemforge ARGS`` as a fresh process.
+def run_cli(args: list[str], src: Path = SRC) -> tuple[float, float, float]:
+    """Run ``python -m stemforge ARGS`` as a fresh process, from the package in ``src``.
 
     Returns:
         (wall seconds, CPU seconds (user + system), peak RSS in MB) of that process alone.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "stemforge", *args], env=env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "stemforge", *args], env=env(src), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -107,10 +107,15 @@ def first_audio(song: Path, out: Path) -> float:
     return seen
 
 
-def cli_rows(song: Path, work: Path, seconds: float, threads: int) -> None:
-    for name in ("default", "classical"):
-        wall, cpu, rss = run_cli(["separate", str(song), "-n", name, "-o", str(work / name), "--threads", str(threads)])
-        row(f"`stemforge separate -n {name}`, {seconds / 60:.0f}-min song, end to end",
+def cli_rows(song: Path, work: Path, seconds: float, threads: int, baseline: Path | None) -> None:
+    runs = [("default", SRC, ""), ("classical", SRC, "")]
+    if baseline is not None:  # the same command from an older checkout's src/, alternating with ours
+        runs = [("default", baseline, " (baseline src)"), ("default", SRC, ""), ("default", baseline, " (baseline src)"),
+                ("default", SRC, "")]
+    for i, (name, src, label) in enumerate(runs):
+        wall, cpu, rss = run_cli(["separate", str(song), "-n", name, "-o", str(work / f"{name}{i}"), "--threads",
+                                  str(threads)], src)
+        row(f"`stemforge separate -n {name}`{label}, {seconds / 60:.0f}-min song, end to end",
             f"**{seconds / wall:.1f}x** real time ({wall:.1f} s wall, {cpu:.1f} s CPU), peak RSS {rss:.0f} MB")
 
 
@@ -316,6 +321,8 @@ def main() -> None:
     parser.add_argument("--parity", default=str(ROOT / ".parity"), help="folder of the reference packages")
     parser.add_argument("--htdemucs-seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=1, help="best of N for the published-model rows")
+    parser.add_argument("--baseline-src", type=Path, help="also time the default model from this older src/ "
+                        "(e.g. `git archive OLD src | tar -x -C /tmp/old`), alternating runs")
     parser.add_argument("--skip", action="append", default=[], choices=["cli", "floor", "jobs", "start", "htdemucs", "roformer"])
     args = parser.parse_args()
     sys.path.insert(0, str(SRC))
@@ -331,7 +338,7 @@ def main() -> None:
         work = Path(tmp)
         song = make_song(work, args.seconds)
         steps = {
-            "cli": lambda: cli_rows(song, work, args.seconds, args.threads),
+            "cli": lambda: cli_rows(song, work, args.seconds, args.threads, args.baseline_src),
             "floor": lambda: floor_row(args.seconds, args.threads),
             "jobs": lambda: jobs_rows(work, args.threads),
             "start": lambda: start_rows(song, work),
