@@ -237,7 +237,8 @@ def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
     diff = float(np.abs(got[..., :last] - expected[..., :last]).max())
     row(f"HTDemucs (released architecture, random weights), {seconds:.0f} s: ours vs demucs `apply_model`",
         f"**{t_ref / t_ours:.2f}x** demucs' speed ({t_ours:.1f} s vs {t_ref:.1f} s), max diff {diff:.1e} "
-        f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}", f"best of {repeats}")
+        f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}, output RMS {float(np.sqrt(np.mean(expected ** 2))):.2g}",
+        f"best of {repeats}")
     fast = Separator(fast_path(load_pretrained(path)), overlap=0.25, shifts=0)
     with torch.inference_mode():
         t_fast, approx = best_of(lambda: fast.separate_array(mix[0].numpy(), RATE), repeats)
@@ -308,7 +309,8 @@ def roformer_rows(work: Path, dim: int, depth: int, repeats: int) -> None:
     diff = float((got[:, 0] - expected).abs().max())
     row(f"BS-RoFormer (dim {dim}, depth {depth}, random weights), one 10 s segment: ours vs `bs_roformer`",
         f"**{t_ref / t_ours:.2f}x** the reference's speed ({t_ours:.2f} s vs {t_ref:.2f} s), max diff {diff:.1e} "
-        f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}", f"best of {repeats}")
+        f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}, output RMS {float(expected.square().mean().sqrt()):.2g}",
+        f"best of {repeats}")
     row("BS-RoFormer fast path (int8 dynamic Linear) vs ours exact",
         f"{t_ours / t_fast:.2f}x speed-up, SDR vs exact {sdr(approx[:, 0].numpy(), got[:, 0].numpy()):.1f} dB",
         f"best of {repeats}")
