@@ -330,3 +330,38 @@ def test_output_options_are_validated_before_reading(tmp_path: Path, separator: 
     with pytest.raises(StemforgeError, match=message):  # even for a file that does not exist: nothing is read
         separator.separate_file(tmp_path / "missing.wav", OutputOptions(directory=tmp_path / "out", **options))
     assert not (tmp_path / "out").exists()
+
+
+def test_decoding_and_writing_overlap_the_model_and_stop_with_it(tmp_path: Path, separator: Separator,
+                                                                 song_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading runs in a reader thread and the stems' writing in a writer thread, beside the model (#18).
+
+    An error in either surfaces in the caller as usual, and no thread outlives the call.
+    """
+    names: dict[str, set[str]] = {"read": set(), "write": set()}
+    blocks, write = audio._SoundFileReader.blocks, audio.AudioWriter.write
+
+    def spy_blocks(self, frames: int):
+        for block in blocks(self, frames):
+            if self.info.path == song_file:  # not the staging files read back for rescaling
+                names["read"].add(threading.current_thread().name)
+            yield block
+
+    def spy_write(self: audio.AudioWriter, block: np.ndarray) -> None:
+        if self.fmt == "wav" and self.bits == "32f":  # the staging files the stems stream into
+            names["write"].add(threading.current_thread().name)
+        write(self, block)
+
+    monkeypatch.setattr(audio._SoundFileReader, "blocks", spy_blocks)
+    monkeypatch.setattr(audio.AudioWriter, "write", spy_write)
+    separator.separate_file(song_file, OutputOptions(directory=tmp_path / "out"))
+    assert names == {"read": {"stemforge-read"}, "write": {"stemforge-write"}}
+
+    def failing(self: audio.AudioWriter, block: np.ndarray) -> None:
+        raise audio.AudioError(f"{self.path}: writing failed: no space left on device")
+
+    monkeypatch.setattr(audio.AudioWriter, "write", failing)
+    with pytest.raises(audio.AudioError, match="writing failed: no space left"):
+        separator.separate_file(song_file, OutputOptions(directory=tmp_path / "fail"))
+    assert not (tmp_path / "fail").exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("stemforge-read", "stemforge-write"))]

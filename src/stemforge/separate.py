@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import queue
 import re
 import string
 import threading
@@ -334,10 +335,16 @@ class Separator:
                 writers[stem].write(block)
                 written[stem] += block.shape[1]
 
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output, in one line
-            for out in separate_blocks(self.model, model_blocks(), groups, self.options, report):
+        def write_out(out: np.ndarray) -> None:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output, in one line
                 for stem, block in _selected(self.sources, plan.to_file(out), targets).items():
                     emit(stem, block)
+
+        # Decoding and encoding run in their own threads, overlapped with the model (they release the GIL).
+        with _Prefetch(model_blocks(), "stemforge-read") as blocks, _Consumer(write_out, "stemforge-write") as sink:
+            with np.errstate(over="ignore", invalid="ignore"):
+                for out in separate_blocks(self.model, blocks, groups, self.options, report):
+                    sink.put(out)
         for stem in targets:
             emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
             if out_rate == info.sample_rate and written[stem] < frames_in[0]:
@@ -362,6 +369,103 @@ class Separator:
         for writer in writers.values():
             writer.abort()  # the float staging files are no longer needed
         return final
+
+
+class _Prefetch:
+    """Runs an iterator in a background thread, at most ``depth`` items ahead; its errors surface in the caller.
+
+    Leaving the ``with`` block (normally, on an error or on Ctrl-C) stops the thread at its next item and waits
+    for it, so nothing still reads the source once the caller closes it.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator[np.ndarray], name: str, depth: int = 2) -> None:
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
+
+    def _produce(self) -> None:
+        try:
+            for item in self._items:
+                if not self._offer((item, None)):
+                    return
+            self._offer((self._END, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._offer((None, exc))
+
+    def _offer(self, entry: tuple) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __enter__(self) -> Iterator[np.ndarray]:
+        self._thread.start()
+        return self._consume()
+
+    def _consume(self) -> Iterator[np.ndarray]:
+        while True:
+            item, exc = self._queue.get()
+            if exc is not None:
+                raise exc
+            if item is self._END:
+                return
+            yield item
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Consumer:
+    """Calls ``work(item)`` in a background thread for each ``put`` item, in order, at most ``depth`` behind.
+
+    An error in ``work`` is raised by the next ``put`` and on leaving the ``with`` block; leaving it waits
+    until every item is done (or, after an error in the caller, drops the rest), so the caller can then
+    finish or abort the files ``work`` writes.
+    """
+
+    _END = object()
+
+    def __init__(self, work: Callable[[np.ndarray], None], name: str, depth: int = 2) -> None:
+        self._work = work
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if self._error is None and not self._cancel.is_set():
+                try:
+                    self._work(item)
+                except BaseException as exc:
+                    self._error = exc
+
+    def put(self, item: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def __enter__(self) -> "_Consumer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self._cancel.set()
+        self._queue.put(self._END)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
 
 
 def _encode_parallel(staged: dict[str, Path], finals: dict[str, AudioWriter], peaks: dict[str, float],

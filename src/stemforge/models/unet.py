@@ -88,7 +88,8 @@ class UNetSeparator(NeuralStemModel):
 
     def network(self, mag: torch.Tensor) -> torch.Tensor:
         """mag: (B, C, F', N') -> mask logits (B, S, C, F', N')."""
-        x = self.norm(mag)
+        # Channels-last activations: oneDNN's convolutions run about twice as fast on them as on NCHW (CPU).
+        x = self.norm(mag).contiguous(memory_format=torch.channels_last)
         skips = [x]
         for layer in self.down:
             x = layer(x)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stemforge.dsp.spectral import inverse_stft
 from stemforge.models.base import ModelConfig, StemModel
 
 
@@ -309,7 +310,7 @@ def hybrid_inverse_spectrogram(z: torch.Tensor, length: int, reflect: bool = Tru
     total = hop * math.ceil(length / hop) + (2 * pad if reflect else 0)
     *lead, bins, frames = z.shape
     window = torch.hann_window(n_fft, device=z.device, dtype=z.real.dtype)
-    x = torch.istft(z.reshape(-1, bins, frames), n_fft, hop, window=window, normalized=True, length=total, center=True)
+    x = inverse_stft(z.reshape(-1, bins, frames), n_fft, hop, window, total, normalized=True)
     x = x.view(*lead, total)
     return x[..., pad:pad + length] if reflect else x[..., :length]
 

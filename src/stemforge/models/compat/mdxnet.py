@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from stemforge.errors import ModelError
+from stemforge.dsp.spectral import inverse_stft
 from stemforge.models.base import ModelConfig, StemModel
 
 
@@ -137,7 +138,7 @@ class MDXNetONNX(StemModel):
         x = F.pad(x, (0, 0, 0, bins - x.shape[-2]))
         x = x.reshape(-1, 2, bins, x.shape[-1]).permute(0, 2, 3, 1).contiguous()
         window = torch.hann_window(c.n_fft, device=x.device)
-        wave = torch.istft(torch.view_as_complex(x), c.n_fft, c.hop, window=window, center=True, length=self.chunk_size)
+        wave = inverse_stft(torch.view_as_complex(x), c.n_fft, c.hop, window, self.chunk_size)
         return wave.reshape(-1, 2, self.chunk_size)
 
     def run_graph(self, spec: torch.Tensor) -> torch.Tensor:

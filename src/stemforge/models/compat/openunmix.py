@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stemforge.dsp.spectral import inverse_stft
 from stemforge.dsp.wiener import wiener
 from stemforge.models.base import ModelConfig, StemModel
 
@@ -119,6 +120,5 @@ class OpenUnmix(StemModel):
                        for pos in range(0, frames, step)], dim=-1)
             for b in range(batch)
         ])  # (B, S [+1], C, F, N)
-        waves = torch.istft(sources.reshape(-1, *sources.shape[-2:]), cfg.n_fft, cfg.hop, window=window,
-                            center=True, length=padded)
+        waves = inverse_stft(sources.reshape(-1, *sources.shape[-2:]), cfg.n_fft, cfg.hop, window, padded)
         return waves.reshape(batch, sources.shape[1], channels, padded)[..., :length].to(mix.dtype)

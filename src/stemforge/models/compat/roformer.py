@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stemforge.dsp.spectral import inverse_stft
 from stemforge.models.base import ModelConfig, StemModel
 
 
@@ -271,7 +272,9 @@ class RoFormer(StemModel):
             masks = summed / denom[:, None]
         stems = spec[:, None] * masks  # (B, S, F*C, N)
         stems = stems.view(batch, c.num_stems, bins, channels, frames).transpose(2, 3).reshape(-1, bins, frames)
-        waves = torch.istft(stems, length=padded, **stft_kw).view(batch, c.num_stems, channels, padded)[..., :length]
+        waves = inverse_stft(stems, c.n_fft, c.hop_length, window, padded, c.normalized) if c.win_length == c.n_fft \
+            else torch.istft(stems, length=padded, **stft_kw)
+        waves = waves.view(batch, c.num_stems, channels, padded)[..., :length]
         waves = waves.to(mix.dtype)
         if c.complement:
             waves = torch.cat([waves, (mix - waves.sum(dim=1))[:, None]], dim=1)
