@@ -65,3 +65,15 @@ def test_codec_round_trip_is_aligned_and_lossy(codec: str) -> None:
     assert 15 < snr < 80  # time-aligned (an uncorrected encoder delay gives about 0 dB) and not lossless
     with pytest.raises(StemforgeError, match="codec"):
         codec_round_trip(x, SR, "ogg", 128000)
+
+
+def test_ceiling_holds_when_the_loudness_target_is_out_of_reach() -> None:
+    # Sparse clicks cannot reach -8 LUFS under a -0.3 dB ceiling: the master gives up on loudness, never on the
+    # ceiling (it once limited with one makeup gain and then applied another: a 16-bit write failed, clipping).
+    rng = np.random.default_rng(4)
+    clicks = np.zeros((2, 4 * SR), np.float32)
+    for start in rng.integers(0, 4 * SR - 2000, size=12):
+        clicks[:, start:start + 2000] += (rng.standard_normal(2000) * np.exp(-np.arange(2000) / 200)).astype(np.float32)
+    out, report = master_stems({"drums": clicks, "bass": 0.01 * clicks[::-1]}, SR, Master(target_lufs=-8.0, ceiling_db=-0.3))
+    assert np.max(np.abs(out["drums"] + out["bass"])) <= 10 ** (-0.3 / 20) + 1e-5
+    assert report["lufs"] < -8.5

@@ -143,11 +143,11 @@ def master_stems(stems: dict[str, np.ndarray], sample_rate: int, settings: Maste
     mixture = mixture * gain
     before = loudness(mixture, sample_rate)
     makeup = 10 ** ((settings.target_lufs - before) / 20) if np.isfinite(before) else 1.0
-    for _ in range(3):  # limiting lowers the loudness: raise the makeup gain and limit again
+    for attempt in range(4):  # limiting lowers the loudness: raise the makeup gain and limit again
         limited = limiter_gain(mixture * makeup, sample_rate, settings.ceiling_db, release_ms=settings.limiter_release_ms)
         result = loudness(mixture * makeup * limited, sample_rate)
-        if not np.isfinite(result) or abs(result - settings.target_lufs) < 0.3:
-            break
+        if not np.isfinite(result) or abs(result - settings.target_lufs) < 0.3 or attempt == 3:
+            break  # the last limiter gain always belongs to the final makeup gain: the ceiling holds
         makeup *= 10 ** ((settings.target_lufs - result) / 20)
     total = (gain * makeup * limited).astype(np.float32)
     out = {n: (stems[n] * total).astype(np.float32) for n in names}
