@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from stemforge.cli import main
@@ -28,6 +29,7 @@ def test_example_stems_sum_exactly_to_the_mixture_and_stay_small() -> None:
     assert size <= 6 * 1024 * 1024
 
 
+@pytest.mark.slow  # separates 13 s and scores it: ~30 s on a busy 2-core machine
 def test_evaluate_runs_on_the_example_in_one_command(tmp_path: Path) -> None:
     out = tmp_path / "report"
     code = main(["evaluate", "-m", "default", "--data", str(EXAMPLES / "example"), "-o", str(out),
