@@ -64,7 +64,7 @@ def test_realistic_song_is_deterministic_mastered_and_sums(seed: int) -> None:
 def test_drums_come_from_recorded_kits_of_the_right_split() -> None:
     kits = {False: set(), True: set()}
     for evaluation in (False, True):
-        for i in range(12):
+        for i in range(8):
             seed = (EVALUATION_SEED_BASE if evaluation else 200_000_000) + i
             plan = realistic.compose_realistic(seed, 4.0)
             if not plan.drum_hits:
@@ -82,9 +82,9 @@ def test_cli_realistic_writes_songs_whose_stems_sum_to_the_mixture(tmp_path: Pat
     parser = argparse.ArgumentParser()
     data_command.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["data", "synth", "--realistic", "--out", str(tmp_path), "--songs", "1",
-                              "--seconds", "2", "--seed", "200000010"])
+                              "--seconds", "2", "--seed", "200000026"])  # voices cached by the test above
     assert args.func(args) == 0
-    song = tmp_path / "song_0200000010"
+    song = tmp_path / "song_0200000026"
     mixture, rate = sf.read(song / "mixture.wav", dtype="float32")
     total = sum(sf.read(song / f"{n}.wav", dtype="float32")[0] for n in ("drums", "bass", "other", "vocals"))
     assert rate == SR and np.max(np.abs(mixture - total)) <= 1e-6
