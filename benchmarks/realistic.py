@@ -12,8 +12,8 @@ Make the splits with (songs no model was trained on; held-out instruments, kits,
 
 Every system separates the mixture (the sum of the stems) through ``stemforge.separate.Separator``; "oracle IRM"
 applies ideal ratio masks computed from the true stems (an upper bound for magnitude-mask models). The score is
-the whole-track energy-ratio SDR (MDX definition), averaged over tracks: the measure of the hidden real set in
-issue #12. Scores are cached per (system weights, track, length) when ``--cache`` is given.
+the whole-track energy-ratio SDR (MDX definition), averaged over the tracks where the stem is not silent: the
+measure of the hidden real set in issue #12. Scores are cached per (system weights, track, length) when ``--cache`` is given.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def score_split(folder: str, systems: dict[str, Separator], keys: dict[str, str]
                                       for i in range(len(STEMS))], "seconds": time.perf_counter() - tic}
                 save()
             for i, stem in enumerate(STEMS):
-                scores[name][stem].append(cache[key]["mdx"][i])
+                if np.any(refs[i]):  # a silent stem (an orchestral song without drums) has no SDR to average
+                    scores[name][stem].append(cache[key]["mdx"][i])
         print(f"  scored {Path(folder).name}/{track.name}", file=sys.stderr, flush=True)
     return scores, audio, len(tracks)
 
@@ -100,7 +101,7 @@ def main() -> None:
     results = {}
     for title, folder in splits:
         results[title] = score_split(folder, systems, keys, cache, args.seconds, save)
-    print("\nEnergy-ratio SDR (dB, MDX definition), mean over tracks\n")
+    print("\nEnergy-ratio SDR (dB, MDX definition), mean over the tracks where the stem plays\n")
     print("| split | system | " + " | ".join(STEMS) + " | mean |")
     print("|---" * (len(STEMS) + 3) + "|")
     for title, folder in splits:
