@@ -7,8 +7,8 @@
 Make the splits with (songs no model was trained on; held-out instruments, kits, voices, genres, masters):
 
     stemforge data synth --realistic --evaluation --out runs/data/realistic_valid --songs 12 --seconds 20 --seed 100
-    STEMFORGE_SOUNDFONT=/usr/share/sounds/sf2/TimGM6mb.sf2 \\
-        stemforge data synth --out runs/data/eval --songs 8 --seconds 30 --seed 0 --evaluation
+    git archive 009df8b src | tar -x -C /tmp/old009   # the synthesiser the bundled model was trained and scored with
+    PYTHONPATH=/tmp/old009/src python recipes/old_synth_009df8b.py runs/data/eval_009df8b 1000000000 8
 
 Every system separates the mixture (the sum of the stems) through ``stemforge.separate.Separator``; "oracle IRM"
 applies ideal ratio masks computed from the true stems (an upper bound for magnitude-mask models). The score is
@@ -75,7 +75,8 @@ def score_split(folder: str, systems: dict[str, Separator], keys: dict[str, str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--realistic", default="runs/data/realistic_valid", help="realistic validation split")
-    parser.add_argument("--synthetic", default="runs/data/eval", help="old synthetic evaluation split ('' skips it)")
+    parser.add_argument("--synthetic", default="runs/data/eval_009df8b",
+                        help="old synthetic evaluation split, MODEL_CARD.md's ('' skips it)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
                         help="a model to score (repeatable; default: default=src/stemforge/assets/default.safetensors)")
     parser.add_argument("--seconds", type=float, default=0.0, help="score only the first N seconds of each track")
