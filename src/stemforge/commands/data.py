@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="instrument synthesis: General MIDI SoundFont via FluidSynth, our numpy synths, "
                             "or auto (SoundFont when installed)")
     synth.add_argument("--jobs", type=int, default=1, help="songs rendered in parallel (processes)")
+    synth.add_argument("--realistic", action="store_true",
+                       help="realistic songs: recorded instruments and drum kits, human voices from recorded speech, "
+                            "seven genres, mastered to -14..-8 LUFS (needs the Debian packages listed in DATA_LICENCES.md)")
     synth.add_argument("--evaluation", action="store_true",
                        help="render evaluation songs (held-out seed range counted from --seed, held-out instruments)")
     synth.set_defaults(func=run_synth)
@@ -61,7 +64,12 @@ def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str]) -> 
     from stemforge.data.synth import render_song_with_plan, write_song
 
     seed, seconds, sample_rate, stems, bits, folder, backend = job
-    tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, stems, backend)
+    if backend == "realistic":
+        from stemforge.data.synth.realistic import render_realistic_song
+
+        tracks, metadata = render_realistic_song(seed, seconds, sample_rate, stems)
+    else:
+        tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, stems, backend)
     write_song(Path(folder), tracks, sample_rate, metadata, bits=16 if bits == "16" else "32f")
     return seconds
 
@@ -106,7 +114,15 @@ def run_synth(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StemforgeError(f"cannot create output folder {args.out}: {exc.strerror}") from None
-    backend = resolve_backend(args.backend)  # decide (and warn) once, not per worker
+    if args.realistic:
+        from stemforge.data.synth.realistic import missing_packages
+
+        reason = missing_packages(args.evaluation)
+        if reason:
+            raise StemforgeError(f"--realistic needs packages that are missing: {reason}")
+        backend = "realistic"
+    else:
+        backend = resolve_backend(args.backend)  # decide (and warn) once, not per worker
     jobs = [(first + i, args.seconds, args.sample_rate, stems, args.bits, str(args.out / f"song_{first + i:010d}"),
              backend) for i in range(args.songs)]
     start = time.perf_counter()
