@@ -211,9 +211,10 @@ def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
         return
     from stemforge.models.compat import load_pretrained
     from stemforge.separate import Separator
+    from stemforge.stems import FOUR_STEMS
 
     # The released htdemucs: demucs' config "htdemucs" with dconv_mode 3 (48 channels, depth 4, 5 layers, 7.8 s).
-    kwargs = dict(sources=["drums", "bass", "other", "vocals"], channels=48, depth=4, t_layers=5, dconv_mode=3,
+    kwargs = dict(sources=list(FOUR_STEMS), channels=48, depth=4, t_layers=5, dconv_mode=3,
                   segment=Fraction(39, 5), nfft=4096)
     torch.manual_seed(0)
     ref = RefHTDemucs(**kwargs)

@@ -96,7 +96,7 @@ def test_drop_play_mute_and_download(server: ServeProcess, page, tmp_path: Path)
         const c = s.canvas, px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 3; i < px.length; i += 4) n += px[i] > 0; return n / (c.width * c.height); })""")
     assert all(0.01 < share < 1 for share in inked), inked  # a waveform per stem, not blank and not a block
-    assert page.evaluate("stemforge.duration") == pytest.approx(20.0, abs=0.01)
+    assert page.evaluate("stemforge.duration") == pytest.approx(sf.info(EXAMPLE).duration, abs=0.01)
     shot("separated")
 
     page.click("#play")
@@ -147,7 +147,8 @@ def test_drop_play_mute_and_download(server: ServeProcess, page, tmp_path: Path)
     remix, rate = sf.read(io.BytesIO(Path(download.value.path()).read_bytes()), dtype="float32")
     expected = sum(sf.read(folder / f"{s}.wav", dtype="float32")[0] for s in ("drums", "bass", "other"))
     assert rate == 44100 and remix.shape == expected.shape
-    assert np.abs(remix - expected).max() < 3 / 32768
+    # 16-bit WAV: the page clamps at full scale, and the example is mastered loud (its stems sum past 1.0).
+    assert np.abs(remix - np.clip(expected, -1.0, 1.0)).max() < 3 / 32768
     vocals = sf.read(folder / "vocals.wav", dtype="float32")[0]
     assert np.abs(vocals).max() > 0.01  # so leaving it out was a real difference
 
