@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -334,7 +335,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     if exe is None:
         pytest.skip("the `ray` command is not installed")
     marker = uuid.uuid4().hex
-    temp = tmp_path_factory.mktemp("ray")
+    # Ray's AF_UNIX socket paths must stay under 107 bytes: pytest's tmp paths (longer still under xdist) do not.
+    temp = Path(tempfile.mkdtemp(prefix="sfray-", dir="/tmp"))
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "STEMFORGE_TEST_RAY": marker}
@@ -372,6 +374,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow  # a two-node cluster takes 20-50 s to start on 2 loaded cores

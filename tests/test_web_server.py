@@ -202,7 +202,7 @@ def test_clean_stop_puts_the_running_job_back(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) stops the server cleanly: the running job's temporary files go, the job waits in the
     queue without the attempt counting, and the next start completes it."""
     data, log = tmp_path / "data", tmp_path / "server.log"
-    song = clip(8.0, seed=5)
+    song = clip(150.0, seed=5)  # long enough that a fast machine cannot finish it before the stop lands
     serve = ServeProcess(data, log, "--workers", "1").wait_ready()
     job = upload(serve.url, song, "song.wav")
     wait_for(serve.url, job["id"], ("running",), progress=0.05)
