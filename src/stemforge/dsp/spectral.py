@@ -42,7 +42,10 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = 4096, hop: int = 1024) -
     """spec: (..., freq, frames) complex -> (..., length) real; exact inverse of ``stft``."""
     shape = spec.shape
     flat = spec.reshape(-1, *shape[-2:])
-    wave = inverse_stft(flat, n_fft, hop, _window(n_fft, flat), length)
+    if flat.requires_grad:  # training keeps torch.istft's numerics (and its backward): the fast path is for inference
+        wave = torch.istft(flat, n_fft=n_fft, hop_length=hop, window=_window(n_fft, flat), center=True, length=length)
+    else:
+        wave = inverse_stft(flat, n_fft, hop, _window(n_fft, flat), length)
     return wave.reshape(*shape[:-2], length)
 
 
