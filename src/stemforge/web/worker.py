@@ -10,7 +10,6 @@ all, so a killed worker leaves only hidden temporary files, which the next run o
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -150,9 +149,6 @@ def run_job(store: JobStore, job: Job, settings: WorkerSettings, separators: dic
                 raise
         if not store.finish(job.id, pid, {stem: p.relative_to(folder).as_posix() for stem, p in written.items()}):
             raise JobCancelled(job.id)
-    except KeyboardInterrupt:
-        _prune_empty(folder / "stems")  # a stop before publishing: the output folders this run made, empty
-        raise
     except JobCancelled:
         current = store.get(job.id)
         if current is not None and current.cancelled:
@@ -176,17 +172,6 @@ def _remove(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def _prune_empty(folder: Path) -> None:
-    """Remove ``folder`` and the folders under it that hold no file (deepest first); files are never touched."""
-    if not folder.is_dir():
-        return
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            path.rmdir()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def _interrupt(signum: int, frame: object) -> None:
