@@ -38,6 +38,17 @@ def oracle_irm(stems: np.ndarray, n_fft: int = 4096, hop: int = 1024) -> np.ndar
     return istft(masks * spec.sum(0, keepdim=True), stems.shape[-1], n_fft, hop).float().numpy()
 
 
+def estimate(name: str, systems: dict[str, Separator], refs: np.ndarray) -> np.ndarray:
+    """One system's stems for the mixture of ``refs``: (stems, channels, time) -> (stems, channels, time).
+
+    ``name`` is "oracle IRM" (masks from the true stems) or a key of ``systems``.
+    """
+    if name == "oracle IRM":
+        return oracle_irm(refs)
+    out = systems[name].separate_array(refs.sum(0), 44100)
+    return np.stack([out[s] for s in STEMS])
+
+
 def v4_sdr(references: np.ndarray, estimates: np.ndarray, window: int = 44100) -> np.ndarray:
     """BSS Eval v4 image SDR per source, median over 1 s windows: (S, C, T) x2 -> (S,).
 
@@ -81,17 +92,12 @@ def main() -> None:
         length = int(track.length * 44100 / track.sample_rate)  # frames at the model's rate
         frames = length if args.seconds <= 0 else min(length, int(args.seconds * 44100))
         refs = read_stems(track, STEMS, 0, frames, 44100, channels=2)
-        mix = refs.sum(0)
         audio += frames / 44100
         for name in names:
             key = f"{keys[name]}|{track.name}|{frames}"
             if key not in cache:
                 tic = time.perf_counter()
-                if name == "oracle IRM":
-                    est = oracle_irm(refs)
-                else:
-                    out = systems[name].separate_array(mix, 44100)
-                    est = np.stack([out[s] for s in STEMS])
+                est = estimate(name, systems, refs)
                 elapsed = time.perf_counter() - tic
                 medians = v4_sdr(refs, est)
                 if args.check:

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from default_model import oracle_irm  # noqa: E402  (benchmarks/ is not a package)
+from default_model import estimate  # noqa: E402  (benchmarks/ is not a package)
 
 from stemforge.checkpoint import read_metadata  # noqa: E402
 from stemforge.data.songs import discover_songs, read_stems  # noqa: E402
@@ -51,17 +51,12 @@ def score_split(folder: str, systems: dict[str, Separator], keys: dict[str, str]
         length = int(track.length * 44100 / track.sample_rate)
         frames = length if seconds <= 0 else min(length, int(seconds * 44100))
         refs = read_stems(track, STEMS, 0, frames, 44100, channels=2)
-        mix = refs.sum(0)
         audio += frames / 44100
         for name in names:
             key = f"{keys[name]}|{Path(folder).name}/{track.name}|{frames}"
             if key not in cache:
                 tic = time.perf_counter()
-                if name == "oracle IRM":
-                    est = oracle_irm(refs)
-                else:
-                    out = systems[name].separate_array(mix, 44100)
-                    est = np.stack([out[s] for s in STEMS])
+                est = estimate(name, systems, refs)
                 cache[key] = {"mdx": [float(mdx_sdr(torch.from_numpy(refs[i]), torch.from_numpy(est[i])))
                                       for i in range(len(STEMS))], "seconds": time.perf_counter() - tic}
                 save()
