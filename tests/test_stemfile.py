@@ -156,6 +156,13 @@ def test_mono_48k_input_gets_a_stereo_44k_master_as_long_as_the_stems(tmp_path: 
     assert np.abs(master - expected).max() < 1e-4  # the input, resampled once, duplicated to stereo, 24-bit
 
 
+def test_without_a_model_name_the_best_available_model_writes_it(tmp_path: Path) -> None:
+    """No -n: the model separate would choose (offline in the tests: the bundled one), not 'None'."""
+    song = audio.save(tmp_path / "song.wav", toy_mix(2.0, SR), SR, bits=16)
+    assert main(["separate", str(song), "-o", str(tmp_path / "out"), "--format", "stem.mp4", "-q"]) == 0
+    assert (tmp_path / "out" / "default" / "song.stem.mp4").is_file()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--bits", "16"], "--bits 16 does not apply"),
     (["--stems", "vocals"], "--stems does not apply"),

@@ -125,7 +125,7 @@ def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemforge.separate import Separator, check_filename_template
+    from stemforge.separate import check_filename_template
 
     if args.fmt == STEM_FORMAT:
         return run_stem_files(args)
@@ -137,13 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not tracks:
         return 1
-    if args.name is None:
-        from stemforge.hub import best_model
-
-        args.name = best_model(offline=args.offline, progress=not (args.quiet or args.json))
-    separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
-                          batch_size=args.batch_size, device=args.device, precision=args.precision,
-                          threads=args.threads, backend=args.backend, wiener=args.wiener)
+    separator = _separator(args)
     tracks = _check_collisions(separator, output, tracks)
     results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
     failed = len(problems)
@@ -266,9 +260,22 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _separator(args: argparse.Namespace):  # -> stemforge.separate.Separator (imported here: torch)
+    """The ``Separator`` the flags ask for; without ``-n``, the best model available (``stemforge.hub.best_model``)."""
+    from stemforge.separate import Separator
+
+    if args.name is None:
+        from stemforge.hub import best_model
+
+        args.name = best_model(offline=args.offline, progress=not (args.quiet or args.json))
+    return Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
+                     batch_size=args.batch_size, device=args.device, precision=args.precision,
+                     threads=args.threads, backend=args.backend, wiener=args.wiener)
+
+
 def run_stem_files(args: argparse.Namespace) -> int:
     """``separate --format stem.mp4``: one NI Stems file per input (``stemforge.stemfile``)."""
-    from stemforge.separate import OutputOptions, Separator
+    from stemforge.separate import OutputOptions
     from stemforge.stemfile import codec_for_bits, separate_to_stem_file, stem_file_path
 
     codec_for_bits(args.bits)
@@ -284,9 +291,7 @@ def run_stem_files(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if not tracks:
         return 1
-    separator = Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
-                          batch_size=args.batch_size, device=args.device, precision=args.precision,
-                          threads=args.threads, backend=args.backend, wiener=args.wiener)
+    separator = _separator(args)
     results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
     failed, skipped = len(problems), 0
     unique: dict[str, tuple[Path, Path]] = {}
