@@ -83,6 +83,7 @@ def test_bad_arguments_are_one_line_errors(checkpoint, tmp_path, capsys):
     assert main(["stream", "-", "-o", "-", "-n", str(checkpoint), "--block", "0"]) == 1
     assert main(["stream", str(tmp_path / "missing.wav"), "-o", str(tmp_path), "-n", str(checkpoint)]) == 1
     assert main(["stream", "-", "-o", "-", "-n", str(checkpoint), "--stems", "kazoo"]) == 1
+    assert main(["stream", "-", "-o", "-", "-n", str(checkpoint), "--rate", "0"]) == 1  # not "the model's rate"
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
-    assert "kazoo" in err[2] and "no such file" in err[1]
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "kazoo" in err[2] and "no such file" in err[1] and "--rate 0" in err[3]

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input == "-":
         if args.channels < 1:
             raise StemforgeError(f"--channels must be >= 1, got {args.channels}")
-        in_rate, in_channels = args.rate or rate, args.channels
+        in_rate, in_channels = (rate if args.rate is None else args.rate), args.channels
         if not 1000 <= in_rate <= 768000:
             raise StemforgeError(f"--rate {in_rate}: expected 1000 to 768000 Hz")
         blocks = _pcm_blocks(sys.stdin.buffer, in_channels, PCM_FORMATS[args.pcm], args.block)
