@@ -242,3 +242,12 @@ def test_chunk_is_the_training_word_and_old_configs_still_read(tmp_path):
 
     args = build_parser().parse_args(["train", "--segment", "0.75"])
     assert args.chunk == 0.75
+
+
+def test_unsupervised_mixtures_in_a_supervised_run_are_an_error(tmp_path):
+    """The loop builds a MixIT stream whenever unsupervised roots are set; a "supervised" run given them would
+    quietly train on MixIT batches too (issue #12's comparison with and without real mixtures relies on it not)."""
+    cfg = TrainConfig.from_dict({"mode": "supervised", "data": {"train": ["x"], "unsupervised": ["y"]}})
+    with pytest.raises(ConfigError, match="need --mode mixit or both"):
+        cfg.validate()
+    TrainConfig.from_dict({"mode": "both", "data": {"train": ["x"], "unsupervised": ["y"]}}).validate()

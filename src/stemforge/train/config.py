@@ -100,6 +100,8 @@ class TrainConfig:
             raise ConfigError("no training data: give at least one --data DIR")
         if self.mode == "mixit" and not (self.data.unsupervised or self.data.train):
             raise ConfigError("MixIT needs mixtures: give --data DIR or --unsupervised DIR")
+        if self.mode == "supervised" and self.data.unsupervised:  # the loop would quietly add MixIT batches
+            raise ConfigError("unsupervised mixtures (--unsupervised) need --mode mixit or both, not supervised")
         if self.data.missing_stems not in ("error", "silence"):
             raise ConfigError("missing_stems must be 'error' or 'silence'")
         if not 0.0 <= self.ema_decay < 1.0:
