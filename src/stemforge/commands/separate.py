@@ -62,7 +62,7 @@ def add_separation_arguments(p: argparse.ArgumentParser, separate: bool = False)
                    help="multichannel Wiener EM post-filter iterations for spectrogram networks (default 0: off)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="parallel jobs, as in Demucs: stems encoded at once (default: one per stem, up to the "
-                        "number of CPUs)")
+                        "number of CPUs)" + ("; for several files at once use `stemforge batch --workers N`" if separate else ""))
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     fmt = p.add_mutually_exclusive_group()
     if separate:
