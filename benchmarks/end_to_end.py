@@ -163,8 +163,9 @@ def jobs_rows(work: Path, threads: int) -> None:
     for label, args in runs:
         wall, cpu, rss = run_cli(args)
         results.append(240.0 / wall)
-        row(f"{label}, 4 one-minute files", f"{results[-1]:.1f} audio s per s ({wall:.1f} s wall, {cpu:.1f} s CPU)"
-            + (f", peak RSS {rss:.0f} MB" if args[0] == "separate" else ""))
+        # batch's workers are the fork server's children: the parent's rusage does not hold their CPU or memory.
+        row(f"{label}, 4 one-minute files", f"{results[-1]:.1f} audio s per s ({wall:.1f} s wall"
+            + (f", {cpu:.1f} s CPU), peak RSS {rss:.0f} MB" if args[0] == "separate" else ")"))
     row(f"{threads} files at once (`batch --workers {threads}`) vs one model thread", f"{results[2] / results[0]:.2f}x",
         f"{threads} threads in one process: {results[1] / results[0]:.2f}x")
 
