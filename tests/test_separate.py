@@ -392,3 +392,5 @@ def test_precision_int8_quantises_a_copy_and_warns_when_it_changes_nothing(caplo
     assert "changes nothing" in caplog.text
     with pytest.raises(StemforgeError, match="precision"):
         Separator("classical", precision="int4")
+    with pytest.raises(StemforgeError, match="torch backend only"):
+        Separator(model, precision="int8", backend="onnx")

@@ -123,6 +123,8 @@ class Separator:
             if wiener < 0 or not hasattr(self.model, "wiener_iterations"):
                 raise StemforgeError(f"--wiener needs a spectrogram network and a count >= 0; {self.name!r} has no Wiener post-filter")
             self.model.wiener_iterations = wiener
+        if precision == "int8" and backend != "torch":
+            raise StemforgeError(f"--precision int8 runs on the torch backend only, not --backend {backend}")
         self.model.to(device)
         if precision == "int8" and device == "cpu":
             if isinstance(model, StemModel):
