@@ -82,3 +82,16 @@ def test_zero_frames_and_missing_bins_equal_the_padded_spectrogram(monkeypatch, 
     monkeypatch.setattr(spectral.torch, "istft", forbidden)
     got = inverse_stft(spec, 2048, 512, window, length, normalized=True, zero_frames=(before, after))
     assert (got - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
+
+
+def test_zero_frames_on_the_torch_istft_path() -> None:
+    """A hop that does not divide the FFT size goes to torch.istft: the implicit zeros are padded for it."""
+    spec = torch.randn(2, 1000, 30, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))
+    window = torch.hann_window(2048)
+    length = 441 * 33
+    padded = torch.nn.functional.pad(spec, (1, 2, 0, 25))
+    expected = torch.istft(padded, 2048, 441, window=window, center=True, length=length)
+    got = inverse_stft(spec, 2048, 441, window, length, zero_frames=(1, 2))
+    assert torch.equal(got, expected)
+    got2d = inverse_stft(spec[0], 2048, 441, window, length, zero_frames=(1, 2))  # unbatched, as torch.istft takes
+    assert torch.equal(got2d, expected[0])

@@ -68,11 +68,12 @@ def inverse_stft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
         (batch, length) real, in the window's dtype.
     """
     before, after = zero_frames
-    bins = spec.shape[-2] if spec.dim() == 3 else -1
-    if (spec.dim() != 3 or n_fft % hop or window.shape != (n_fft,) or not 0 < bins <= n_fft // 2 + 1
+    full = n_fft // 2 + 1
+    bins = spec.shape[-2] if spec.dim() >= 2 else full
+    if (spec.dim() != 3 or n_fft % hop or window.shape != (n_fft,) or not 0 < bins <= full
             or not spec.is_complex()):
-        if before or after or bins != n_fft // 2 + 1:
-            spec = torch.nn.functional.pad(spec, (before, after, 0, n_fft // 2 + 1 - bins))
+        if before or after or bins < full:
+            spec = torch.nn.functional.pad(spec, (before, after, 0, max(0, full - bins)))
         return torch.istft(spec, n_fft, hop, window=window, center=True, normalized=normalized, length=length)
     frames = spec.shape[-1]
     total = before + frames + after
@@ -93,7 +94,7 @@ def inverse_stft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
     out = out.view(out.shape[0], -1)[:, start:start + length]
     envelope = envelope.view(-1)[start:start + length]
     if bool((envelope.abs() < 1e-11).any()):  # not invertible here: let torch.istft raise its own error
-        spec = torch.nn.functional.pad(spec, (before, after, 0, n_fft // 2 + 1 - bins))
+        spec = torch.nn.functional.pad(spec, (before, after, 0, full - bins))
         return torch.istft(spec, n_fft, hop, window=window, center=True, normalized=normalized, length=length)
     out = out / envelope
     if out.shape[-1] < length:  # torch.istft pads a length beyond the last frame with zeros
