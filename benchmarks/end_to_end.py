@@ -9,12 +9,17 @@ shared machine move with its load, so ratios are measured side by side in the sa
   tiled, written as FLAC), as a fresh process: x real time by wall clock, CPU seconds, peak RSS;
 * the STFT/iSTFT floor: the default model's STFT of the mix and iSTFT of four stereo stems, segment by segment
   as the engine cuts them (the least any spectrogram-mask model can cost);
-* ``-j 1`` vs ``-j 2`` on four one-minute files (throughput in audio seconds per second);
+* throughput on four one-minute files: one model thread, ``--threads N``, and ``batch --workers N`` (N files at once,
+  one thread each);
 * CLI start: ``stemforge --help``, and the time from launch to the first separated audio of the default model;
+* ``python -c "import torch"`` alone (the part of the first-audio time no change in stemforge can remove);
 * published HTDemucs (the released architecture with random weights, through demucs' own package format):
   ours vs demucs' ``apply_model`` on the same chunks (max difference and speed ratio), and the opt-in fast path
-  (dynamic int8 Linear layers) with its SDR against the exact output;
+  ``--precision int8`` (``engine.int8_transformers``) with its SDR against the exact output;
 * BS-RoFormer: ours vs the ``bs_roformer`` reference package on one 10-second segment, and the same fast path.
+
+The published-model rows run their contenders in turn (reference, ours, fast path; each round starting with the
+next one) and keep the best of ``--repeats`` wall times of each, so a change of load falls on all of them alike.
 
 The reference packages are read from ``--parity`` (``pip install --no-deps --target .parity -r
 requirements-parity.txt``); without them those rows say so.
@@ -141,15 +146,28 @@ def floor_row(seconds: float, threads: int) -> None:
 
 
 def jobs_rows(work: Path, threads: int) -> None:
-    files = [make_song(work, 60.0, f"track{i}.flac") for i in range(4)]
-    results = {}
-    for jobs in (1, 2):
-        wall, cpu, rss = run_cli(["separate", *map(str, files), "-o", str(work / f"j{jobs}"), "-j", str(jobs),
-                                  "--threads", str(threads)])
-        results[jobs] = 240.0 / wall
-        row(f"`stemforge separate` 4 one-minute files, `-j {jobs}`",
-            f"{results[jobs]:.1f} audio s per s ({wall:.1f} s wall, {cpu:.1f} s CPU), peak RSS {rss:.0f} MB")
-    row("`-j 2` vs `-j 1` throughput", f"{results[2] / results[1]:.2f}x")
+    """Throughput on four one-minute files: one model thread, then ``threads`` files at once with one thread each.
+
+    ``separate -j`` is Demucs' flag there (stems encoded at once), not parallel files; files in parallel are
+    ``stemforge batch --workers N`` (a local process pool, ``CPUs / N`` model threads per worker by default).
+    """
+    library = work / "library"
+    library.mkdir()
+    files = [make_song(library, 60.0, f"track{i}.flac") for i in range(4)]
+    runs = [("`stemforge separate --threads 1`", ["separate", *map(str, files), "-o", str(work / "j1"), "--threads", "1"]),
+            (f"`stemforge separate --threads {threads}`", ["separate", *map(str, files), "-o", str(work / "jt"),
+                                                          "--threads", str(threads)]),
+            (f"`stemforge batch --workers {threads}` (1 thread each)", ["batch", str(library), "-o", str(work / "jb"),
+                                                                        "--workers", str(threads), "-n", "default"])]
+    results = []
+    for label, args in runs:
+        wall, cpu, rss = run_cli(args)
+        results.append(240.0 / wall)
+        # batch's workers are the fork server's children: the parent's rusage does not hold their CPU or memory.
+        row(f"{label}, 4 one-minute files", f"{results[-1]:.1f} audio s per s ({wall:.1f} s wall"
+            + (f", {cpu:.1f} s CPU), peak RSS {rss:.0f} MB" if args[0] == "separate" else ")"))
+    row(f"{threads} files at once (`batch --workers {threads}`) vs one model thread", f"{results[2] / results[0]:.2f}x",
+        f"{threads} threads in one process: {results[1] / results[0]:.2f}x")
 
 
 def start_rows(song: Path, work: Path) -> None:
@@ -158,6 +176,13 @@ def start_rows(song: Path, work: Path) -> None:
     times = [first_audio(song, work / f"first{i}") for i in range(3)]
     row("launch to first separated audio (default model)", f"median {statistics.median(times):.2f} s "
         f"(min {min(times):.2f})", "3 fresh processes")
+    imports = []
+    for _ in range(3):  # the floor under the row above: every model here runs in torch
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        imports.append(time.perf_counter() - start)
+    row("`python -c 'import torch'` (part of the row above)", f"median {statistics.median(imports):.2f} s "
+        f"(min {min(imports):.2f})", "3 fresh processes")
 
 
 def sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
@@ -178,24 +203,25 @@ def randomize_(module, seed: int = 0, scale: float = 0.05) -> None:
                 tensor.copy_(1.0 + noise.abs()) if "running_var" in name else tensor.add_(noise)
 
 
-def fast_path(model):
-    """The opt-in fast path measured here: dynamic int8 quantisation of every ``nn.Linear`` (CPU)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (not installed)
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+FAST_PATH = "int8 Linear inside Transformer blocks, per-channel weights"
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def alternate(fns: list, repeats: int) -> list[tuple[float, object]]:
+    """Best of ``repeats`` wall times for each of ``fns``, run in turn (a, b, a, b, ...; each round starting with the
+    next one), so a change in the machine's load falls on all of them alike.
+
+    Returns:
+        One ``(best seconds, last result)`` per function.
+    """
+    best = [float("inf")] * len(fns)
+    out: list[object] = [None] * len(fns)
+    for r in range(repeats):
+        for k in range(len(fns)):
+            i = (r + k) % len(fns)
+            start = time.perf_counter()
+            out[i] = fns[i]()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, out))
 
 
 def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
@@ -224,10 +250,13 @@ def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
                 "training_args": {}}, path)
     ref = load_model(str(path)).eval()
     ours = Separator(load_pretrained(path), overlap=0.25, shifts=0)
+    fast = Separator(load_pretrained(path), overlap=0.25, shifts=0, precision="int8")
     mix = 0.3 * torch.randn(1, 2, int(seconds * RATE), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        t_ref, expected = best_of(lambda: apply_model(ref, mix, shifts=0, split=True, overlap=0.25), repeats)
-        t_ours, got = best_of(lambda: ours.separate_array(mix[0].numpy(), RATE), repeats)
+        (t_ref, expected), (t_ours, got), (t_fast, approx) = alternate(
+            [lambda: apply_model(ref, mix, shifts=0, split=True, overlap=0.25),
+             lambda: ours.separate_array(mix[0].numpy(), RATE),
+             lambda: fast.separate_array(mix[0].numpy(), RATE)], repeats)
     expected = expected[0].numpy()
     got = np.stack([got[s] for s in ours.sources])
     # demucs centres its last, shorter chunk on real samples before it; our engine zero-pads it after the end, so
@@ -239,13 +268,11 @@ def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
     row(f"HTDemucs (released architecture, random weights), {seconds:.0f} s: ours vs demucs `apply_model`",
         f"**{t_ref / t_ours:.2f}x** demucs' speed ({t_ours:.1f} s vs {t_ref:.1f} s), max diff {diff:.1e} "
         f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}, output RMS {float(np.sqrt(np.mean(expected ** 2))):.2g}",
-        f"best of {repeats}")
-    fast = Separator(fast_path(load_pretrained(path)), overlap=0.25, shifts=0)
-    with torch.inference_mode():
-        t_fast, approx = best_of(lambda: fast.separate_array(mix[0].numpy(), RATE), repeats)
+        f"best of {repeats}, alternating")
     approx = np.stack([approx[s] for s in fast.sources])
-    row("HTDemucs fast path (int8 dynamic Linear) vs ours exact",
-        f"{t_ours / t_fast:.2f}x speed-up, SDR vs exact {sdr(approx, got):.1f} dB", f"best of {repeats}")
+    row(f"HTDemucs fast path (`--precision int8`: {FAST_PATH}) vs ours exact",
+        f"{t_ours / t_fast:.2f}x speed-up ({t_fast:.1f} s), SDR vs exact {sdr(approx, got):.1f} dB",
+        f"best of {repeats}, alternating")
 
 
 ROFORMER_YAML = """\
@@ -289,6 +316,7 @@ def roformer_rows(work: Path, dim: int, depth: int, repeats: int) -> None:
     except ImportError as exc:
         row("BS-RoFormer vs bs_roformer", f"not measured: reference not importable ({exc})")
         return
+    from stemforge.engine import int8_transformers
     from stemforge.models.compat import load_pretrained
 
     text = ROFORMER_YAML.format(dim=dim, depth=depth)
@@ -301,20 +329,20 @@ def roformer_rows(work: Path, dim: int, depth: int, repeats: int) -> None:
     torch.save(ref.state_dict(), work / "roformer.ckpt")
     (work / "roformer.yaml").write_text(text)
     ours = load_pretrained(work / "roformer.ckpt").eval()
+    fast = load_pretrained(work / "roformer.ckpt").eval()
+    int8_transformers(fast)  # what Separator(..., precision="int8") does
     mix = 0.3 * torch.randn(1, 2, 10 * RATE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        t_ref, expected = best_of(lambda: ref(mix), repeats)
-        t_ours, got = best_of(lambda: ours(mix), repeats)
-        fast = fast_path(load_pretrained(work / "roformer.ckpt").eval())
-        t_fast, approx = best_of(lambda: fast(mix), repeats)
+        (t_ref, expected), (t_ours, got), (t_fast, approx) = alternate([lambda: ref(mix), lambda: ours(mix),
+                                                                        lambda: fast(mix)], repeats)
     diff = float((got[:, 0] - expected).abs().max())
     row(f"BS-RoFormer (dim {dim}, depth {depth}, random weights), one 10 s segment: ours vs `bs_roformer`",
         f"**{t_ref / t_ours:.2f}x** the reference's speed ({t_ours:.2f} s vs {t_ref:.2f} s), max diff {diff:.1e} "
         f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}, output RMS {float(expected.square().mean().sqrt()):.2g}",
-        f"best of {repeats}")
-    row("BS-RoFormer fast path (int8 dynamic Linear) vs ours exact",
-        f"{t_ours / t_fast:.2f}x speed-up, SDR vs exact {sdr(approx[:, 0].numpy(), got[:, 0].numpy()):.1f} dB",
-        f"best of {repeats}")
+        f"best of {repeats}, alternating")
+    row(f"BS-RoFormer fast path (`--precision int8`: {FAST_PATH}) vs ours exact",
+        f"{t_ours / t_fast:.2f}x speed-up ({t_fast:.2f} s), SDR vs exact "
+        f"{sdr(approx[:, 0].numpy(), got[:, 0].numpy()):.1f} dB", f"best of {repeats}, alternating")
 
 
 def main() -> None:
@@ -323,7 +351,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="model threads (default 2)")
     parser.add_argument("--parity", default=str(ROOT / ".parity"), help="folder of the reference packages")
     parser.add_argument("--htdemucs-seconds", type=float, default=20.0)
-    parser.add_argument("--repeats", type=int, default=1, help="best of N for the published-model rows")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for the published-model rows (run in turn)")
     parser.add_argument("--baseline-src", type=Path, help="also time the default model from this older src/ "
                         "(e.g. `git archive OLD src | tar -x -C /tmp/old`), alternating runs")
     parser.add_argument("--skip", action="append", default=[], choices=["cli", "floor", "jobs", "start", "htdemucs", "roformer"])

@@ -339,3 +339,13 @@ def test_encoding_shows_progress(tmp_path: Path, song_file: Path, capsys: pytest
     assert main(["separate", str(song_file), "-o", str(out), "-n", "hpss", "--segment", "1", "--mp3"]) == 0
     err = capsys.readouterr().err
     assert "song.wav (encoding mp3)" in err and "/8.0s" in err  # two stems of 4 s each
+
+
+def test_precision_int8_on_a_model_without_transformers_is_one_warning(tmp_path: Path, song_file: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """``--precision int8`` is accepted; for the classical model (hpss) it changes nothing and says so in one line."""
+    out = tmp_path / "out"
+    assert main(["separate", str(song_file), "-o", str(out), *FAST, "--precision", "int8"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: precision int8 changes nothing for hpss" in err
+    assert "Traceback" not in err

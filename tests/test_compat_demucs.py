@@ -58,6 +58,9 @@ def test_htdemucs_parity_on_10s(tmp_path, sources, bottom) -> None:
     assert ours.shape == expected.shape == (1, len(sources), 2, audio.shape[-1])
     assert expected.std() > 1e-3
     assert_parity(ours, expected)
+    # The spectral branch's 2-D convolutions keep NHWC weights (oneDNN's own layout: no reorder per call).
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
 
 
 def test_htdemucs_parity_with_small_dconv_chunks(tmp_path, monkeypatch) -> None:

@@ -116,3 +116,40 @@ def test_the_engine_keeps_segment_sized_blocks_in_the_heap(monkeypatch: pytest.M
     monkeypatch.undo()
     assert engine.keep_freed_memory() is True  # glibc accepted both settings
     assert engine.MALLOC_KEEP_BYTES >= 64 << 20  # above a 10 s segment's four-stem spectra
+
+
+def _small_roformer():
+    from stemforge.models.compat.roformer import RoFormer, RoFormerConfig
+
+    torch.manual_seed(0)
+    model = RoFormer(RoFormerConfig(sources=("vocals", "other"), dim=32, depth=2, dim_head=16, heads=2, complement=True,
+                                    freqs_per_bands=(2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)))
+    return model.eval()
+
+
+def test_int8_fast_path_quantises_only_transformer_linears_and_stays_close() -> None:
+    """``precision="int8"``: the Transformer blocks' Linear layers become int8 (per-channel weights); the band split,
+    mask estimators and norms stay float32, and the output stays above 35 dB SDR against the exact one."""
+    from stemforge.engine import int8_transformers
+
+    exact = _small_roformer()
+    fast = _small_roformer()
+    in_blocks = sum(isinstance(m, torch.nn.Linear) for m in fast.layers.modules())
+    assert int8_transformers(fast) == in_blocks > 0
+    assert not any(isinstance(m, torch.nn.Linear) for m in fast.layers.modules())
+    for kept in (fast.band_split, *fast.mask_estimators):
+        assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in kept.modules())
+    quantised = [m for m in fast.layers.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantised and all(m.weight().qscheme() == torch.per_channel_affine for m in quantised)
+    mix = torch.randn(1, 2, 44100, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.inference_mode():
+        want, got = exact(mix), fast(mix)
+    sdr = 10 * torch.log10(want.square().sum() / (want - got).square().sum())
+    assert sdr > 35, sdr
+    assert int8_transformers(torch.nn.Sequential(torch.nn.Linear(4, 4))) == 0  # no Transformer: nothing changes
+
+
+def test_int8_is_refused_off_the_cpu() -> None:
+    with pytest.raises(StemforgeError, match="CPU fast path"):
+        EngineOptions(precision="int8", device="cuda").validate()
+    EngineOptions(precision="int8").validate()

@@ -365,3 +365,32 @@ def test_decoding_and_writing_overlap_the_model_and_stop_with_it(tmp_path: Path,
         separator.separate_file(song_file, OutputOptions(directory=tmp_path / "fail"))
     assert not (tmp_path / "fail").exists()
     assert not [t for t in threading.enumerate() if t.name.startswith(("stemforge-read", "stemforge-write"))]
+
+
+def test_precision_int8_quantises_a_copy_and_warns_when_it_changes_nothing(caplog) -> None:
+    """``Separator(model, precision="int8")`` runs the Transformer Linear layers in int8 on a copy: the caller's
+    model stays float32; a model without Transformer layers runs unchanged, with one warning saying so."""
+    import logging
+
+    from stemforge.models.compat.roformer import RoFormer, RoFormerConfig
+
+    torch.manual_seed(0)
+    model = RoFormer(RoFormerConfig(sources=("vocals", "other"), dim=16, depth=1, dim_head=8, heads=2,
+                                    complement=True)).eval()
+    fast = Separator(model, precision="int8", segment=1.0)
+    int8 = torch.ao.nn.quantized.dynamic.Linear
+    assert any(isinstance(m, int8) for m in fast.model.modules())
+    assert not any(isinstance(m, int8) for m in model.modules())
+    mix = np.random.default_rng(0).standard_normal((2, SR)).astype(np.float32) * 0.1
+    exact = Separator(model, segment=1.0).separate_array(mix, SR)
+    approx = fast.separate_array(mix, SR)
+    for stem in exact:
+        noise = np.sum((exact[stem] - approx[stem]) ** 2)
+        assert 10 * np.log10(np.sum(exact[stem] ** 2) / noise) > 35
+    with caplog.at_level(logging.WARNING, logger="stemforge"):
+        Separator("classical", precision="int8")
+    assert "changes nothing" in caplog.text
+    with pytest.raises(StemforgeError, match="precision"):
+        Separator("classical", precision="int4")
+    with pytest.raises(StemforgeError, match="torch backend only"):
+        Separator(model, precision="int8", backend="onnx")

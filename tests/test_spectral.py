@@ -63,3 +63,35 @@ def test_not_invertible_raises_like_torch_istft() -> None:
     window[:64] = 1.0
     with pytest.raises(RuntimeError):
         inverse_stft(_spectra(1, 256, 10), 256, 128, window, 1000)
+
+
+@pytest.mark.parametrize("before,after,bins", [(2, 2, 1024), (0, 3, 1025), (1, 0, 1000)])
+def test_zero_frames_and_missing_bins_equal_the_padded_spectrogram(monkeypatch, before, after, bins) -> None:
+    """HTDemucs' inverse pads two zero frames each side and a zero Nyquist bin: ``zero_frames`` and a short
+    frequency axis give torch.istft's result on that padded copy, without building it (and without torch.istft)."""
+    gen = torch.Generator().manual_seed(3)
+    spec = torch.randn(3, bins, 40, dtype=torch.complex64, generator=gen)
+    window = torch.hann_window(2048)
+    padded = torch.nn.functional.pad(spec, (before, after, 0, 1025 - bins))
+    length = 512 * (40 + before + after - 1)
+    expected = torch.istft(padded, 2048, 512, window=window, center=True, normalized=True, length=length)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("torch.istft called")
+
+    monkeypatch.setattr(spectral.torch, "istft", forbidden)
+    got = inverse_stft(spec, 2048, 512, window, length, normalized=True, zero_frames=(before, after))
+    assert (got - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
+
+
+def test_zero_frames_on_the_torch_istft_path() -> None:
+    """A hop that does not divide the FFT size goes to torch.istft: the implicit zeros are padded for it."""
+    spec = torch.randn(2, 1000, 30, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))
+    window = torch.hann_window(2048)
+    length = 441 * 33
+    padded = torch.nn.functional.pad(spec, (1, 2, 0, 25))
+    expected = torch.istft(padded, 2048, 441, window=window, center=True, length=length)
+    got = inverse_stft(spec, 2048, 441, window, length, zero_frames=(1, 2))
+    assert torch.equal(got, expected)
+    got2d = inverse_stft(spec[0], 2048, 441, window, length, zero_frames=(1, 2))  # unbatched, as torch.istft takes
+    assert torch.equal(got2d, expected[0])

@@ -24,6 +24,10 @@ from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 
 
+#: ``EngineOptions.precision`` values.
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
 @dataclasses.dataclass
 class EngineOptions:
     """How to cut and batch the signal. Lengths are in seconds at the model's rate."""
@@ -34,7 +38,7 @@ class EngineOptions:
     max_shift: float = 0.5
     batch_size: int = 1  # segments per model call
     device: str = "cpu"
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast, CUDA only)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast, CUDA only) or "int8" (CPU fast path, see int8_transformers)
     seed: int = 0  # for the random shifts, so results are reproducible
 
     def validate(self) -> None:
@@ -46,8 +50,10 @@ class EngineOptions:
             raise StemforgeError(f"shifts must be >= 0, got {self.shifts}")
         if self.batch_size < 1:
             raise StemforgeError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.precision not in ("fp32", "bf16"):
-            raise StemforgeError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise StemforgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "int8" and torch.device(self.device).type != "cpu":
+            raise StemforgeError(f"precision int8 is a CPU fast path; on {self.device} use bf16")
 
 
 #: glibc's allocator unmaps freed blocks over its (dynamic, at most 32 MB) threshold and trims the heap top,
@@ -78,6 +84,37 @@ def keep_freed_memory() -> bool:
         except (OSError, AttributeError):
             _allocator_tuned = False
     return _allocator_tuned
+
+
+def int8_transformers(model: torch.nn.Module) -> int:
+    """The opt-in CPU fast path (``precision="int8"``): int8 Linear layers inside the model's Transformer blocks.
+
+    Every ``nn.Linear`` inside a module whose class name contains ``Transformer`` (the attention projections and
+    feed-forward layers of RoFormer and HTDemucs) becomes a dynamically quantised int8 layer with one weight scale
+    per output channel; activations are quantised per call. Everything else stays float32: the attention kernel
+    itself, normalisations, convolutions, the band split and mask estimators (quantising those costs far more
+    accuracy than it saves time). ``benchmarks/end_to_end.py`` prints the result's SDR against the exact output
+    and its speed-up. The model is changed in place.
+
+    Args:
+        model: a float32 model on the CPU.
+
+    Returns:
+        How many Linear layers were quantised (0: the model has no Transformer, nothing changed).
+    """
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    names = {name for name, module in model.named_modules() if "Transformer" in type(module).__name__}
+    chosen = {f"{outer}.{inner}" if outer else inner: per_channel_dynamic_qconfig
+              for outer in names for inner, module in model.get_submodule(outer).named_modules()
+              if isinstance(module, torch.nn.Linear)}
+    if chosen:
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (not a dependency)
+            warnings.simplefilter("ignore")
+            quantize_dynamic(model, chosen, inplace=True)
+    return len(chosen)
 
 
 def triangle_weights(length: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 from stemforge.audio import (BIT_DEPTHS, CLIP_MODES, OUTPUT_FORMATS, AudioWriter, OutputExistsError,
                              StreamResampler, check_mp3_bitrate, check_output_format, deferred_signals, open_audio,
                              publish, resample, sweep_stale_parts)
-from stemforge.engine import EngineOptions, separate_blocks, separate_tensor
+from stemforge.engine import EngineOptions, int8_transformers, separate_blocks, separate_tensor
 from stemforge.errors import AudioError, StemforgeError
 from stemforge.layout import ChannelPlan
 from stemforge.models.base import StemModel
@@ -123,7 +123,17 @@ class Separator:
             if wiener < 0 or not hasattr(self.model, "wiener_iterations"):
                 raise StemforgeError(f"--wiener needs a spectrogram network and a count >= 0; {self.name!r} has no Wiener post-filter")
             self.model.wiener_iterations = wiener
+        if precision == "int8" and backend != "torch":
+            raise StemforgeError(f"--precision int8 runs on the torch backend only, not --backend {backend}")
         self.model.to(device)
+        if precision == "int8" and device == "cpu":
+            if isinstance(model, StemModel):
+                import copy
+
+                self.model = copy.deepcopy(self.model)  # the caller's model stays float32
+            if not int8_transformers(self.model):
+                log.warning("precision int8 changes nothing for %s: it has no Transformer layers (it runs in float32)",
+                            self.name)
         if backend != "torch":
             from stemforge.export import load_backend
 

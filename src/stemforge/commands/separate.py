@@ -54,13 +54,15 @@ def add_separation_arguments(p: argparse.ArgumentParser, separate: bool = False)
     p.add_argument("--shifts", type=int, default=0, metavar="N", help="random-shift test-time augmentation passes (default 0)")
     p.add_argument("--batch-size", type=int, default=1, metavar="B", help="segments per model call (default 1)")
     p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on CUDA")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="bf16: autocast on CUDA; int8: CPU fast path, int8 Linear layers inside Transformer blocks "
+                        "(RoFormer, HTDemucs; close to but not equal to fp32, see README Speed)")
     p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
     p.add_argument("--wiener", type=int, default=0, metavar="N",
                    help="multichannel Wiener EM post-filter iterations for spectrogram networks (default 0: off)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="parallel jobs, as in Demucs: stems encoded at once (default: one per stem, up to the "
-                        "number of CPUs)")
+                        "number of CPUs)" + ("; for several files at once use `stemforge batch --workers N`" if separate else ""))
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     fmt = p.add_mutually_exclusive_group()
     if separate:

@@ -50,24 +50,33 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = 4096, hop: int = 1024) -
 
 
 def inverse_stft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, length: int,
-                 normalized: bool = False) -> torch.Tensor:
+                 normalized: bool = False, zero_frames: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """``torch.istft(spec, n_fft, hop, window=window, center=True, normalized=normalized, length=length)``, faster.
 
     Args:
-        spec: (batch, n_fft // 2 + 1, frames) complex, one-sided.
+        spec: (batch, bins, frames) complex, one-sided; ``bins`` up to ``n_fft // 2 + 1`` (missing top bins,
+            e.g. a dropped Nyquist bin, count as zeros, as if ``spec`` had been zero-padded to them).
         n_fft: FFT size (the window's length).
         hop: hop length; when it does not divide ``n_fft`` this calls ``torch.istft`` itself.
         window: (n_fft,) real synthesis window (the analysis window of the forward STFT).
         length: output samples.
         normalized: the forward STFT was ``normalized=True`` (frames scaled by 1 / sqrt(n_fft)).
+        zero_frames: (before, after): all-zero frames to put around ``spec`` first, without building the padded
+            spectrogram (they add no signal, only their share of the window envelope).
 
     Returns:
         (batch, length) real, in the window's dtype.
     """
-    frames = spec.shape[-1]
-    if (spec.dim() != 3 or n_fft % hop or window.shape != (n_fft,) or spec.shape[-2] != n_fft // 2 + 1
+    before, after = zero_frames
+    full = n_fft // 2 + 1
+    bins = spec.shape[-2] if spec.dim() >= 2 else full
+    if (spec.dim() != 3 or n_fft % hop or window.shape != (n_fft,) or not 0 < bins <= full
             or not spec.is_complex()):
+        if before or after or bins < full:
+            spec = torch.nn.functional.pad(spec, (before, after, 0, max(0, full - bins)))
         return torch.istft(spec, n_fft, hop, window=window, center=True, normalized=normalized, length=length)
+    frames = spec.shape[-1]
+    total = before + frames + after
     k = n_fft // hop
     # torch.stft returns (batch, freq, frames) as a view of frame-major memory: this transpose is usually free.
     wave = torch.fft.irfft(spec.transpose(-1, -2), n=n_fft, dim=-1)  # (batch, frames, n_fft)
@@ -76,15 +85,16 @@ def inverse_stft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
     window = window.to(wave.dtype)
     pieces = wave.view(wave.shape[0], frames, k, hop)
     taps = window.view(k, hop)
-    out = wave.new_zeros(wave.shape[0], frames + k - 1, hop)
-    envelope = window.new_zeros(frames + k - 1, hop)
+    out = wave.new_zeros(wave.shape[0], total + k - 1, hop)
+    envelope = window.new_zeros(total + k - 1, hop)
     for j in range(k):  # frame f's j-th hop-long piece lands on output block f + j
-        out[:, j:j + frames].addcmul_(pieces[:, :, j], taps[j])
-        envelope[j:j + frames] += taps[j].square()
+        out[:, before + j:before + j + frames].addcmul_(pieces[:, :, j], taps[j])
+        envelope[j:j + total] += taps[j].square()
     start = n_fft // 2
     out = out.view(out.shape[0], -1)[:, start:start + length]
     envelope = envelope.view(-1)[start:start + length]
     if bool((envelope.abs() < 1e-11).any()):  # not invertible here: let torch.istft raise its own error
+        spec = torch.nn.functional.pad(spec, (before, after, 0, full - bins))
         return torch.istft(spec, n_fft, hop, window=window, center=True, normalized=normalized, length=length)
     out = out / envelope
     if out.shape[-1] < length:  # torch.istft pads a length beyond the last frame with zeros

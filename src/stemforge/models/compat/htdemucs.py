@@ -212,6 +212,7 @@ class HTDemucs(HybridUNet):
             self.channel_downsampler_t = nn.Conv1d(config.bottom_channels, dim, 1)
             dim = config.bottom_channels
         self.crosstransformer = CrossTransformer(dim, config) if config.t_layers > 0 else None
+        self._channels_last()
 
     def _bottleneck(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.crosstransformer is None:
