@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/realistic.py [--realistic runs/data/realistic_valid] [--synthetic runs/data/eval]
         [--model default=src/stemforge/assets/default.safetensors] [--model new=runs/realistic_ft/best.safetensors]
-        [--cache runs/realistic_cache.json]
+        [--cache runs/realistic_cache.json] [--speed 600]
 
 Make the splits with (songs no model was trained on; held-out instruments, kits, voices, genres, masters):
 
@@ -14,13 +14,19 @@ Every system separates the mixture (the sum of the stems) through ``stemforge.se
 applies ideal ratio masks computed from the true stems (an upper bound for magnitude-mask models). The score is
 the whole-track energy-ratio SDR (MDX definition), averaged over the tracks where the stem is not silent: the
 measure of the hidden real set in issue #12. Scores are cached per (system weights, track, length) when ``--cache`` is given.
+
+``--speed SECONDS`` (default 600; 0 skips) also times every ``--model`` end to end, as users run it: ``stemforge
+separate SONG -n CHECKPOINT --threads 2`` as a fresh process on a ``SECONDS``-long song (``examples/example.flac``
+tiled, FLAC; decode, model and writing four stems included), the same measurement as ``benchmarks/end_to_end.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from default_model import estimate  # noqa: E402  (benchmarks/ is not a package)
+from end_to_end import load, make_song, run_cli  # noqa: E402
 
 from stemforge.checkpoint import read_metadata  # noqa: E402
 from stemforge.data.songs import discover_songs, read_stems  # noqa: E402
@@ -77,9 +84,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.0, help="score only the first N seconds of each track")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", help="JSON file keeping per-track scores between runs")
+    parser.add_argument("--speed", type=float, default=600.0,
+                        help="song length (s) for each model's end-to-end speed row; 0 skips it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in (args.model or ["default=src/stemforge/assets/default.safetensors"]))
+    speed = speed_rows(models, args.speed) if args.speed > 0 else []
     systems = {name: Separator(path, threads=args.threads) for name, path in models.items()}
     systems["classical"] = Separator("classical")
     keys = {name: "model:" + read_metadata(path)["weights_sha256"] for name, path in models.items()}
@@ -115,6 +125,28 @@ def main() -> None:
                 gains = [float(np.mean(scores[other][s]) - np.mean(scores[first][s])) for s in STEMS]
                 print(f"{other} - {first} on {title}: " + ", ".join(f"{s} {g:+.2f}" for s, g in zip(STEMS, gains))
                       + f", mean {np.mean(gains):+.2f} dB")
+    if speed:
+        print(f"\nEnd to end: `stemforge separate SONG -n CHECKPOINT --threads 2`, {args.speed:.0f} s song, "
+              f"{os.cpu_count()} cores (measured first, before this process loaded the models)\n")
+        print("| model | x real time | wall s | CPU s | peak RSS MB | load |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(speed))
+
+
+def speed_rows(models: dict[str, str], seconds: float) -> list[str]:
+    """Each model's ``stemforge separate`` end to end on a ``seconds``-long song, 2 threads, fresh process.
+
+    Run before this process loads any model: a child's peak RSS (``ru_maxrss``) starts from its parent's at fork.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        song = make_song(Path(tmp), seconds)
+        for name, path in models.items():
+            wall, cpu, rss = run_cli(["separate", str(song), "-n", str(Path(path).resolve()), "-o",
+                                      str(Path(tmp) / name), "--threads", "2"])
+            rows.append(f"| {name} | {seconds / wall:.1f}x | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {load()} |")
+            print(f"  timed {name}", file=sys.stderr, flush=True)
+    return rows
 
 
 if __name__ == "__main__":
