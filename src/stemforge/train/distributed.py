@@ -145,12 +145,20 @@ class Group:
         dist.all_gather_object(out, value)
         return out
 
-    def close(self) -> None:
-        """Leave the process group (after the last collective); nothing for one process."""
+    def close(self, clean: bool = True) -> None:
+        """Leave the process group (after the last collective); nothing for one process.
+
+        Args:
+            clean: every rank finished normally: wait for all of them before tearing down (a rank leaving while its
+                peer's gloo connection was still open aborted the peer once in CI, "terminate called without an
+                active exception"). After an error on one rank, leave at once so the others fail fast, not hang.
+        """
         if self.distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if clean:
+                    dist.barrier()
                 dist.destroy_process_group()
 
     def _collective_device(self) -> torch.device:

@@ -210,7 +210,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self.group = distributed.join(config.device) if ddp else distributed.SINGLE
         if config.data.batch_size % self.group.world_size:
-            self.group.close()
+            self.group.close(clean=False)
             raise ConfigError(f"--batch-size {config.data.batch_size} is the global batch and must split evenly over "
                               f"the {self.group.world_size} processes; give a multiple of {self.group.world_size}")
         self.device = self.group.device(config.device)
@@ -436,8 +436,10 @@ class Trainer:
         """
         try:
             summary = self._fit()
-        finally:
-            self.group.close()
+        except BaseException:
+            self.group.close(clean=False)
+            raise
+        self.group.close()
         return {**summary, "rank": self.group.rank}
 
     def _fit(self) -> dict[str, Any]:
