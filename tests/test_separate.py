@@ -394,3 +394,13 @@ def test_precision_int8_quantises_a_copy_and_warns_when_it_changes_nothing(caplo
         Separator("classical", precision="int4")
     with pytest.raises(StemforgeError, match="torch backend only"):
         Separator(model, precision="int8", backend="onnx")
+
+
+def test_precision_int8_applies_to_every_spelling_of_the_cpu() -> None:
+    """``device="cpu:0"`` is the CPU too: int8 used to be skipped silently there (the check compared the string)."""
+    from stemforge.models.compat.roformer import RoFormer, RoFormerConfig
+
+    model = RoFormer(RoFormerConfig(sources=("vocals", "other"), dim=16, depth=1, dim_head=8, heads=2,
+                                    complement=True)).eval()
+    fast = Separator(model, precision="int8", device="cpu:0", segment=1.0)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in fast.model.modules())

@@ -115,6 +115,9 @@ class Separator:
             self.model, self.name = load_model(model)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise StemforgeError("--device cuda was asked for but no CUDA device is available")
+        self.options = EngineOptions(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size,
+                                     device=device, precision=precision, seed=seed)
+        self.options.validate()  # before the model is changed (int8 is refused off the CPU here)
         if threads is not None:
             if threads < 1:
                 raise StemforgeError(f"threads must be >= 1, got {threads}")
@@ -126,7 +129,7 @@ class Separator:
         if precision == "int8" and backend != "torch":
             raise StemforgeError(f"--precision int8 runs on the torch backend only, not --backend {backend}")
         self.model.to(device)
-        if precision == "int8" and device == "cpu":
+        if precision == "int8":
             if isinstance(model, StemModel):
                 import copy
 
@@ -138,9 +141,6 @@ class Separator:
             from stemforge.export import load_backend
 
             self.model = load_backend(self.model, backend)
-        self.options = EngineOptions(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size,
-                                     device=device, precision=precision, seed=seed)
-        self.options.validate()
 
     @property
     def sources(self) -> list[str]:
