@@ -50,7 +50,7 @@ class Rotary(nn.Module):
         """
         pos = torch.arange(t.shape[-2], device=t.device, dtype=self.freqs.dtype)
         angles = pos[:, None] * self.freqs  # (seq, dim_head / 2)
-        if t.dtype not in (torch.float32, torch.float64) or t.stride(-1) != 1:
+        if t.dtype not in (torch.float32, torch.float64):  # no complex type to match (bf16, fp16): real products
             angles = torch.repeat_interleave(angles, 2, dim=-1)
             pairs = t.unflatten(-1, (-1, 2))
             rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
@@ -58,8 +58,8 @@ class Rotary(nn.Module):
         turn = torch.polar(torch.ones_like(angles), angles).to(torch.complex64 if t.dtype == torch.float32
                                                                   else torch.complex128)
         pairs = t.unflatten(-1, (-1, 2))
-        if t.storage_offset() % 2 or any(stride % 2 for stride in pairs.stride()[:-1]):
-            pairs = pairs.contiguous()  # view_as_complex needs whole pairs at even offsets
+        if pairs.stride(-1) != 1 or t.storage_offset() % 2 or any(stride % 2 for stride in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()  # view_as_complex needs whole, adjacent pairs at even offsets
         return torch.view_as_real(torch.view_as_complex(pairs) * turn).flatten(-2)
 
 
