@@ -126,6 +126,18 @@ def find_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
     return tracks, problems
 
 
+def _inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[dict]]:
+    """``find_inputs``, with one ``error:`` line per input that cannot be read.
+
+    Returns:
+        (tracks to separate, one ``--json`` result per unreadable input, status "error").
+    """
+    tracks, problems = find_inputs(inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return tracks, [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
+
+
 def run(args: argparse.Namespace) -> int:
     from stemforge.separate import check_filename_template
 
@@ -134,16 +146,13 @@ def run(args: argparse.Namespace) -> int:
     check_filename_template(args.filename)  # before loading a model or reading anything
     output = output_options(args)
     output.validate()  # every output option, in one line, before a model is loaded
-    tracks, problems = find_inputs(args.inputs)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+    tracks, results = _inputs(args.inputs)
     if not tracks:
         return 1
     separator = _separator(args)
     tracks = _check_collisions(separator, output, tracks)
-    results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
-    failed = len(problems)
-    skipped = 0
+    total = len(tracks) + len(results)  # inputs named, readable or not
+    failed, skipped = len(results), 0
     with _signals_interrupt():
         for path, relpath in tracks:
             if args.skip_existing:
@@ -183,7 +192,6 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 folder = sorted({str(p.parent) for p in written.values()})
                 print(f"{path}: {len(written)} stems -> {', '.join(folder)}" + (f", session {session}" if args.session else ""))
-    total = len(tracks) + len(problems)
     if skipped and not args.json:
         print(f"{skipped} of {total} inputs skipped (all stems already there)")
     if failed:
@@ -288,14 +296,12 @@ def run_stem_files(args: argparse.Namespace) -> int:
         raise StemforgeError(f"--filename does not apply to --format {STEM_FORMAT}: it writes DIR/<model>/<track>.stem.mp4")
     output = OutputOptions(directory=Path(args.out), bits=args.bits, clip=args.clip_mode, keep_rate=args.keep_rate,
                            keep_channels=args.keep_channels, force=args.force, jobs=args.jobs)
-    tracks, problems = find_inputs(args.inputs)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+    tracks, results = _inputs(args.inputs)
     if not tracks:
         return 1
     separator = _separator(args)
-    results = [{"input": problem.split(": ", 1)[0], "status": "error", "error": problem} for problem in problems]
-    failed, skipped = len(problems), 0
+    total = len(tracks) + len(results)  # inputs named, readable or not
+    failed, skipped = len(results), 0
     unique: dict[str, tuple[Path, Path]] = {}
     for path, relpath in tracks:  # a file named twice is separated once
         unique.setdefault(os.path.normcase(os.path.abspath(path)), (path, relpath))
@@ -319,7 +325,7 @@ def run_stem_files(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"{path}: -> {target}")
     if failed:
-        print(f"{failed} of {len(tracks) + len(problems)} inputs failed", file=sys.stderr)
+        print(f"{failed} of {total} inputs failed", file=sys.stderr)
     if args.json:
         json.dump({"model": separator.name, "failed": failed, "skipped": skipped, "inputs": results}, sys.stdout, indent=2)
         print()
