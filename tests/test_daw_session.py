@@ -92,3 +92,26 @@ def test_a_folder_we_cannot_write_to_is_one_line(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(model.tempfile, "mkstemp", read_only)
     with pytest.raises(AudioError, match=r"song(\.rpp)?: cannot write the session \(Permission denied\)$"):
         write_session(session, daw, folder)
+
+
+@pytest.mark.parametrize("directory", [True, False])
+def test_staged_output_publishes_on_success_and_leaves_nothing_on_error(tmp_path: Path, directory: bool) -> None:
+    target = tmp_path / ("session" if directory else "project.rpp")
+    with pytest.raises(KeyboardInterrupt):
+        with model.staged_output(target, directory=directory) as staged:
+            assert staged.parent == tmp_path and staged.exists() and staged.name.startswith(".")
+            raise KeyboardInterrupt  # an interruption half-way through
+    assert list(tmp_path.iterdir()) == []
+
+    with model.staged_output(target, directory=directory) as staged:
+        if directory:
+            (staged / "a.txt").write_text("new")
+        else:
+            staged.write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert (target / "a.txt" if directory else target).read_text() == "new"
+
+    with pytest.raises(model.OutputExistsError):  # published without force over an existing target: refused,
+        with model.staged_output(target, directory=directory):  # and the staged copy is removed
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from stemforge.audio import OutputExistsError, StreamResampler, downmix_matrix, open_audio
-from stemforge.daw.session import (Session, SessionTrack, check_session_name, folder_mode, publish_tree, remove,
-                                   staging_path)
+from stemforge.daw.session import Session, SessionTrack, check_session_name, folder_mode, staged_output
 from stemforge.errors import AudioError
 
 #: Ardour's session format version (Ardour 7.x).
@@ -77,8 +76,7 @@ def write_ardour(session: Session, directory: str | os.PathLike[str], force: boo
     target = session_folder(session, directory)
     if os.path.lexists(target) and not force:
         raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
-    staged = staging_path(target, directory=True)
-    try:
+    with staged_output(target, directory=True, force=force) as staged:
         os.chmod(staged, folder_mode())  # mkdtemp makes 0700 folders
         audio = staged / "interchange" / session.name / "audiofiles"
         try:
@@ -99,10 +97,6 @@ def write_ardour(session: Session, directory: str | os.PathLike[str], force: boo
             (staged / f"{session.name}.ardour").write_bytes(xml)
         except OSError as exc:
             raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
-        publish_tree(staged, target, force=force)
-    except BaseException:
-        remove(staged)
-        raise
     return target
 
 

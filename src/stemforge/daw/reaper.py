@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from stemforge.audio import OutputExistsError, default_file_mode
-from stemforge.daw.session import Session, SessionError, SessionTrack, check_session_name, publish_tree, remove, staging_path
+from stemforge.daw.session import Session, SessionError, SessionTrack, check_session_name, staged_output
 from stemforge.errors import AudioError
 
 #: REAPER's source type for each file extension (anything else goes through its FFmpeg/video decoder).
@@ -122,16 +122,11 @@ def write_reaper(session: Session, directory: str | os.PathLike[str], force: boo
     if os.path.lexists(target) and not force:
         raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
     text = project_text(session, target.parent)
-    staged = staging_path(target, directory=False)
-    try:
+    with staged_output(target, directory=False, force=force) as staged:
         try:
             staged.write_text(text, encoding="utf-8")
             os.chmod(staged, default_file_mode())  # mkstemp makes 0600 files
         except OSError as exc:
             raise AudioError(f"{target}: cannot write the project ({exc.strerror or exc})") from exc
-        publish_tree(staged, target, force=force)
-    except BaseException:
-        remove(staged)
-        raise
     return target
 

@@ -9,13 +9,14 @@ have its own rate, layout and length, and is muted in the session. ``publish_tre
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from stemforge.audio import AUDIO_EXTENSIONS, OutputExistsError, deferred_signals, open_audio
 from stemforge.errors import AudioError, StemforgeError
@@ -249,6 +250,26 @@ def staging_path(target: Path, directory: bool) -> Path:
         raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
     os.close(fd)
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def staged_output(target: Path, directory: bool, force: bool = False) -> Iterator[Path]:
+    """Build ``target`` out of sight: yields a ``staging_path``, published in one rename when the block ends.
+
+    An error or an interruption inside the block (or while publishing) removes the staged folder or file, so
+    nothing half-written is left behind.
+
+    Raises:
+        OutputExistsError: ``target`` exists and ``force`` is false (checked again when publishing).
+        AudioError: the staging path cannot be made or the rename failed.
+    """
+    staged = staging_path(target, directory)
+    try:
+        yield staged
+        publish_tree(staged, target, force=force)
+    except BaseException:
+        remove(staged)
+        raise
 
 
 def publish_tree(staged: Path, target: Path, force: bool = False) -> None:
