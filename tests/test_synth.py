@@ -181,3 +181,42 @@ def test_default_seed_renders_songs_no_bundled_model_has_seen(tmp_path: Path, ca
     from stemforge.data.synth import DEFAULT_MODEL_TRAINING_SEEDS
 
     assert set(DEFAULT_MODEL_TRAINING_SEEDS) == trained
+
+
+def test_existing_songs_are_not_overwritten_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "songs"
+    assert _synth(out, "--songs", "1", "--seconds", "0.5", "--seed", "7", "--backend", "numpy") == 0
+    song = out / "song_0000000007"
+    (song / "notes.txt").write_text("mine")
+    with pytest.raises(StemforgeError, match="already exist.*--force"):
+        _synth(out, "--songs", "2", "--seconds", "0.5", "--seed", "6", "--backend", "numpy")
+    assert (song / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [song.name]
+    assert _synth(out, "--songs", "2", "--seconds", "0.5", "--seed", "6", "--backend", "numpy", "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["song_0000000006", song.name]
+    assert not (song / "notes.txt").exists()  # replaced as a whole
+
+
+def test_an_interrupted_song_leaves_nothing_a_dataset_would_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stemforge.data.songs import discover_songs
+    from stemforge.data.synth import render
+
+    tracks, meta = render_song_with_plan(3, 0.5, backend="numpy")
+    render.write_song(tmp_path / "song_a", tracks, 44100, meta)
+    calls = []
+
+    def write_then_die(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - soundfile.write's signature
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return sf.write(path, *args, **kwargs)
+
+    monkeypatch.setattr(render.sf, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        render.write_song(tmp_path / "song_b", tracks, 44100, meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song_a"]  # no song_b, no staging folder left
+    (tmp_path / ".song_c.x.part").mkdir()  # what a SIGKILL mid-song leaves: hidden, so skipped
+    (tmp_path / ".song_c.x.part" / "drums.wav").write_bytes(b"half")
+    assert [s.name for s in discover_songs([tmp_path])] == ["song_a"]
+    from stemforge.audio import folder_mode
+
+    assert (tmp_path / "song_a").stat().st_mode & 0o777 == folder_mode()  # not mkdtemp's 0700

@@ -717,6 +717,13 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def folder_mode() -> int:
+    """The mode a plain ``mkdir`` would give a new folder under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 def save(path: str | os.PathLike[str], wav: np.ndarray, sample_rate: int, bits: str | int = 16,
          mp3_bitrate: int = 320, overwrite: bool = True) -> Path:
     """Write a whole (channels, time) array; the format comes from the extension (.wav, .flac, .mp3)."""

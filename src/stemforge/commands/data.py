@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--realistic", action="store_true",
                        help="realistic songs: recorded instruments and drum kits, human voices from recorded speech, "
                             "seven genres, mastered to -14..-8 LUFS (needs the Debian packages listed in DATA_LICENCES.md)")
+    synth.add_argument("--force", action="store_true", help="replace songs that already exist in --out")
     synth.add_argument("--evaluation", action="store_true",
                        help="render evaluation songs (held-out seed range counted from --seed, held-out instruments)")
     synth.set_defaults(func=run_synth)
@@ -60,17 +62,17 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str]) -> float:
+def _render_one(job: tuple[int, float, int, tuple[str, ...], str, str, str, bool]) -> float:
     from stemforge.data.synth import render_song_with_plan, write_song
 
-    seed, seconds, sample_rate, stems, bits, folder, backend = job
+    seed, seconds, sample_rate, stems, bits, folder, backend, force = job
     if backend == "realistic":
         from stemforge.data.synth.realistic import render_realistic_song
 
         tracks, metadata = render_realistic_song(seed, seconds, sample_rate, stems)
     else:
         tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, stems, backend)
-    write_song(Path(folder), tracks, sample_rate, metadata, bits=16 if bits == "16" else "32f")
+    write_song(Path(folder), tracks, sample_rate, metadata, bits=16 if bits == "16" else "32f", force=force)
     return seconds
 
 
@@ -124,7 +126,11 @@ def run_synth(args: argparse.Namespace) -> int:
     else:
         backend = resolve_backend(args.backend)  # decide (and warn) once, not per worker
     jobs = [(first + i, args.seconds, args.sample_rate, stems, args.bits, str(args.out / f"song_{first + i:010d}"),
-             backend) for i in range(args.songs)]
+             backend, args.force) for i in range(args.songs)]
+    taken = [Path(job[5]).name for job in jobs if os.path.lexists(job[5])]
+    if taken and not args.force:  # before any rendering: the whole run would fail on its first existing song
+        raise StemforgeError(f"{args.out}: {len(taken)} of these songs already exist ({taken[0]}"
+                             f"{', ...' if len(taken) > 1 else ''}); use --force to replace them or another --seed")
     start = time.perf_counter()
     cpu_start = time.process_time()
     with tqdm(total=args.songs, unit="song", desc="synth") as bar:

@@ -154,13 +154,19 @@ def _folder_song(folder: Path, sources: Sequence[str], name: str) -> Song | None
 
 
 def _walk(folder: Path, root: Path, sources: Sequence[str], songs: list[Song]) -> None:
-    """Depth-first search for songs; a folder that is a song is not searched further."""
+    """Depth-first search for songs; a folder that is a song is not searched further.
+
+    Hidden entries (a name starting with ".") are skipped: ``.git``, and the staging folders of a song that
+    ``data synth`` was still writing when it was killed.
+    """
     name = str(folder.relative_to(root)) if folder != root else folder.name
     song = _folder_song(folder, sources, name)
     if song is not None:
         songs.append(song)
         return
     for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
         if path.is_dir():
             _walk(path, root, sources, songs)
         elif path.name.endswith(".stem.mp4"):

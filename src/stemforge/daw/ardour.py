@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stemforge.audio import OutputExistsError, StreamResampler, downmix_matrix, open_audio
-from stemforge.daw.session import Session, SessionTrack, check_session_name, folder_mode, staged_output
+from stemforge.audio import OutputExistsError, StreamResampler, downmix_matrix, folder_mode, open_audio
+from stemforge.daw.session import Session, SessionTrack, check_session_name, staged_output
 from stemforge.errors import AudioError
 
 #: Ardour's session format version (Ardour 7.x).

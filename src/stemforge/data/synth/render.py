@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +19,7 @@ import numpy as np
 import soundfile as sf
 from scipy.io import wavfile
 
+from stemforge.audio import folder_mode
 from stemforge.data.synth import mixing, soundfont
 from stemforge.data.synth.composition import compose
 from stemforge.data.synth.drums import DrumKit
@@ -192,29 +196,53 @@ def _write_float_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
 
 
 def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, metadata: dict[str, Any],
-               bits: int | str = 16) -> None:
+               bits: int | str = 16, force: bool = False) -> None:
     """Write ``mixture.wav`` + one wav per stem + ``song.json`` into ``folder`` (MUSDB18 layout).
 
     With 16-bit output the stems are quantized first and the mixture is the sum of the quantized stems,
-    so the files still satisfy mixture == sum(stems) exactly.
+    so the files still satisfy mixture == sum(stems) exactly. The song is written into a hidden folder beside
+    ``folder`` and renamed into place when complete: an error or an interruption leaves no half-written song
+    (song discovery skips hidden folders).
+
+    Args:
+        folder: the song's folder; it must not exist unless ``force``.
+        stems: name -> (channels, time) float samples.
+        sample_rate: in Hz.
+        metadata: written as ``song.json``.
+        bits: 16 (PCM) or "32f" (float).
+        force: replace an existing ``folder``.
+
+    Raises:
+        StemforgeError: ``folder`` exists (without ``force``), ``bits`` is unknown, or the 16-bit mixture clips.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    names = list(stems)
-    if bits == 16:
-        quantized = {n: np.clip(np.round(stems[n] * 32767.0), -32768, 32767).astype(np.int32) for n in names}
-        mixture = sum(quantized[n] for n in names)
-        overflow = int(np.max(np.abs(mixture))) if mixture.size else 0
-        if overflow > 32767:  # cannot happen with the renderer's peak normalization; guard anyway
-            raise StemforgeError(f"mixture of {folder.name} clips in 16 bit (peak {overflow})")
-        for n in names:
-            sf.write(folder / f"{n}.wav", quantized[n].T.astype(np.int16), sample_rate, subtype="PCM_16")
-        sf.write(folder / "mixture.wav", mixture.T.astype(np.int16), sample_rate, subtype="PCM_16")
-    elif bits == "32f":
-        mixture = np.zeros_like(stems[names[0]])
-        for n in names:
-            mixture = mixture + stems[n]
-            _write_float_wav(folder / f"{n}.wav", stems[n], sample_rate)
-        _write_float_wav(folder / "mixture.wav", mixture, sample_rate)
-    else:
+    if folder.exists() and not force:
+        raise StemforgeError(f"{folder}: already exists (use --force to replace it)")
+    if bits not in (16, "32f"):
         raise StemforgeError(f"bits must be 16 or '32f', got {bits!r}")
-    (folder / "song.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    try:
+        names = list(stems)
+        if bits == 16:
+            quantized = {n: np.clip(np.round(stems[n] * 32767.0), -32768, 32767).astype(np.int32) for n in names}
+            mixture = sum(quantized[n] for n in names)
+            overflow = int(np.max(np.abs(mixture))) if mixture.size else 0
+            if overflow > 32767:  # cannot happen with the renderer's peak normalization; guard anyway
+                raise StemforgeError(f"mixture of {folder.name} clips in 16 bit (peak {overflow})")
+            for n in names:
+                sf.write(staged / f"{n}.wav", quantized[n].T.astype(np.int16), sample_rate, subtype="PCM_16")
+            sf.write(staged / "mixture.wav", mixture.T.astype(np.int16), sample_rate, subtype="PCM_16")
+        elif bits == "32f":
+            mixture = np.zeros_like(stems[names[0]])
+            for n in names:
+                mixture = mixture + stems[n]
+                _write_float_wav(staged / f"{n}.wav", stems[n], sample_rate)
+            _write_float_wav(staged / "mixture.wav", mixture, sample_rate)
+        (staged / "song.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+        os.chmod(staged, folder_mode())  # mkdtemp makes 0700 folders
+        if folder.exists():  # force: the old song goes only once the new one is complete
+            shutil.rmtree(folder)
+        os.rename(staged, folder)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
