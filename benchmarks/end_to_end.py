@@ -224,31 +224,50 @@ def alternate(fns: list, repeats: int) -> list[tuple[float, object]]:
     return list(zip(best, out))
 
 
-def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
+#: The released htdemucs: demucs' config "htdemucs" with dconv_mode 3 (48 channels, depth 4, 5 layers, 7.8 s).
+HTDEMUCS_KWARGS = dict(channels=48, depth=4, t_layers=5, dconv_mode=3, segment=Fraction(39, 5), nfft=4096)
+
+
+def build_htdemucs(work: Path):
+    """demucs' released htdemucs architecture with random weights, saved as a demucs package in ``work``.
+
+    Returns:
+        (demucs' model in eval mode, path of the ``.th`` package).
+
+    Raises:
+        ImportError: demucs is not importable.
+    """
     import torch
 
-    try:
-        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # demucs imports it, never uses it here
-        from demucs.apply import apply_model
-        from demucs.htdemucs import HTDemucs as RefHTDemucs
-        from demucs.states import get_state, load_model
-    except ImportError as exc:
-        row("published HTDemucs vs demucs", f"not measured: demucs not importable ({exc})")
-        return
-    from stemforge.models.compat import load_pretrained
-    from stemforge.separate import Separator
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # demucs imports it, never uses it here
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+    from demucs.states import get_state, load_model
+
     from stemforge.stems import FOUR_STEMS
 
-    # The released htdemucs: demucs' config "htdemucs" with dconv_mode 3 (48 channels, depth 4, 5 layers, 7.8 s).
-    kwargs = dict(sources=list(FOUR_STEMS), channels=48, depth=4, t_layers=5, dconv_mode=3,
-                  segment=Fraction(39, 5), nfft=4096)
+    kwargs = dict(sources=list(FOUR_STEMS), **HTDEMUCS_KWARGS)
     torch.manual_seed(0)
     ref = RefHTDemucs(**kwargs)
     randomize_(ref, scale=0.02)
     path = work / "htdemucs.th"
     torch.save({"klass": RefHTDemucs, "args": (), "kwargs": kwargs, "state": get_state(ref, None, half=False),
                 "training_args": {}}, path)
-    ref = load_model(str(path)).eval()
+    return load_model(str(path)).eval(), path
+
+
+def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
+    import torch
+
+    try:
+        ref, path = build_htdemucs(work)
+        from demucs.apply import apply_model
+    except ImportError as exc:
+        row("published HTDemucs vs demucs", f"not measured: demucs not importable ({exc})")
+        return
+    from stemforge.models.compat import load_pretrained
+    from stemforge.separate import Separator
+
+    kwargs = HTDEMUCS_KWARGS
     ours = Separator(load_pretrained(path), overlap=0.25, shifts=0)
     fast = Separator(load_pretrained(path), overlap=0.25, shifts=0, precision="int8")
     mix = 0.3 * torch.randn(1, 2, int(seconds * RATE), generator=torch.Generator().manual_seed(0))
