@@ -82,6 +82,30 @@ def test_htdemucs_parity_with_small_dconv_chunks(tmp_path, monkeypatch) -> None:
     assert_parity(ours, expected)
 
 
+def test_htdemucs_inverse_fft_reads_its_spectrum_in_place(tmp_path, monkeypatch) -> None:
+    """The decoder's output is written once into frame-major complex memory with the zero Nyquist bin, so the
+    inverse FFT gets a contiguous spectrum with every bin (no transposed, zero-padded copy of its own)."""
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+    from stemforge.dsp import spectral
+
+    path, reference = _save_package(tmp_path, RefHTDemucs, "inplace", **_htdemucs_kwargs(SOURCES4, channels=8,
+                                                                                         segment=Fraction(3)))
+    model = load_pretrained(path)
+    seen = []
+    irfft = torch.fft.irfft
+
+    def spy(x, *args, **kwargs):
+        seen.append((tuple(x.shape), x.is_contiguous()))
+        return irfft(x, *args, **kwargs)
+
+    monkeypatch.setattr(spectral.torch.fft, "irfft", spy)
+    audio = random_audio(3.0)
+    with torch.no_grad():
+        expected, ours = reference(audio), model(audio)
+    assert_parity(ours, expected)
+    assert len(seen) == 1 and seen[0][1] and seen[0][0][-1] == 4096 // 2 + 1, seen
+
+
 def test_htdemucs_shorter_than_segment_is_padded_like_demucs(tmp_path) -> None:
     from demucs.htdemucs import HTDemucs as RefHTDemucs
 

@@ -302,8 +302,12 @@ def hybrid_spectrogram(x: torch.Tensor, n_fft: int, reflect: bool = True) -> tor
 
 
 def hybrid_inverse_spectrogram(z: torch.Tensor, length: int, reflect: bool = True) -> torch.Tensor:
-    """Inverse of ``hybrid_spectrogram``: z (..., n_fft // 2, frames) -> (..., length)."""
-    n_fft = 2 * z.shape[-2]
+    """Inverse of ``hybrid_spectrogram``: z (..., n_fft // 2, frames) -> (..., length).
+
+    ``z`` may also carry the (zero) Nyquist bin, (..., n_fft // 2 + 1, frames), as ``spectrum_from_channels``
+    returns it: a frame-major spectrum with every bin is what the inverse FFT reads without a padded copy.
+    """
+    n_fft = 2 * (z.shape[-2] - z.shape[-2] % 2)  # n_fft // 2 bins, or n_fft // 2 + 1 with the Nyquist bin
     hop = n_fft // 4
     pad = hop // 2 * 3
     total = hop * math.ceil(length / hop) + (2 * pad if reflect else 0)
@@ -326,6 +330,30 @@ def channels_as_complex(m: torch.Tensor) -> torch.Tensor:
     batch, sources, channels, bins, frames = m.shape
     out = m.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
     return torch.view_as_complex(out.contiguous())
+
+
+def spectrum_from_channels(m: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``channels_as_complex(m * scale + shift)`` plus a zero Nyquist bin, in the memory layout the iSTFT reads.
+
+    One pass writes the de-normalised real and imaginary parts straight into frame-major complex memory with room
+    for the Nyquist bin, so the inverse FFT neither copies nor zero-pads it (instead of a multiply, an add, an
+    interleaving copy and the inverse FFT's own padded, transposed copy).
+
+    Args:
+        m: (B, S, 2C, Fr, T) real, channels ordered (c0 re, c0 im, c1 re, ...), any memory layout.
+        scale: broadcastable to (B, 1, 1, 1, 1) (the input's standard deviation).
+        shift: broadcastable to (B, 1, 1, 1, 1) (the input's mean).
+
+    Returns:
+        (B, S, C, Fr + 1, T) complex64, the last bin zero; a transposed view of (B, S, C, T, Fr + 1) memory.
+    """
+    batch, sources, channels, bins, frames = m.shape
+    buffer = m.new_empty(batch, sources, channels // 2, frames, bins + 1, 2)
+    buffer[..., bins, :] = 0
+    target = buffer[..., :bins, :].permute(0, 1, 2, 5, 4, 3)  # (B, S, C, 2, Fr, T) view of the buffer
+    parts = m.view(batch, sources, channels // 2, 2, bins, frames)
+    torch.addcmul(shift.view(-1, 1, 1, 1, 1, 1), parts, scale.view(-1, 1, 1, 1, 1, 1), out=target)
+    return torch.view_as_complex(buffer).transpose(-1, -2)
 
 
 # ------------------------------------------------------------------ the hybrid U-Net
@@ -473,10 +501,10 @@ class HybridUNet(StemModel):
                     xt, _ = tdec(xt, saved_t.pop(-1), length_t)
         sources = len(cfg.sources)
         # float32 from here on: complex views and the iSTFT need it (the network may have run under bf16 autocast).
-        x = x.float().view(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
         if not cfg.cac:
             raise NotImplementedError  # rejected by the loader; only complex-as-channels models are released
-        out = hybrid_inverse_spectrogram(channels_as_complex(x), length, reflect=reflect)
+        spec = spectrum_from_channels(x.float().view(batch, sources, -1, bins, frames), std, mean)
+        out = hybrid_inverse_spectrogram(spec, length, reflect=reflect)
         if cfg.hybrid:
             out = out + xt.float().view(batch, sources, -1, length) * stdt[:, None] + meant[:, None]
         return out
