@@ -140,8 +140,44 @@ class DConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = x + layer(x)
+            y = x
+            for module in layer:
+                y = conv(module, y) if isinstance(module, nn.Conv1d) else module(y)
+            x = x + y
         return x
+
+
+def _pointwise(module: nn.Module) -> bool:
+    """Whether ``module`` is a 1x1 (or size-1) convolution: one matrix product per position."""
+    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1
+            and all(k == 1 for k in module.kernel_size) and all(s == 1 for s in module.stride)
+            and all(p == 0 for p in module.padding))
+
+
+def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, with 1x1 convolutions run as one matrix product on the input's own memory layout.
+
+    PyTorch sends a 1x1 convolution with one thread to its reference path, which first broadcasts the bias into
+    the output (slowly, for channels-last outputs) and runs a plain GEMM; with several threads oneDNN reorders
+    inputs that are not in its layout. A matrix product over the channel axis reads either layout directly: a
+    channels-last (B, C, H, W) input is a (B, H, W, C) matrix (the output stays channels-last), and a
+    (B, C, T) input of any strides is a batch of (C, T) matrices. Same sums, in another order (float32 rounding).
+
+    Args:
+        module: any module; only 1x1 ``nn.Conv1d`` / ``nn.Conv2d`` take the matrix-product path.
+        x: (B, C, T) or (B, C, H, W).
+
+    Returns:
+        (B, C_out, T) or (B, C_out, H, W), as ``module(x)``.
+    """
+    if not _pointwise(module) or x.dim() != module.weight.dim() or torch.is_autocast_enabled(x.device.type):
+        return module(x)
+    weight = module.weight.view(module.out_channels, module.in_channels)
+    if x.dim() == 4:
+        return F.linear(x.permute(0, 2, 3, 1), weight, module.bias).permute(0, 3, 1, 2)
+    if module.bias is None:
+        return torch.matmul(weight, x)
+    return torch.baddbmm(module.bias.view(1, -1, 1), weight.expand(x.shape[0], -1, -1), x)
 
 
 def _norm(enabled: bool, groups: int, channels: int) -> nn.Module:
@@ -187,7 +223,7 @@ class EncoderLayer(nn.Module):
         if self.dconv is not None:
             y = _dconv_over_time(self.dconv, y, self.freq)
         if self.rewrite is not None:
-            y = F.glu(self.norm2(self.rewrite(y)), dim=1)
+            y = F.glu(self.norm2(conv(self.rewrite, y)), dim=1)
         return y
 
 
@@ -333,27 +369,29 @@ def channels_as_complex(m: torch.Tensor) -> torch.Tensor:
 
 
 def spectrum_from_channels(m: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``channels_as_complex(m * scale + shift)`` plus a zero Nyquist bin, in the memory layout the iSTFT reads.
+    """``channels_as_complex(m * scale + shift)`` plus a zero Nyquist bin, without reordering the decoder's output.
 
-    One pass writes the de-normalised real and imaginary parts straight into frame-major complex memory with room
-    for the Nyquist bin, so the inverse FFT neither copies nor zero-pads it (instead of a multiply, an add, an
-    interleaving copy and the inverse FFT's own padded, transposed copy).
+    The de-normalised values are written once, in the decoder's own channels-last order, into a buffer with room
+    for the Nyquist bin: real and imaginary parts are already adjacent there, so the complex spectrum is a view
+    of it, and the inverse FFT reads every bin of it in place (instead of a multiply, an add, an interleaving
+    copy and the inverse FFT's own zero-padded copy).
 
     Args:
-        m: (B, S, 2C, Fr, T) real, channels ordered (c0 re, c0 im, c1 re, ...), any memory layout.
+        m: (B, S, 2C, Fr, T) real, channels ordered (c0 re, c0 im, c1 re, ...), any memory layout
+            (channels-last, as the spectral decoder leaves it, makes the write one contiguous pass).
         scale: broadcastable to (B, 1, 1, 1, 1) (the input's standard deviation).
         shift: broadcastable to (B, 1, 1, 1, 1) (the input's mean).
 
     Returns:
-        (B, S, C, Fr + 1, T) complex64, the last bin zero; a transposed view of (B, S, C, T, Fr + 1) memory.
+        (B, S, C, Fr + 1, T) complex, the last bin zero; a view of (Fr + 1, T, B, S, C) memory, so its leading
+        three axes flatten to one without a copy.
     """
     batch, sources, channels, bins, frames = m.shape
-    buffer = m.new_empty(batch, sources, channels // 2, frames, bins + 1, 2)
-    buffer[..., bins, :] = 0
-    target = buffer[..., :bins, :].permute(0, 1, 2, 5, 4, 3)  # (B, S, C, 2, Fr, T) view of the buffer
-    parts = m.view(batch, sources, channels // 2, 2, bins, frames)
-    torch.addcmul(shift.view(-1, 1, 1, 1, 1, 1), parts, scale.view(-1, 1, 1, 1, 1, 1), out=target)
-    return torch.view_as_complex(buffer).transpose(-1, -2)
+    buffer = m.new_empty(bins + 1, frames, batch, sources, channels)
+    buffer[bins] = 0
+    torch.addcmul(shift.reshape(-1, 1, 1), m.permute(3, 4, 0, 1, 2), scale.reshape(-1, 1, 1), out=buffer[:bins])
+    spec = torch.view_as_complex(buffer.view(bins + 1, frames, batch, sources, channels // 2, 2))
+    return spec.permute(2, 3, 4, 0, 1)
 
 
 # ------------------------------------------------------------------ the hybrid U-Net
