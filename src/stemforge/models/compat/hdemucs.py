@@ -341,7 +341,7 @@ def hybrid_inverse_spectrogram(z: torch.Tensor, length: int, reflect: bool = Tru
     """Inverse of ``hybrid_spectrogram``: z (..., n_fft // 2, frames) -> (..., length).
 
     ``z`` may also carry the (zero) Nyquist bin, (..., n_fft // 2 + 1, frames), as ``spectrum_from_channels``
-    returns it: a frame-major spectrum with every bin is what the inverse FFT reads without a padded copy.
+    returns it: with every bin present the inverse FFT needs no zero-padded copy.
     """
     n_fft = 2 * (z.shape[-2] - z.shape[-2] % 2)  # n_fft // 2 bins, or n_fft // 2 + 1 with the Nyquist bin
     hop = n_fft // 4
@@ -361,20 +361,14 @@ def complex_as_channels(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, channels * 2, bins, frames)
 
 
-def channels_as_complex(m: torch.Tensor) -> torch.Tensor:
-    """(B, S, 2C, Fr, T) real -> (B, S, C, Fr, T) complex."""
-    batch, sources, channels, bins, frames = m.shape
-    out = m.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
-    return torch.view_as_complex(out.contiguous())
-
-
 def spectrum_from_channels(m: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``channels_as_complex(m * scale + shift)`` plus a zero Nyquist bin, without reordering the decoder's output.
+    """(B, S, 2C, Fr, T) real channels -> (B, S, C, Fr + 1, T) complex spectrum ``m * scale + shift``, plus a zero
+    Nyquist bin, without reordering the decoder's output.
 
     The de-normalised values are written once, in the decoder's own channels-last order, into a buffer with room
     for the Nyquist bin: real and imaginary parts are already adjacent there, so the complex spectrum is a view
-    of it, and the inverse FFT reads every bin of it in place (instead of a multiply, an add, an interleaving
-    copy and the inverse FFT's own zero-padded copy).
+    of it, and the inverse FFT gets every bin (instead of a multiply, an add, an interleaving copy and the inverse
+    FFT's own zero-padded copy).
 
     Args:
         m: (B, S, 2C, Fr, T) real, channels ordered (c0 re, c0 im, c1 re, ...), any memory layout
