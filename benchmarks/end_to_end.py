@@ -206,54 +206,84 @@ def randomize_(module, seed: int = 0, scale: float = 0.05) -> None:
 FAST_PATH = "int8 Linear inside Transformer blocks, per-channel weights"
 
 
-def alternate(fns: list, repeats: int) -> list[tuple[float, object]]:
+def alternate(fns: list, repeats: int) -> list[tuple[float, float, object]]:
     """Best of ``repeats`` wall times for each of ``fns``, run in turn (a, b, a, b, ...; each round starting with the
     next one), so a change in the machine's load falls on all of them alike.
 
+    The process's CPU time (user + system) of each call is kept too: with one model thread it is the work done
+    whatever else runs on the machine (time spent waiting for a core is not in it), so the CPU ratio is the one to
+    trust on a loaded machine; with several threads it also counts the threads' busy-waiting.
+
     Returns:
-        One ``(best seconds, last result)`` per function.
+        One ``(best wall seconds, best CPU seconds, last result)`` per function.
     """
     best = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
     out: list[object] = [None] * len(fns)
     for r in range(repeats):
         for k in range(len(fns)):
             i = (r + k) % len(fns)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             out[i] = fns[i]()
             best[i] = min(best[i], time.perf_counter() - start)
-    return list(zip(best, out))
+            cpu[i] = min(cpu[i], time.process_time() - start_cpu)
+    return list(zip(best, cpu, out))
 
 
-def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
+def cpu_note(what: str, mine: float, theirs: float, repeats: int) -> str:
+    """The conditions column of a published-model row: best-of, alternating, and the CPU-time ratio."""
+    return f"best of {repeats}, alternating; CPU {mine:.1f} s vs {theirs:.1f} s {what}: {theirs / mine:.2f}x"
+
+
+#: The released htdemucs: demucs' config "htdemucs" with dconv_mode 3 (48 channels, depth 4, 5 layers, 7.8 s).
+HTDEMUCS_KWARGS = dict(channels=48, depth=4, t_layers=5, dconv_mode=3, segment=Fraction(39, 5), nfft=4096)
+
+
+def build_htdemucs(work: Path):
+    """demucs' released htdemucs architecture with random weights, saved as a demucs package in ``work``.
+
+    Returns:
+        (demucs' model in eval mode, path of the ``.th`` package).
+
+    Raises:
+        ImportError: demucs is not importable.
+    """
     import torch
 
-    try:
-        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # demucs imports it, never uses it here
-        from demucs.apply import apply_model
-        from demucs.htdemucs import HTDemucs as RefHTDemucs
-        from demucs.states import get_state, load_model
-    except ImportError as exc:
-        row("published HTDemucs vs demucs", f"not measured: demucs not importable ({exc})")
-        return
-    from stemforge.models.compat import load_pretrained
-    from stemforge.separate import Separator
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # demucs imports it, never uses it here
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+    from demucs.states import get_state, load_model
+
     from stemforge.stems import FOUR_STEMS
 
-    # The released htdemucs: demucs' config "htdemucs" with dconv_mode 3 (48 channels, depth 4, 5 layers, 7.8 s).
-    kwargs = dict(sources=list(FOUR_STEMS), channels=48, depth=4, t_layers=5, dconv_mode=3,
-                  segment=Fraction(39, 5), nfft=4096)
+    kwargs = dict(sources=list(FOUR_STEMS), **HTDEMUCS_KWARGS)
     torch.manual_seed(0)
     ref = RefHTDemucs(**kwargs)
     randomize_(ref, scale=0.02)
     path = work / "htdemucs.th"
     torch.save({"klass": RefHTDemucs, "args": (), "kwargs": kwargs, "state": get_state(ref, None, half=False),
                 "training_args": {}}, path)
-    ref = load_model(str(path)).eval()
+    return load_model(str(path)).eval(), path
+
+
+def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
+    import torch
+
+    try:
+        ref, path = build_htdemucs(work)
+        from demucs.apply import apply_model
+    except ImportError as exc:
+        row("published HTDemucs vs demucs", f"not measured: demucs not importable ({exc})")
+        return
+    from stemforge.models.compat import load_pretrained
+    from stemforge.separate import Separator
+
+    kwargs = HTDEMUCS_KWARGS
     ours = Separator(load_pretrained(path), overlap=0.25, shifts=0)
     fast = Separator(load_pretrained(path), overlap=0.25, shifts=0, precision="int8")
     mix = 0.3 * torch.randn(1, 2, int(seconds * RATE), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        (t_ref, expected), (t_ours, got), (t_fast, approx) = alternate(
+        (t_ref, c_ref, expected), (t_ours, c_ours, got), (t_fast, c_fast, approx) = alternate(
             [lambda: apply_model(ref, mix, shifts=0, split=True, overlap=0.25),
              lambda: ours.separate_array(mix[0].numpy(), RATE),
              lambda: fast.separate_array(mix[0].numpy(), RATE)], repeats)
@@ -268,11 +298,11 @@ def htdemucs_rows(work: Path, seconds: float, repeats: int) -> None:
     row(f"HTDemucs (released architecture, random weights), {seconds:.0f} s: ours vs demucs `apply_model`",
         f"**{t_ref / t_ours:.2f}x** demucs' speed ({t_ours:.1f} s vs {t_ref:.1f} s), max diff {diff:.1e} "
         f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}, output RMS {float(np.sqrt(np.mean(expected ** 2))):.2g}",
-        f"best of {repeats}, alternating")
+        cpu_note("demucs", c_ours, c_ref, repeats))
     approx = np.stack([approx[s] for s in fast.sources])
     row(f"HTDemucs fast path (`--precision int8`: {FAST_PATH}) vs ours exact",
         f"{t_ours / t_fast:.2f}x speed-up ({t_fast:.1f} s), SDR vs exact {sdr(approx, got):.1f} dB",
-        f"best of {repeats}, alternating")
+        cpu_note("ours exact", c_fast, c_ours, repeats))
 
 
 ROFORMER_YAML = """\
@@ -333,16 +363,16 @@ def roformer_rows(work: Path, dim: int, depth: int, repeats: int) -> None:
     int8_transformers(fast)  # what Separator(..., precision="int8") does
     mix = 0.3 * torch.randn(1, 2, 10 * RATE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        (t_ref, expected), (t_ours, got), (t_fast, approx) = alternate([lambda: ref(mix), lambda: ours(mix),
-                                                                        lambda: fast(mix)], repeats)
+        (t_ref, c_ref, expected), (t_ours, c_ours, got), (t_fast, c_fast, approx) = alternate(
+            [lambda: ref(mix), lambda: ours(mix), lambda: fast(mix)], repeats)
     diff = float((got[:, 0] - expected).abs().max())
     row(f"BS-RoFormer (dim {dim}, depth {depth}, random weights), one 10 s segment: ours vs `bs_roformer`",
         f"**{t_ref / t_ours:.2f}x** the reference's speed ({t_ours:.2f} s vs {t_ref:.2f} s), max diff {diff:.1e} "
         f"{'(<= 1e-4)' if diff <= 1e-4 else '(ABOVE 1e-4)'}, output RMS {float(expected.square().mean().sqrt()):.2g}",
-        f"best of {repeats}, alternating")
+        cpu_note("the reference", c_ours, c_ref, repeats))
     row(f"BS-RoFormer fast path (`--precision int8`: {FAST_PATH}) vs ours exact",
         f"{t_ours / t_fast:.2f}x speed-up ({t_fast:.2f} s), SDR vs exact "
-        f"{sdr(approx[:, 0].numpy(), got[:, 0].numpy()):.1f} dB", f"best of {repeats}, alternating")
+        f"{sdr(approx[:, 0].numpy(), got[:, 0].numpy()):.1f} dB", cpu_note("ours exact", c_fast, c_ours, repeats))
 
 
 def main() -> None:

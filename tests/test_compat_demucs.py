@@ -82,6 +82,63 @@ def test_htdemucs_parity_with_small_dconv_chunks(tmp_path, monkeypatch) -> None:
     assert_parity(ours, expected)
 
 
+def test_htdemucs_inverse_fft_gets_every_bin(tmp_path, monkeypatch) -> None:
+    """The decoder's output is de-normalised once into a buffer with the zero Nyquist bin, viewed as complex, so
+    the inverse FFT gets every bin (no zero-padded copy of its own) of one spectrum per source and channel."""
+    from demucs.htdemucs import HTDemucs as RefHTDemucs
+    from stemforge.dsp import spectral
+
+    path, reference = _save_package(tmp_path, RefHTDemucs, "inplace", **_htdemucs_kwargs(SOURCES4, channels=8,
+                                                                                         segment=Fraction(3)))
+    model = load_pretrained(path)
+    seen = []
+    irfft = torch.fft.irfft
+
+    def spy(x, *args, **kwargs):
+        seen.append(tuple(x.shape))
+        return irfft(x, *args, **kwargs)
+
+    monkeypatch.setattr(spectral.torch.fft, "irfft", spy)
+    audio = random_audio(3.0)
+    with torch.no_grad():
+        expected, ours = reference(audio), model(audio)
+    assert_parity(ours, expected)
+    assert len(seen) == 1 and seen[0][0] == 4 * 2 and seen[0][-1] == 4096 // 2 + 1, seen
+    pair = torch.cat([audio, 0.5 * audio.flip(-1)])  # a batch of two goes through the same buffer layout
+    with torch.no_grad():
+        both, second = model(pair), reference(pair[1:])
+    assert_parity(both[:1], expected)
+    assert_parity(both[1:], second)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pointwise_convolutions_are_matrix_products(threads) -> None:
+    """1x1 convolutions run as one matrix product on the input's own layout (channels-last 4-D, strided 3-D):
+    same values as the module, and neither PyTorch's reference convolution nor oneDNN is called for them."""
+    from torch.profiler import profile
+
+    from stemforge.models.compat.hdemucs import conv
+
+    gen = torch.Generator().manual_seed(0)
+    conv2 = torch.nn.Conv2d(6, 10, 1).to(memory_format=torch.channels_last)
+    conv1 = torch.nn.Conv1d(6, 10, 1)
+    x4 = torch.randn(2, 6, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    x3 = torch.randn(3, 7, 6, generator=gen).transpose(1, 2)  # channels with stride 1, as folded DConv rows
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad(), profile() as prof:
+            y4, y3 = conv(conv2, x4), conv(conv1, x3)
+    finally:
+        torch.set_num_threads(previous)
+    with torch.no_grad():
+        assert torch.allclose(y4, conv2(x4), atol=1e-6) and torch.allclose(y3, conv1(x3), atol=1e-6)
+        wide = torch.nn.Conv1d(6, 10, 3, padding=1)
+        assert torch.equal(conv(wide, x3), wide(x3))  # any other convolution is the module itself
+    assert y4.is_contiguous(memory_format=torch.channels_last)
+    assert not [e.name for e in prof.events() if "conv" in e.name]
+
+
 def test_htdemucs_shorter_than_segment_is_padded_like_demucs(tmp_path) -> None:
     from demucs.htdemucs import HTDemucs as RefHTDemucs
 

@@ -84,6 +84,21 @@ def test_zero_frames_and_missing_bins_equal_the_padded_spectrogram(monkeypatch, 
     assert (got - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
 
 
+def test_normalized_inverse_needs_no_scaling_pass() -> None:
+    """``normalized=True`` folds sqrt(n_fft) into the synthesis taps: no multiply over all the frames' samples."""
+    from torch.profiler import profile
+
+    spec = _spectra(3, 1024, 20, seed=5)
+    window = torch.hann_window(1024)
+    expected = torch.istft(spec, 1024, 256, window=window, center=True, normalized=True, length=5000)
+    with profile(record_shapes=True) as prof:
+        got = inverse_stft(spec, 1024, 256, window, 5000, normalized=True)
+    assert (got - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
+    frames_shape = [3, 20, 1024]
+    muls = [e for e in prof.events() if e.name in ("aten::mul", "aten::mul_") and frames_shape in e.input_shapes]
+    assert not muls
+
+
 def test_zero_frames_on_the_torch_istft_path() -> None:
     """A hop that does not divide the FFT size goes to torch.istft: the implicit zeros are padded for it."""
     spec = torch.randn(2, 1000, 30, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))

@@ -78,17 +78,18 @@ def inverse_stft(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
     frames = spec.shape[-1]
     total = before + frames + after
     k = n_fft // hop
-    # torch.stft returns (batch, freq, frames) as a view of frame-major memory: this transpose is usually free.
+    # torch.stft returns (batch, freq, frames) as a view of frame-major memory: this transpose is usually free,
+    # and with all n_fft // 2 + 1 bins present the inverse FFT reads it in place (no zero-padded copy).
     wave = torch.fft.irfft(spec.transpose(-1, -2), n=n_fft, dim=-1)  # (batch, frames, n_fft)
-    if normalized:
-        wave = wave * math.sqrt(n_fft)
     window = window.to(wave.dtype)
     pieces = wave.view(wave.shape[0], frames, k, hop)
     taps = window.view(k, hop)
+    # A normalised STFT's frames were scaled by 1 / sqrt(n_fft): undo it in the synthesis taps, not in a pass of its own.
+    gains = taps * math.sqrt(n_fft) if normalized else taps
     out = wave.new_zeros(wave.shape[0], total + k - 1, hop)
     envelope = window.new_zeros(total + k - 1, hop)
     for j in range(k):  # frame f's j-th hop-long piece lands on output block f + j
-        out[:, before + j:before + j + frames].addcmul_(pieces[:, :, j], taps[j])
+        out[:, before + j:before + j + frames].addcmul_(pieces[:, :, j], gains[j])
         envelope[j:j + total] += taps[j].square()
     start = n_fft // 2
     out = out.view(out.shape[0], -1)[:, start:start + length]

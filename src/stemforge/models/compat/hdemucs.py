@@ -140,8 +140,44 @@ class DConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = x + layer(x)
+            y = x
+            for module in layer:
+                y = conv(module, y) if isinstance(module, nn.Conv1d) else module(y)
+            x = x + y
         return x
+
+
+def _pointwise(module: nn.Module) -> bool:
+    """Whether ``module`` is a 1x1 (or size-1) convolution: one matrix product per position."""
+    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1
+            and all(k == 1 for k in module.kernel_size) and all(s == 1 for s in module.stride)
+            and all(p == 0 for p in module.padding))
+
+
+def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, with 1x1 convolutions run as one matrix product on the input's own memory layout.
+
+    PyTorch sends a 1x1 convolution with one thread to its reference path, which first broadcasts the bias into
+    the output (slowly, for channels-last outputs) and runs a plain GEMM; with several threads oneDNN reorders
+    inputs that are not in its layout. A matrix product over the channel axis reads either layout directly: a
+    channels-last (B, C, H, W) input is a (B, H, W, C) matrix (the output stays channels-last), and a
+    (B, C, T) input of any strides is a batch of (C, T) matrices. Same sums, in another order (float32 rounding).
+
+    Args:
+        module: any module; only 1x1 ``nn.Conv1d`` / ``nn.Conv2d`` take the matrix-product path.
+        x: (B, C, T) or (B, C, H, W).
+
+    Returns:
+        (B, C_out, T) or (B, C_out, H, W), as ``module(x)``.
+    """
+    if not _pointwise(module) or x.dim() != module.weight.dim() or torch.is_autocast_enabled(x.device.type):
+        return module(x)
+    weight = module.weight.view(module.out_channels, module.in_channels)
+    if x.dim() == 4:
+        return F.linear(x.permute(0, 2, 3, 1), weight, module.bias).permute(0, 3, 1, 2)
+    if module.bias is None:
+        return torch.matmul(weight, x)
+    return torch.baddbmm(module.bias.view(1, -1, 1), weight.expand(x.shape[0], -1, -1), x)
 
 
 def _norm(enabled: bool, groups: int, channels: int) -> nn.Module:
@@ -187,7 +223,7 @@ class EncoderLayer(nn.Module):
         if self.dconv is not None:
             y = _dconv_over_time(self.dconv, y, self.freq)
         if self.rewrite is not None:
-            y = F.glu(self.norm2(self.rewrite(y)), dim=1)
+            y = F.glu(self.norm2(conv(self.rewrite, y)), dim=1)
         return y
 
 
@@ -302,8 +338,12 @@ def hybrid_spectrogram(x: torch.Tensor, n_fft: int, reflect: bool = True) -> tor
 
 
 def hybrid_inverse_spectrogram(z: torch.Tensor, length: int, reflect: bool = True) -> torch.Tensor:
-    """Inverse of ``hybrid_spectrogram``: z (..., n_fft // 2, frames) -> (..., length)."""
-    n_fft = 2 * z.shape[-2]
+    """Inverse of ``hybrid_spectrogram``: z (..., n_fft // 2, frames) -> (..., length).
+
+    ``z`` may also carry the (zero) Nyquist bin, (..., n_fft // 2 + 1, frames), as ``spectrum_from_channels``
+    returns it: with every bin present the inverse FFT needs no zero-padded copy.
+    """
+    n_fft = 2 * (z.shape[-2] - z.shape[-2] % 2)  # n_fft // 2 bins, or n_fft // 2 + 1 with the Nyquist bin
     hop = n_fft // 4
     pad = hop // 2 * 3
     total = hop * math.ceil(length / hop) + (2 * pad if reflect else 0)
@@ -321,11 +361,31 @@ def complex_as_channels(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, channels * 2, bins, frames)
 
 
-def channels_as_complex(m: torch.Tensor) -> torch.Tensor:
-    """(B, S, 2C, Fr, T) real -> (B, S, C, Fr, T) complex."""
+def spectrum_from_channels(m: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, S, 2C, Fr, T) real channels -> (B, S, C, Fr + 1, T) complex spectrum ``m * scale + shift``, plus a zero
+    Nyquist bin, without reordering the decoder's output.
+
+    The de-normalised values are written once, in the decoder's own channels-last order, into a buffer with room
+    for the Nyquist bin: real and imaginary parts are already adjacent there, so the complex spectrum is a view
+    of it, and the inverse FFT gets every bin (instead of a multiply, an add, an interleaving copy and the inverse
+    FFT's own zero-padded copy).
+
+    Args:
+        m: (B, S, 2C, Fr, T) real, channels ordered (c0 re, c0 im, c1 re, ...), any memory layout
+            (channels-last, as the spectral decoder leaves it, makes the write one contiguous pass).
+        scale: broadcastable to (B, 1, 1, 1, 1) (the input's standard deviation).
+        shift: broadcastable to (B, 1, 1, 1, 1) (the input's mean).
+
+    Returns:
+        (B, S, C, Fr + 1, T) complex, the last bin zero; a view of (Fr + 1, T, B, S, C) memory, so its leading
+        three axes flatten to one without a copy.
+    """
     batch, sources, channels, bins, frames = m.shape
-    out = m.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
-    return torch.view_as_complex(out.contiguous())
+    buffer = m.new_empty(bins + 1, frames, batch, sources, channels)
+    buffer[bins] = 0
+    torch.addcmul(shift.reshape(-1, 1, 1), m.permute(3, 4, 0, 1, 2), scale.reshape(-1, 1, 1), out=buffer[:bins])
+    spec = torch.view_as_complex(buffer.view(bins + 1, frames, batch, sources, channels // 2, 2))
+    return spec.permute(2, 3, 4, 0, 1)
 
 
 # ------------------------------------------------------------------ the hybrid U-Net
@@ -473,10 +533,10 @@ class HybridUNet(StemModel):
                     xt, _ = tdec(xt, saved_t.pop(-1), length_t)
         sources = len(cfg.sources)
         # float32 from here on: complex views and the iSTFT need it (the network may have run under bf16 autocast).
-        x = x.float().view(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
         if not cfg.cac:
             raise NotImplementedError  # rejected by the loader; only complex-as-channels models are released
-        out = hybrid_inverse_spectrogram(channels_as_complex(x), length, reflect=reflect)
+        spec = spectrum_from_channels(x.float().view(batch, sources, -1, bins, frames), std, mean)
+        out = hybrid_inverse_spectrogram(spec, length, reflect=reflect)
         if cfg.hybrid:
             out = out + xt.float().view(batch, sources, -1, length) * stdt[:, None] + meant[:, None]
         return out
