@@ -111,8 +111,9 @@ def first_audio(song: Path, out: Path, *options: str) -> float:
         if not chunk:
             break
         buffer += chunk
-        match = re.search(rb"\| ([0-9.]+)/[0-9.]+s", buffer)
-        if match and float(match.group(1)) > 0:
+        # Every bar state in the buffer, not the first only: the kept tail may still hold the "0.0/600.0s" state
+        # printed before, and stopping at it waited for the bar's next refresh (a second segment) instead.
+        if any(float(done) > 0 for done in re.findall(rb"\| ([0-9.]+)/[0-9.]+s", buffer)):
             seen = time.perf_counter() - start
             break
         buffer = buffer[-200:]
