@@ -80,15 +80,19 @@ def test_stft_and_istft_equal_dsp_spectral(length: int) -> None:
     np.testing.assert_allclose(back, x, atol=1e-5)  # and the exact inverse
 
 
-@pytest.mark.parametrize("channels,length", [(2, 4000), (1, 777), (3, 1), (2, 257)])
-def test_network_and_masks_equal_the_torch_model(tmp_path: Path, channels: int, length: int) -> None:
-    """Random weights and BatchNorm statistics, odd lengths, mono and three channels: within 1e-5 of ``forward``."""
+@pytest.mark.parametrize("channels,length,threads", [(2, 4000, 1), (2, 4000, 2), (1, 777, 2), (3, 1, 2), (2, 257, 1)])
+def test_network_and_masks_equal_the_torch_model(tmp_path: Path, channels: int, length: int, threads: int) -> None:
+    """Random weights and BatchNorm statistics, odd lengths, mono and three channels, channels and stems split
+    over two threads or not: within 1e-5 of ``forward``, for two segments in a row (buffers reused)."""
     model, path = randomized_unet(tmp_path, channels)
-    runtime = lite.LiteUNet(path, threads=1)
+    runtime = lite.LiteUNet(path, threads=threads)
+    assert runtime.lanes == threads
     mix = np.random.default_rng(0).standard_normal((2, channels, length)).astype(np.float32) * 0.3
     with torch.inference_mode():
         expected = model(torch.from_numpy(mix)).numpy()
+    first = runtime(mix * 0.5)
     got = runtime(mix)
+    assert not np.allclose(first, got)
     assert got.shape == expected.shape == (2, 4, channels, length) and got.dtype == np.float32
     assert np.abs(expected).max() > 0.05  # not a trivial output
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -155,3 +159,14 @@ def test_graph_is_valid_onnx(tmp_path: Path) -> None:
     onnx.checker.check_model(graph, full_check=True)
     ops = [node.op_type for node in graph.graph.node]
     assert "BatchNormalization" not in ops and ops.count("Conv") == 3 + 1 and ops.count("ConvTranspose") == 3
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_onnxruntime_or_onnx_it_is_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    """An install without them takes the torch path (``open_separator`` catches ``Unsupported``), never an ImportError."""
+    import sys
+
+    _, path = randomized_unet(tmp_path)
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if it were not installed
+    with pytest.raises(lite.Unsupported, match=f"{missing} is not installed"):
+        lite.LiteUNet(path)
