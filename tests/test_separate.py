@@ -483,3 +483,24 @@ def test_torch_free_path_refuses_bad_input_with_the_same_error(tmp_path: Path) -
     missing = tmp_path / "missing.wav"
     with pytest.raises(StemforgeError, match="missing.wav"):
         lite.separate_file(missing, OutputOptions(directory=tmp_path / "lite"))
+
+
+def test_without_onnxruntime_the_default_model_runs_on_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from stemforge.separate import open_separator
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    separator = open_separator("default")
+    assert type(separator) is Separator and separator.name == "default"
+
+
+def test_torch_free_separate_array_equals_the_torch_path() -> None:
+    from stemforge.separate import open_separator
+
+    mix = toy_mix(2.0, 48000)[:, :95_999]  # another rate, an odd length
+    ours, theirs = open_separator("default").separate_array(mix, 48000), Separator("default").separate_array(mix, 48000)
+    assert list(ours) == list(theirs)
+    for stem in ours:
+        assert ours[stem].shape == theirs[stem].shape == mix.shape
+        np.testing.assert_allclose(ours[stem], theirs[stem], atol=1e-5)
