@@ -170,3 +170,11 @@ def test_without_onnxruntime_or_onnx_it_is_unsupported(tmp_path: Path, monkeypat
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as if it were not installed
     with pytest.raises(lite.Unsupported, match=f"{missing} is not installed"):
         lite.LiteUNet(path)
+
+
+def test_numpy_1_is_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy 1.x (allowed by the package) computes float32 FFTs in float64 and has no ``out=`` for them."""
+    _, path = randomized_unet(tmp_path)
+    monkeypatch.setattr(np, "__version__", "1.26.4")
+    with pytest.raises(lite.Unsupported, match="numpy 1.26.4 is older than 2.0"):
+        lite.LiteUNet(path)

@@ -1,4 +1,5 @@
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -475,7 +476,8 @@ def test_torch_free_path_refuses_bad_input_with_the_same_error(tmp_path: Path) -
         path = write(tmp_path, wav, rate)
         messages = []
         for separator, out in ((lite, "lite"), (torch_path, "torch")):
-            with pytest.raises(StemforgeError) as info:
+            with pytest.raises(StemforgeError) as info, warnings.catch_warnings():
+                warnings.simplefilter("error")  # the one-line error only, no numpy overflow warnings on the way
                 separator.separate_file(path, OutputOptions(directory=tmp_path / out))
             messages.append(str(info.value))
             assert [p for p in (tmp_path / out).rglob("*") if p.is_file()] == []
@@ -504,3 +506,13 @@ def test_torch_free_separate_array_equals_the_torch_path() -> None:
     for stem in ours:
         assert ours[stem].shape == theirs[stem].shape == mix.shape
         np.testing.assert_allclose(ours[stem], theirs[stem], atol=1e-5)
+
+
+def test_torch_free_defaults_are_the_separators() -> None:
+    """``open_separator`` hands the torch path anything but ``Separator``'s defaults: the two lists must agree."""
+    import inspect
+
+    from stemforge.separate import _LITE_DEFAULTS
+
+    defaults = {k: p.default for k, p in inspect.signature(Separator.__init__).parameters.items()}
+    assert {k: defaults[k] for k in _LITE_DEFAULTS} == _LITE_DEFAULTS

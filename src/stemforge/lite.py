@@ -317,12 +317,15 @@ class LiteUNet:
         threads: onnxruntime's intra-op threads (None: its default, one per physical core, as torch).
 
     Raises:
-        Unsupported: the checkpoint is not one this runtime reproduces, or onnx / onnxruntime are missing.
+        Unsupported: the checkpoint is not one this runtime reproduces, onnx / onnxruntime are missing, or numpy
+            is older than 2.0.
     """
 
     segment_seconds = SEGMENT
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        if int(np.__version__.split(".")[0]) < 2:  # numpy 1.x has no float32 FFTs and no out= for them
+            raise Unsupported(f"numpy {np.__version__} is older than 2.0")
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -395,15 +398,16 @@ class LiteUNet:
         self._side_by_side(analyse, split)
         padded = -(-frames // 2**cfg.depth) * 2**cfg.depth  # zero frames up to a multiple of 2**depth, as in torch
         x = work["x"]
-        x[..., frames:] = 0
-        np.abs(spec[..., :bins].transpose(0, 1, 3, 2), out=x[..., :frames])
-        np.log1p(x, out=x)  # FrequencyNorm, padding frames included (as in torch)
-        np.add(x, self.shift, out=x)
-        np.multiply(x, self.scale, out=x)
-        logits = self.session.run(None, {"x": x})[0].reshape(batch, sources, channels, bins, padded)[..., :frames]
-        masks = np.subtract(logits, logits.max(axis=1, keepdims=True), out=work["masks"])  # softmax over stems
-        np.exp(masks, out=masks)
-        masks *= np.reciprocal(masks.sum(axis=1, keepdims=True))
+        with np.errstate(over="ignore", invalid="ignore"):  # see _quietly
+            x[..., frames:] = 0
+            np.abs(spec[..., :bins].transpose(0, 1, 3, 2), out=x[..., :frames])
+            np.log1p(x, out=x)  # FrequencyNorm, padding frames included (as in torch)
+            np.add(x, self.shift, out=x)
+            np.multiply(x, self.scale, out=x)
+            logits = self.session.run(None, {"x": x})[0].reshape(batch, sources, channels, bins, padded)[..., :frames]
+            masks = np.subtract(logits, logits.max(axis=1, keepdims=True), out=work["masks"])  # softmax over stems
+            np.exp(masks, out=masks)
+            masks *= np.reciprocal(masks.sum(axis=1, keepdims=True))
         masks = masks.transpose(0, 1, 2, 4, 3)  # (B, S, C, N, F'), like the spectra
         wave = np.empty((batch, sources, channels, length), np.float32)
 
@@ -420,9 +424,9 @@ class LiteUNet:
 
     def _side_by_side(self, work: Callable[[int], None], lanes: int) -> None:
         """``work(lane)`` for each lane, lane 0 in this thread (numpy's FFTs and ufuncs release the GIL)."""
-        futures = [self._pool().submit(work, lane) for lane in range(1, lanes)]
+        futures = [self._pool().submit(_quietly, work, lane) for lane in range(1, lanes)]
         try:
-            work(0)
+            _quietly(work, 0)
         finally:
             for future in futures:
                 future.result()
@@ -444,6 +448,14 @@ class LiteUNet:
             }
             self._work_key = key
         return self._work
+
+
+def _quietly(work: Callable[[int], None], lane: int) -> None:
+    """``work(lane)`` without numpy's overflow warnings, in any thread (``np.errstate`` is per thread): an absurd
+    input (samples near 1e38) gives non-finite stems, which ``stemforge.separate`` reports in one line, as the
+    torch path does, instead of a warning per operation."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        work(lane)
 
 
 def triangle_weights(length: int) -> np.ndarray:
