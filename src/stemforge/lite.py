@@ -176,7 +176,8 @@ def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndar
 
 def _batchnorm(state: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """Inference BatchNorm at ``prefix`` as ``x * scale + shift``, per channel (float64 for folding)."""
-    scale = state[f"{prefix}.weight"].astype(np.float64) / np.sqrt(state[f"{prefix}.running_var"].astype(np.float64) + BN_EPS)
+    variance = state[f"{prefix}.running_var"].astype(np.float64)
+    scale = state[f"{prefix}.weight"].astype(np.float64) / np.sqrt(variance + BN_EPS)
     shift = state[f"{prefix}.bias"] - state[f"{prefix}.running_mean"].astype(np.float64) * scale
     return scale, shift
 
@@ -230,8 +231,10 @@ def build_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
          kernel_shape=[HEAD_KERNEL, HEAD_KERNEL], pads=[HEAD_KERNEL // 2] * 4)
     outputs = len(spec.sources) * spec.channels
     graph = helper.make_graph(
-        nodes, "stemforge-unet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", spec.channels, spec.max_bins, "frames"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", outputs, spec.max_bins, "frames"])], weights)
+        nodes, "stemforge-unet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", spec.channels, spec.max_bins, "frames"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", outputs, spec.max_bins, "frames"])],
+        weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")
     model.ir_version = IR_VERSION
     return model.SerializeToString()
