@@ -349,3 +349,43 @@ def test_precision_int8_on_a_model_without_transformers_is_one_warning(tmp_path:
     err = capsys.readouterr().err
     assert "warning: precision int8 changes nothing for hpss" in err
     assert "Traceback" not in err
+
+
+def test_default_model_separates_without_importing_torch(tmp_path: Path) -> None:
+    """``stemforge separate`` with the bundled model never imports torch (it starts in under a second, issue #18),
+    and writes what ``--backend torch`` writes: the same files, samples within 1e-4, the same progress bar."""
+    song = tmp_path / "song.wav"
+    audio.save(song, toy_mix(8.0), SR, bits="32f")
+    code = ("import sys; from stemforge.cli import main; status = main(sys.argv[1:]); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(status)")
+    results = {}
+    for backend in ("auto", "torch"):
+        out = tmp_path / backend
+        results[backend] = subprocess.run(
+            [sys.executable, "-c", code, "separate", str(song), "-o", str(out), "--float32", "--backend", backend],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+        assert results[backend].returncode == 0, results[backend].stderr
+    assert results["auto"].stdout.splitlines()[-1] == "no torch"
+    assert results["torch"].stdout.splitlines()[-1] == "torch imported"  # the check can see torch
+    assert results["auto"].stdout.splitlines()[0] == f"{song}: 4 stems -> {tmp_path / 'auto' / 'default' / 'song'}"
+    for result in results.values():  # the same bar: the first segment's 7.5 s out of 8 s, then the rest
+        assert "song.wav:  94%|" in result.stderr and "| 7.5/8.0s [" in result.stderr
+    assert wavs(tmp_path / "auto") == wavs(tmp_path / "torch") == [f"default/song/{s}.wav" for s in
+                                                                     ("bass", "drums", "other", "vocals")]
+    for name in wavs(tmp_path / "auto"):
+        ours, theirs = audio.load(tmp_path / "auto" / name)[0], audio.load(tmp_path / "torch" / name)[0]
+        assert ours.shape == theirs.shape == (2, 8 * SR)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_default_model_errors_are_the_same_one_line_without_torch(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    for backend in ("auto", "torch"):
+        proc = subprocess.run([sys.executable, "-m", "stemforge", "separate", str(bad), "-o", str(tmp_path / backend),
+                               "-n", "default", "-q", "--backend", backend], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 1
+        lines = error_lines(proc.stderr)
+        assert lines[0].startswith(f"error: {bad}") and lines[-1] == "1 of 1 inputs failed" and len(lines) == 2
+        assert "Traceback" not in proc.stderr

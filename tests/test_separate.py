@@ -1,4 +1,5 @@
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -404,3 +405,114 @@ def test_precision_int8_applies_to_every_spelling_of_the_cpu() -> None:
                                     complement=True)).eval()
     fast = Separator(model, precision="int8", device="cpu:0", segment=1.0)
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in fast.model.modules())
+
+
+def test_open_separator_runs_the_bundled_unet_without_torch_only_where_it_is_exact(tmp_path: Path) -> None:
+    """``auto`` picks the torch-free runtime for plain U-Net checkpoints at the default engine options, else torch."""
+    from stemforge.separate import LiteSeparator, open_separator
+
+    lite = open_separator("default", threads=1)
+    assert isinstance(lite, LiteSeparator) and lite.name == "default"
+    assert lite.sources == Separator("default").sources and lite.sample_rate == SR and lite.channels == 2
+    unet = build("unet", preset="tiny").eval()
+    save_checkpoint(unet, tmp_path / "mine.safetensors")
+    assert isinstance(open_separator(tmp_path / "mine.safetensors"), LiteSeparator)
+    assert open_separator(tmp_path / "mine.safetensors").name == "mine"
+    for options in ({"backend": "torch"}, {"shifts": 1}, {"segment": 5.0}, {"overlap": 0.5}, {"wiener": 1},
+                    {"batch_size": 2}, {"precision": "int8"}, {"backend": "onnx"}):
+        assert type(open_separator("default", **options)) is Separator, options
+    assert type(open_separator("classical")) is Separator
+    save_checkpoint(build("bilstm", preset="tiny").eval(), tmp_path / "bilstm.safetensors")
+    assert type(open_separator(tmp_path / "bilstm.safetensors")) is Separator
+    with pytest.raises(StemforgeError, match="threads must be >= 1"):  # the torch path's own error
+        open_separator("default", threads=0)
+    tampered = tmp_path / "tampered.safetensors"
+    data = bytearray((tmp_path / "mine.safetensors").read_bytes())
+    data[-5] ^= 0x40
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="do not match their recorded sha256"):  # refused as the torch path refuses it
+        open_separator(tampered)
+
+
+@pytest.mark.parametrize("channels,rate,seconds,keep", [(2, SR, 11.3, False), (1, SR, 3.3, False),
+                                                        (6, 48000, 2.1, True), (2, 22050, 0.05, False)])
+def test_torch_free_path_writes_the_torch_paths_stems(tmp_path: Path, channels: int, rate: int, seconds: float,
+                                                      keep: bool) -> None:
+    """The bundled model through ``stemforge.lite``: same files, same lengths, samples within 1e-4 of the torch path.
+
+    Odd lengths, mono, 5.1 kept as three stereo pairs, resampling both ways, more than one segment (10 s, 25 %
+    overlap) and a clip far shorter than one."""
+    from stemforge.separate import open_separator
+
+    song = toy_mix(seconds, rate) if channels == 2 else np.random.default_rng(channels).standard_normal(
+        (channels, int(seconds * rate))).astype(np.float32) * 0.2
+    path = write(tmp_path, song, rate, name="odd song.wav")
+    output = dict(bits="32f", keep_channels=keep, keep_rate=rate != SR)
+    done: list[float] = []
+    lite = open_separator("default").separate_file(path, OutputOptions(directory=tmp_path / "lite", **output),
+                                                    callback=lambda seconds_done, total: done.append(seconds_done))
+    torch_path = Separator("default").separate_file(path, OutputOptions(directory=tmp_path / "torch", **output))
+    assert [p.relative_to(tmp_path / "lite") for p in lite.values()] == [p.relative_to(tmp_path / "torch") for p in torch_path.values()]
+    assert done and done[-1] == pytest.approx(song.shape[1] / rate, abs=2 / SR)  # the progress callback as before
+    for stem in lite:
+        ours, ours_rate = audio.load(lite[stem])
+        theirs, their_rate = audio.load(torch_path[stem])
+        assert ours.shape == theirs.shape and ours_rate == their_rate
+        assert ours.shape == ((channels if keep else 2), int(seconds * rate) if rate != SR else song.shape[1])
+        assert np.abs(theirs).max() > 3e-4  # not silence
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert [p for p in (tmp_path / "lite").rglob("*") if p.name.startswith(".")] == []
+
+
+def test_torch_free_path_refuses_bad_input_with_the_same_error(tmp_path: Path) -> None:
+    from stemforge.separate import open_separator
+
+    lite, torch_path = open_separator("default"), Separator("default")
+    loud = toy_mix(1.0)
+    loud[:, SR // 2:SR // 2 + 100] = 3e38
+    nan = toy_mix(1.0)
+    nan[0, 500] = np.nan
+    for wav, rate in ((loud, SR), (nan, SR), (np.full((2, 1), 0.1, np.float32), 192000)):
+        path = write(tmp_path, wav, rate)
+        messages = []
+        for separator, out in ((lite, "lite"), (torch_path, "torch")):
+            with pytest.raises(StemforgeError) as info, warnings.catch_warnings():
+                warnings.simplefilter("error")  # the one-line error only, no numpy overflow warnings on the way
+                separator.separate_file(path, OutputOptions(directory=tmp_path / out))
+            messages.append(str(info.value))
+            assert [p for p in (tmp_path / out).rglob("*") if p.is_file()] == []
+        assert messages[0] == messages[1] and "\n" not in messages[0]
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(StemforgeError, match="missing.wav"):
+        lite.separate_file(missing, OutputOptions(directory=tmp_path / "lite"))
+
+
+def test_without_onnxruntime_the_default_model_runs_on_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from stemforge.separate import open_separator
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    separator = open_separator("default")
+    assert type(separator) is Separator and separator.name == "default"
+
+
+def test_torch_free_separate_array_equals_the_torch_path() -> None:
+    from stemforge.separate import open_separator
+
+    mix = toy_mix(2.0, 48000)[:, :95_999]  # another rate, an odd length
+    ours, theirs = open_separator("default").separate_array(mix, 48000), Separator("default").separate_array(mix, 48000)
+    assert list(ours) == list(theirs)
+    for stem in ours:
+        assert ours[stem].shape == theirs[stem].shape == mix.shape
+        np.testing.assert_allclose(ours[stem], theirs[stem], atol=1e-5)
+
+
+def test_torch_free_defaults_are_the_separators() -> None:
+    """``open_separator`` hands the torch path anything but ``Separator``'s defaults: the two lists must agree."""
+    import inspect
+
+    from stemforge.separate import _LITE_DEFAULTS
+
+    defaults = {k: p.default for k, p in inspect.signature(Separator.__init__).parameters.items()}
+    assert {k: defaults[k] for k in _LITE_DEFAULTS} == _LITE_DEFAULTS

@@ -1,5 +1,10 @@
 """The separation API: a ``Separator`` turns arrays or audio files into stems.
 
+``FileSeparator`` holds what every separator shares and needs no torch: output names, the streaming file
+pipeline and its atomic writes. ``Separator`` runs any model through torch and the engine; ``LiteSeparator``
+runs a plain U-Net checkpoint (the bundled default) through ``stemforge.lite`` without importing torch, and
+``open_separator`` picks it where it gives the same stems (``stemforge separate`` starts in under a second).
+
 Files are streamed end to end (decode -> channel plan -> resample -> overlap-add engine -> resample back
 -> encode), so memory stays bounded by the segment size whatever the track length. Outputs are written
 atomically and as a set: every stem of a track goes to a hidden temporary file first, and only when all of
@@ -20,19 +25,22 @@ import re
 import string
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import torch
 
 from stemforge.audio import (BIT_DEPTHS, CLIP_MODES, OUTPUT_FORMATS, AudioWriter, OutputExistsError,
                              StreamResampler, check_mp3_bitrate, check_output_format, deferred_signals, open_audio,
                              publish, resample, sweep_stale_parts)
-from stemforge.engine import EngineOptions, int8_transformers, separate_blocks, separate_tensor
 from stemforge.errors import AudioError, StemforgeError
+from stemforge.hub import DEFAULT_MODEL, bundled_checkpoint, catalogue
 from stemforge.layout import ChannelPlan
-from stemforge.models.base import StemModel
-from stemforge.hub import DEFAULT_MODEL, resolve as load_model
+
+if TYPE_CHECKING:  # torch is imported by the torch path only
+    import torch
+
+    from stemforge.lite import LiteUNet
+    from stemforge.models.base import StemModel
 
 #: Frames decoded per read; small enough to keep memory flat, large enough to be efficient.
 READ_BLOCK = 1 << 16
@@ -102,66 +110,46 @@ class OutputOptions:
         return 320 if self.mp3_bitrate is None else self.mp3_bitrate
 
 
-class Separator:
-    """Separate with one model. ``model`` is "default", a registered name, a checkpoint path or a StemModel."""
+class FileSeparator:
+    """What every separator shares, without torch: output names, the streaming file pipeline, atomic writes.
 
-    def __init__(self, model: str | Path | StemModel = DEFAULT_MODEL, *, segment: float | None = None,
-                 overlap: float = 0.25, shifts: int = 0, batch_size: int = 1, device: str = "cpu",
-                 precision: str = "fp32", threads: int | None = None, backend: str = "torch", wiener: int = 0,
-                 seed: int = 0) -> None:
-        if isinstance(model, StemModel):
-            self.model, self.name = model.eval(), model.architecture
-        else:
-            self.model, self.name = load_model(model)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise StemforgeError("--device cuda was asked for but no CUDA device is available")
-        self.options = EngineOptions(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size,
-                                     device=device, precision=precision, seed=seed)
-        self.options.validate()  # before the model is changed (int8 is refused off the CPU here)
-        if threads is not None:
-            if threads < 1:
-                raise StemforgeError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(threads)
-        if wiener:
-            if wiener < 0 or not hasattr(self.model, "wiener_iterations"):
-                raise StemforgeError(f"--wiener needs a spectrogram network and a count >= 0; {self.name!r} has no Wiener post-filter")
-            self.model.wiener_iterations = wiener
-        if precision == "int8" and backend != "torch":
-            raise StemforgeError(f"--precision int8 runs on the torch backend only, not --backend {backend}")
-        self.model.to(device)
-        if precision == "int8":
-            if isinstance(model, StemModel):
-                import copy
+    Subclasses give ``name``, ``sources``, ``sample_rate``, ``channels`` and ``_separate_blocks`` (the model
+    and its overlap-add engine); everything from decoding to publishing the stems is here, once.
+    """
 
-                self.model = copy.deepcopy(self.model)  # the caller's model stays float32
-            if not int8_transformers(self.model):
-                log.warning("precision int8 changes nothing for %s: it has no Transformer layers (it runs in float32)",
-                            self.name)
-        if backend != "torch":
-            from stemforge.export import load_backend
-
-            self.model = load_backend(self.model, backend)
+    name: str
 
     @property
     def sources(self) -> list[str]:
-        return self.model.sources
+        raise NotImplementedError
 
     @property
     def sample_rate(self) -> int:
-        return self.model.sample_rate
+        raise NotImplementedError
 
-    samplerate = sample_rate  # demucs.api.Separator's name
+    @property
+    def channels(self) -> int:
+        """The model's channels (a file's channels are mapped to groups of these by ``layout.ChannelPlan``)."""
+        raise NotImplementedError
 
-    def separate_tensor(self, wav: torch.Tensor, sr: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """demucs.api style: ``wav`` (channels, time) at ``sr`` (default: the model's) -> (wav, {stem: (channels, time)})."""
-        return wav, {k: torch.from_numpy(v) for k, v in self.separate_array(wav.detach().cpu().float().numpy(), sr or self.sample_rate).items()}
+    def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
+                         report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+        """Stream (groups, channels, n) blocks at the model's rate -> (groups, sources, channels, m) blocks.
 
-    def separate_audio_file(self, path: str | Path) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """demucs.api style: an audio file -> (its mix (channels, time) at its own rate, {stem: (channels, time)})."""
-        from stemforge.audio import load as load_audio
+        ``report`` is called with each output block's length, as soon as it is out.
+        """
+        raise NotImplementedError
 
-        wav, rate = load_audio(path)
-        return self.separate_tensor(torch.from_numpy(wav), rate)
+    def _separate_whole(self, mix: np.ndarray) -> np.ndarray:
+        """mix (groups, channels, time) at the model's rate -> (groups, sources, channels, time)."""
+        block = 1 << 18
+        parts = self._separate_blocks((mix[..., i:i + block] for i in range(0, mix.shape[-1], block)), mix.shape[0], None)
+        return np.concatenate(list(parts), axis=-1)
+
+    @property
+    def samplerate(self) -> int:
+        """demucs.api.Separator's name for ``sample_rate``."""
+        return self.sample_rate
 
     def separate_array(self, mix: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """mix: (channels, time) at ``sample_rate`` -> {stem: (channels, time)} in the same layout and rate."""
@@ -169,11 +157,11 @@ class Separator:
             raise StemforgeError(f"mix must be a non-empty (channels, time) array, got shape {mix.shape}")
         if not np.isfinite(mix).all():
             raise StemforgeError("mix contains NaN or infinite samples")
-        plan = ChannelPlan(mix.shape[0], self.model.channels, keep_channels=True)
+        plan = ChannelPlan(mix.shape[0], self.channels, keep_channels=True)
         x = plan.to_model(np.asarray(mix, dtype=np.float32))
         flat = resample(x.reshape(-1, x.shape[-1]), sample_rate, self.sample_rate)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught as non-finite output below
-            stems = separate_tensor(self.model, flat.reshape(*x.shape[:2], -1), self.options)
+            stems = self._separate_whole(flat.reshape(*x.shape[:2], -1))
         out = plan.to_file(stems)  # (sources, channels, time)
         if not np.isfinite(out).all():
             raise StemforgeError(f"separating the mix gave NaN or infinite samples (its samples reach "
@@ -254,7 +242,7 @@ class Separator:
         reader = open_audio(path)
         try:
             info = reader.info
-            plan = ChannelPlan(info.channels, self.model.channels, output.keep_channels)
+            plan = ChannelPlan(info.channels, self.channels, output.keep_channels)
             check_output_format(output.fmt, output.depth, plan.out_channels)
             out_rate = info.sample_rate if output.keep_rate else self.sample_rate
             lock = Path(output.directory) / _safe_part(self.name) / _lock_name(path, relpath)
@@ -303,7 +291,7 @@ class Separator:
         With ``bar_name``, the final encoding pass (after rescaling) shows its own progress bar.
         """
         info = reader.info
-        groups, width = len(plan.groups), self.model.channels
+        groups, width = len(plan.groups), self.channels
         rescale = output.clip == "rescale" and output.depth != "32f"
         # With rescaling, stems go to float staging files first: the gain needs each stem's peak.
         mask = info.channel_mask if plan.out_channels == info.channels else None  # the input's speaker layout
@@ -353,7 +341,7 @@ class Separator:
         # Decoding and encoding run in their own threads, overlapped with the model (they release the GIL).
         with _Prefetch(model_blocks(), "stemforge-read") as blocks, _Consumer(write_out, "stemforge-write") as sink:
             with np.errstate(over="ignore", invalid="ignore"):
-                for out in separate_blocks(self.model, blocks, groups, self.options, report):
+                for out in self._separate_blocks(blocks, groups, report):
                     sink.put(out)
         for stem in targets:
             emit(stem, np.zeros((plan.out_channels, 0), np.float32), last=True)
@@ -379,6 +367,182 @@ class Separator:
         for writer in writers.values():
             writer.abort()  # the float staging files are no longer needed
         return final
+
+
+class Separator(FileSeparator):
+    """Separate with any model through torch. ``model`` is "default", a registered name, a checkpoint path or a StemModel."""
+
+    def __init__(self, model: str | Path | StemModel = DEFAULT_MODEL, *, segment: float | None = None,
+                 overlap: float = 0.25, shifts: int = 0, batch_size: int = 1, device: str = "cpu",
+                 precision: str = "fp32", threads: int | None = None, backend: str = "torch", wiener: int = 0,
+                 seed: int = 0) -> None:
+        import torch
+
+        from stemforge.engine import EngineOptions, int8_transformers
+        from stemforge.hub import resolve as load_model
+        from stemforge.models.base import StemModel
+
+        if isinstance(model, StemModel):
+            self.model, self.name = model.eval(), model.architecture
+        else:
+            self.model, self.name = load_model(model)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise StemforgeError("--device cuda was asked for but no CUDA device is available")
+        self.options = EngineOptions(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size,
+                                     device=device, precision=precision, seed=seed)
+        self.options.validate()  # before the model is changed (int8 is refused off the CPU here)
+        if threads is not None:
+            if threads < 1:
+                raise StemforgeError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        if wiener:
+            if wiener < 0 or not hasattr(self.model, "wiener_iterations"):
+                raise StemforgeError(f"--wiener needs a spectrogram network and a count >= 0; {self.name!r} has no Wiener post-filter")
+            self.model.wiener_iterations = wiener
+        if precision == "int8" and backend != "torch":
+            raise StemforgeError(f"--precision int8 runs on the torch backend only, not --backend {backend}")
+        self.model.to(device)
+        if precision == "int8":
+            if isinstance(model, StemModel):
+                import copy
+
+                self.model = copy.deepcopy(self.model)  # the caller's model stays float32
+            if not int8_transformers(self.model):
+                log.warning("precision int8 changes nothing for %s: it has no Transformer layers (it runs in float32)",
+                            self.name)
+        if backend != "torch":
+            from stemforge.export import load_backend
+
+            self.model = load_backend(self.model, backend)
+
+    @property
+    def sources(self) -> list[str]:
+        return self.model.sources
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.model.channels
+
+    def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
+                         report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+        from stemforge.engine import separate_blocks
+
+        return separate_blocks(self.model, blocks, groups, self.options, report)
+
+    def _separate_whole(self, mix: np.ndarray) -> np.ndarray:
+        from stemforge.engine import separate_tensor
+
+        return separate_tensor(self.model, mix, self.options)
+
+    def separate_tensor(self, wav: torch.Tensor, sr: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """demucs.api style: ``wav`` (channels, time) at ``sr`` (default: the model's) -> (wav, {stem: (channels, time)})."""
+        import torch
+
+        return wav, {k: torch.from_numpy(v) for k, v in self.separate_array(wav.detach().cpu().float().numpy(), sr or self.sample_rate).items()}
+
+    def separate_audio_file(self, path: str | Path) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """demucs.api style: an audio file -> (its mix (channels, time) at its own rate, {stem: (channels, time)})."""
+        import torch
+
+        from stemforge.audio import load as load_audio
+
+        wav, rate = load_audio(path)
+        return self.separate_tensor(torch.from_numpy(wav), rate)
+
+
+class LiteSeparator(FileSeparator):
+    """A plain U-Net checkpoint (the bundled default) run without torch (``stemforge.lite``).
+
+    The same stems as ``Separator`` with its default options, to float32 rounding; ``open_separator`` decides
+    when it applies. Its segment and overlap are the model's defaults, fixed.
+
+    Args:
+        model: the loaded runtime.
+        name: the display name used for output folders (as ``hub.resolve`` gives it).
+    """
+
+    def __init__(self, model: LiteUNet, name: str) -> None:
+        self.model, self.name = model, name
+
+    @property
+    def sources(self) -> list[str]:
+        return self.model.sources
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.model.channels
+
+    def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
+                         report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+        from stemforge.lite import separate_blocks
+
+        return separate_blocks(self.model, blocks, groups, report)
+
+
+#: ``Separator``'s engine options at their defaults: the only ones ``LiteSeparator`` reproduces.
+_LITE_DEFAULTS = {"segment": None, "overlap": 0.25, "shifts": 0, "batch_size": 1, "device": "cpu", "precision": "fp32",
+                  "wiener": 0}
+
+
+def open_separator(model: str | Path | StemModel = DEFAULT_MODEL, *, backend: str = "auto",
+                   **options: object) -> FileSeparator:
+    """The separator for ``model``: without torch where that gives the same stems, else ``Separator``.
+
+    With ``backend="auto"``, a stemforge ``unet`` checkpoint (``"default"``: the bundled model, another bundled name,
+    or a ``.safetensors`` path) with every engine option at its default (``threads`` may be set) runs on
+    ``LiteSeparator``, which starts without importing torch; anything else, or a file ``stemforge.lite`` does not
+    recognise in full, gets ``Separator`` (which also reports what is wrong with a bad file).
+
+    Args:
+        model: as for ``Separator``.
+        backend: ``"auto"``, or a ``Separator`` backend (``"torch"``, ``"onnx"``, ``"compile"``), used as asked.
+        **options: ``Separator``'s keyword options.
+
+    Returns:
+        A ``LiteSeparator`` or a ``Separator``.
+    """
+    if backend == "auto":
+        lite = _lite_separator(model, options)
+        if lite is not None:
+            return lite
+        backend = "torch"
+    return Separator(model, backend=backend, **options)  # type: ignore[arg-type]
+
+
+def _lite_separator(model: object, options: dict[str, object]) -> LiteSeparator | None:
+    """A ``LiteSeparator`` for ``model`` with ``options``, or None (logged at debug level) where it does not apply."""
+    threads = options.get("threads")
+    if any(options.get(key, value) != value for key, value in _LITE_DEFAULTS.items()) or not (
+            threads is None or (type(threads) is int and threads >= 1)) or set(options) - {*_LITE_DEFAULTS, "threads", "seed"}:
+        return None
+    if not isinstance(model, (str, Path)):
+        return None
+    text = str(model)
+    if text in catalogue.BUNDLED:  # "default" and the other bundled models, named as hub.resolve names them
+        path, name = bundled_checkpoint(text), text
+    elif Path(text).suffix == ".safetensors":
+        path = Path(text).expanduser()
+        path, name = (path, path.stem) if path.is_file() else (None, "")
+    else:
+        return None
+    if path is None:
+        return None
+    from stemforge.lite import LiteUNet, Unsupported
+
+    try:
+        runtime = LiteUNet(path, threads=threads)  # type: ignore[arg-type]
+    except Unsupported as exc:
+        log.debug("the torch path runs %s: %s", text, exc)
+        return None
+    return LiteSeparator(runtime, name)
 
 
 class _Prefetch:

@@ -57,7 +57,13 @@ def add_separation_arguments(p: argparse.ArgumentParser, separate: bool = False)
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="bf16: autocast on CUDA; int8: CPU fast path, int8 Linear layers inside Transformer blocks "
                         "(RoFormer, HTDemucs; close to but not equal to fp32, see README Speed)")
-    p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
+    if separate:
+        p.add_argument("--backend", choices=("auto", "torch", "onnx", "compile"), default="auto",
+                       help="inference backend (default auto: a plain U-Net such as the bundled model with default "
+                            "engine options runs on numpy and onnxruntime without loading torch, the same stems "
+                            "sooner; anything else on torch)")
+    else:
+        p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
     p.add_argument("--wiener", type=int, default=0, metavar="N",
                    help="multichannel Wiener EM post-filter iterations for spectrogram networks (default 0: off)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
@@ -149,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     tracks, results = _inputs(args.inputs)
     if not tracks:
         return 1
-    separator = _separator(args)
+    separator = _separator(args, lite=True)
     tracks = _check_collisions(separator, output, tracks)
     total = len(tracks) + len(results)  # inputs named, readable or not
     failed, skipped = len(results), 0
@@ -270,17 +276,23 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _separator(args: argparse.Namespace):  # -> stemforge.separate.Separator (imported here: torch)
-    """The ``Separator`` the flags ask for; without ``-n``, the best model available (``stemforge.hub.best_model``)."""
-    from stemforge.separate import Separator
+def _separator(args: argparse.Namespace, lite: bool = False):  # -> stemforge.separate.FileSeparator
+    """The separator the flags ask for; without ``-n``, the best model available (``stemforge.hub.best_model``).
+
+    With ``lite`` and ``--backend auto``, ``stemforge.separate.open_separator`` may pick the torch-free runtime;
+    otherwise (and for NI Stems files, which need the torch ``Separator``) ``auto`` means torch.
+    """
+    from stemforge.separate import Separator, open_separator
 
     if args.name is None:
         from stemforge.hub import best_model
 
         args.name = best_model(offline=args.offline, progress=not (args.quiet or args.json))
-    return Separator(args.name, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
-                     batch_size=args.batch_size, device=args.device, precision=args.precision,
-                     threads=args.threads, backend=args.backend, wiener=args.wiener)
+    options = dict(segment=args.segment, overlap=args.overlap, shifts=args.shifts, batch_size=args.batch_size,
+                   device=args.device, precision=args.precision, threads=args.threads, wiener=args.wiener)
+    if lite:
+        return open_separator(args.name, backend=args.backend, **options)
+    return Separator(args.name, backend="torch" if args.backend == "auto" else args.backend, **options)
 
 
 def run_stem_files(args: argparse.Namespace) -> int:

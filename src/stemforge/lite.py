@@ -1,0 +1,567 @@
+"""Torch-free runtime for plain U-Net checkpoints (the bundled default model): numpy STFT, onnxruntime network.
+
+``import torch`` alone takes 1.4-2.3 s on a small machine, longer than the whole wait the user should have for the
+first separated audio (issue #18). This module runs the bundled U-Net (``models.unet.UNetSeparator``) and the
+engine's overlap-add (``engine.OverlapAdd``) without torch, giving the same stems to float32 rounding:
+
+    blocks (groups, channels, n) --cut as engine.OverlapAdd cuts (the model's 10 s segment, 25 % overlap,
+    triangular cross-fades)--> segment (channels, W)
+    --STFT (numpy; dsp.spectral.stft: periodic Hann, centred, zero padded)--> spec (channels, frames, bins)
+    --|spec| of the lowest max_bins bins, log1p, per-bin shift and scale (FrequencyNorm)--> x (channels, F', N')
+    --U-Net as an ONNX graph (onnxruntime), built in memory from the checkpoint's weights--> logits
+    --softmax over stems, top bin repeated up to Nyquist--> masks --masks x spec, iSTFT (numpy)--> stems
+
+``stemforge.separate.open_separator`` uses it only where it gives the torch path's result (a ``unet``
+checkpoint on the CPU, fp32, no shifts, no Wiener filter, default segment and overlap); anything this module
+does not recognise in full raises ``Unsupported`` and takes the torch path, which also reports bad files.
+
+What is read: the checkpoint only, through safetensors' numpy loader (tensors and a JSON header, no pickle),
+its weights checked against the ``weights_sha256`` in its header exactly as ``stemforge.checkpoint`` checks
+them. The ONNX graph is built with ``onnx.helper`` (BatchNorm folded into the encoder's convolutions; the
+decoder's BatchNorm, which follows its ReLU, is a per-channel scale and shift) and handed to onnxruntime as
+bytes; it never touches the disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+#: ``stemforge.checkpoint.FORMAT`` and its header key (tests check they agree).
+FORMAT = "stemforge-checkpoint/1"
+HEADER_KEY = "stemforge"
+ARCHITECTURE = "unet"
+#: ``models.unet.UNetConfig``'s fields (tests check they agree): a checkpoint with others takes the torch path.
+CONFIG_FIELDS = frozenset({"sources", "sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
+                           "base_channels", "dropout"})
+#: ``UNetSeparator.default_segment`` (seconds) and ``EngineOptions.overlap``'s default.
+SEGMENT = 10.0
+OVERLAP = 0.25
+#: torch.nn.BatchNorm2d's epsilon, the encoder's LeakyReLU slope, and the U-Net's kernel sizes.
+BN_EPS = 1e-5
+LEAKY_SLOPE = 0.2
+KERNEL, HEAD_KERNEL = 5, 3
+OPSET, IR_VERSION = 17, 8
+
+#: numpy dtype -> the name ``checkpoint.weights_sha256`` hashes (``str(torch_tensor.dtype)``).
+_TORCH_DTYPE_NAMES = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
+                      "int64": "torch.int64", "int32": "torch.int32", "int16": "torch.int16", "int8": "torch.int8",
+                      "uint8": "torch.uint8", "bool": "torch.bool"}
+
+
+class Unsupported(Exception):
+    """This checkpoint (or these options) needs the torch path; the message says why (logged at debug level)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetSpec:
+    """The settings of a ``unet`` checkpoint that the runtime needs (``models.unet.UNetConfig`` less dropout)."""
+
+    sources: tuple[str, ...]
+    sample_rate: int
+    channels: int
+    n_fft: int
+    hop: int
+    max_bins: int
+    depth: int
+    base_channels: int
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels at each encoder level, input first (as ``UNetSeparator``)."""
+        return [self.channels] + [self.base_channels * 2**i for i in range(self.depth)]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every weight's name and shape in a checkpoint of this U-Net (``UNetSeparator.state_dict()``)."""
+        widths, out = self.widths, {"norm.shift": (self.max_bins, 1), "norm.scale": (self.max_bins, 1)}
+
+        def level(prefix: str, weight: tuple[int, ...], channels: int) -> None:
+            out[f"{prefix}.conv.weight"], out[f"{prefix}.conv.bias"] = weight, (channels,)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{prefix}.norm.{name}"] = (channels,)
+            out[f"{prefix}.norm.num_batches_tracked"] = ()
+
+        for i in range(self.depth):
+            level(f"down.{i}", (widths[i + 1], widths[i], KERNEL, KERNEL), widths[i + 1])
+        for j, lvl in enumerate(reversed(range(self.depth))):
+            cin = widths[lvl + 1] * (1 if lvl == self.depth - 1 else 2)
+            cout = widths[lvl] if lvl > 0 else self.base_channels
+            level(f"up.{j}", (cin, cout, KERNEL, KERNEL), cout)
+        outputs = len(self.sources) * self.channels
+        out["head.weight"] = (outputs, self.base_channels + self.channels, HEAD_KERNEL, HEAD_KERNEL)
+        out["head.bias"] = (outputs,)
+        return out
+
+
+def weights_sha256(state: dict[str, np.ndarray]) -> str:
+    """``stemforge.checkpoint.weights_sha256`` of numpy arrays: names, dtypes, shapes and bytes, in name order.
+
+    Args:
+        state: weight name -> array (as safetensors' numpy loader returns them).
+
+    Returns:
+        The hex digest a checkpoint of these weights records.
+
+    Raises:
+        Unsupported: a dtype without a torch twin here.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        array = np.asarray(state[name])  # not ascontiguousarray: it turns 0-d arrays into 1-d ones
+        dtype = _TORCH_DTYPE_NAMES.get(array.dtype.name)
+        if dtype is None or array.dtype.byteorder == ">":
+            raise Unsupported(f"weight {name} has dtype {array.dtype}")
+        digest.update(name.encode())
+        digest.update(dtype.encode())
+        digest.update(str(tuple(array.shape)).encode())
+        digest.update(array.tobytes())  # C order whatever the strides
+    return digest.hexdigest()
+
+
+def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndarray]]:
+    """A ``unet`` checkpoint's settings and weights, without torch, verified as ``checkpoint.load_checkpoint`` does.
+
+    Args:
+        path: a stemforge ``.safetensors`` checkpoint.
+
+    Returns:
+        (its settings, weight name -> float32 / int64 array).
+
+    Raises:
+        Unsupported: anything short of a well-formed ``unet`` checkpoint whose weights match their hash (the torch
+            path then loads it, or reports what is wrong in its own one-line error).
+    """
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as handle:
+            header = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+        meta = json.loads(header[HEADER_KEY])
+    except Exception as exc:  # any failure: the torch path reads the file again and says what is wrong
+        raise Unsupported(f"{path}: not readable here ({type(exc).__name__})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("architecture") != ARCHITECTURE:
+        raise Unsupported(f"{path}: not a stemforge {ARCHITECTURE} checkpoint")
+    config = meta.get("config")
+    if not isinstance(config, dict) or set(config) != CONFIG_FIELDS:
+        raise Unsupported(f"{path}: config fields differ from this runtime's U-Net")
+    try:
+        spec = UNetSpec(sources=tuple(str(s) for s in config["sources"]),
+                        **{f: config[f] for f in ("sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
+                                                  "base_channels")})
+    except TypeError as exc:
+        raise Unsupported(f"{path}: malformed config") from exc
+    ints = (spec.sample_rate, spec.channels, spec.n_fft, spec.hop, spec.max_bins, spec.depth, spec.base_channels)
+    if (not all(type(v) is int and v > 0 for v in ints) or not spec.sources or spec.n_fft % spec.hop
+            or spec.hop > spec.n_fft // 2 or spec.max_bins % 2**spec.depth or spec.max_bins > spec.n_fft // 2 + 1):
+        raise Unsupported(f"{path}: settings outside what this runtime reproduces")
+    expected = spec.shapes()
+    if set(state) != set(expected) or any(state[k].shape != v for k, v in expected.items()):
+        raise Unsupported(f"{path}: weights do not match the U-Net its config describes")
+    if any(state[k].dtype != (np.int64 if k.endswith("num_batches_tracked") else np.float32) for k in state):
+        raise Unsupported(f"{path}: weights are not float32")
+    if weights_sha256(state) != meta.get("weights_sha256"):
+        raise Unsupported(f"{path}: weights do not match their recorded sha256")
+    return spec, state
+
+
+def _batchnorm(state: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNorm at ``prefix`` as ``x * scale + shift``, per channel (float64 for folding)."""
+    variance = state[f"{prefix}.running_var"].astype(np.float64)
+    scale = state[f"{prefix}.weight"].astype(np.float64) / np.sqrt(variance + BN_EPS)
+    shift = state[f"{prefix}.bias"] - state[f"{prefix}.running_mean"].astype(np.float64) * scale
+    return scale, shift
+
+
+def build_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
+    """``UNetSeparator.network`` after its ``FrequencyNorm`` as a serialised ONNX graph (opset 17).
+
+    Args:
+        spec: the U-Net's settings.
+        state: its weights (``read_unet``).
+
+    Returns:
+        The graph, input ``x`` (batch, channels, max_bins, frames) with frames a multiple of 2**depth, output
+        ``logits`` (batch, sources * channels, max_bins, frames).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list[Any] = []
+    weights: list[Any] = []
+
+    def const(name: str, array: np.ndarray) -> str:
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    pads, stride = [KERNEL // 2] * 4, [2, 2]
+    x, skips = "x", ["x"]
+    for i in range(spec.depth):  # Conv -> BatchNorm (folded) -> LeakyReLU
+        p = f"down.{i}"
+        scale, shift = _batchnorm(state, f"{p}.norm")
+        weight = state[f"{p}.conv.weight"] * scale[:, None, None, None]
+        bias = state[f"{p}.conv.bias"] * scale + shift
+        x = node("Conv", [x, const(f"{p}.w", weight), const(f"{p}.b", bias)], f"{p}.conv",
+                 kernel_shape=[KERNEL, KERNEL], strides=stride, pads=pads)
+        x = node("LeakyRelu", [x], f"{p}.out", alpha=LEAKY_SLOPE)
+        skips.append(x)
+    skips.pop()  # the deepest output is the decoder's input, not a skip
+    for j in range(spec.depth):  # ConvTranspose -> ReLU -> BatchNorm (scale, shift) -> concat with the skip
+        p = f"up.{j}"
+        scale, shift = _batchnorm(state, f"{p}.norm")
+        x = node("ConvTranspose", [x, const(f"{p}.w", state[f"{p}.conv.weight"]), const(f"{p}.b", state[f"{p}.conv.bias"])],
+                 f"{p}.conv", kernel_shape=[KERNEL, KERNEL], strides=stride, pads=pads, output_padding=[1, 1])
+        x = node("Relu", [x], f"{p}.relu")
+        x = node("Mul", [x, const(f"{p}.scale", scale.reshape(1, -1, 1, 1))], f"{p}.scaled")
+        x = node("Add", [x, const(f"{p}.shift", shift.reshape(1, -1, 1, 1))], f"{p}.norm")
+        x = node("Concat", [x, skips.pop()], f"{p}.out", axis=1)
+    node("Conv", [x, const("head.w", state["head.weight"]), const("head.b", state["head.bias"])], "logits",
+         kernel_shape=[HEAD_KERNEL, HEAD_KERNEL], pads=[HEAD_KERNEL // 2] * 4)
+    outputs = len(spec.sources) * spec.channels
+    graph = helper.make_graph(
+        nodes, "stemforge-unet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", spec.channels, spec.max_bins, "frames"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", outputs, spec.max_bins, "frames"])],
+        weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")
+    model.ir_version = IR_VERSION
+    return model.SerializeToString()
+
+
+def hann_window(n_fft: int) -> np.ndarray:
+    """(n_fft,) float32 periodic Hann window (``torch.hann_window(n_fft, periodic=True)``)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def stft(x: np.ndarray, n_fft: int, hop: int, window: np.ndarray, out: np.ndarray | None = None,
+         scratch: np.ndarray | None = None) -> np.ndarray:
+    """``dsp.spectral.stft`` in numpy, frame-major.
+
+    Args:
+        x: (..., time) float32.
+        n_fft: FFT size (the window's length).
+        hop: hop length.
+        window: (n_fft,) analysis window.
+        out: optional (..., frames, n_fft // 2 + 1) complex64 array to write the result to.
+        scratch: optional (..., frames, n_fft) float32 array for the windowed frames (overwritten).
+
+    Returns:
+        (..., frames, n_fft // 2 + 1) complex64 with frames = time // hop + 1: centred frames, the signal zero
+        padded by n_fft // 2 on both sides (``torch.stft(center=True, pad_mode="constant")`` transposed).
+    """
+    half = n_fft // 2
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)])
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :]
+    windowed = np.multiply(frames, window, out=scratch, dtype=np.float32)
+    if out is None:
+        out = np.empty((*windowed.shape[:-1], half + 1), np.complex64)
+    return np.fft.rfft(windowed, axis=-1, out=out)
+
+
+def istft(spec: np.ndarray, length: int, n_fft: int, hop: int, window: np.ndarray,
+          scratch: np.ndarray | None = None) -> np.ndarray:
+    """``dsp.spectral.istft`` in numpy: the exact inverse of ``stft`` (hop must divide n_fft).
+
+    Args:
+        spec: (batch, frames, n_fft // 2 + 1) complex64, frame-major as ``stft`` returns it.
+        length: output samples.
+        n_fft: FFT size.
+        hop: hop length, dividing ``n_fft``.
+        window: (n_fft,) the analysis window.
+        scratch: optional (batch, frames, n_fft) float32 array for the inverse FFT (overwritten).
+
+    Returns:
+        (batch, length) float32: windowed overlap-add divided by the summed squared window.
+    """
+    batch, frames, _ = spec.shape
+    k = n_fft // hop
+    wave = np.fft.irfft(spec, n=n_fft, axis=-1, out=scratch)  # (batch, frames, n_fft)
+    wave *= window
+    pieces = wave.reshape(batch, frames, k, hop)
+    out = np.zeros((batch, frames + k - 1, hop), np.float32)
+    for j in range(k):  # frame f's j-th hop-long piece lands on output block f + j
+        out[:, j:j + frames] += pieces[:, :, j]
+    start = n_fft // 2
+    out = out.reshape(batch, -1)[:, start:start + length]
+    out /= _envelope(n_fft, hop, frames, window.tobytes())[start:start + length]
+    if out.shape[-1] < length:
+        out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _envelope(n_fft: int, hop: int, frames: int, window: bytes) -> np.ndarray:
+    """The summed squared window of ``frames`` overlap-added frames (every segment has the same)."""
+    k = n_fft // hop
+    taps = np.square(np.frombuffer(window, np.float32)).reshape(k, hop)
+    envelope = np.zeros((frames + k - 1, hop), np.float32)
+    for j in range(k):
+        envelope[j:j + frames] += taps[j]
+    return envelope.reshape(-1)
+
+
+class LiteUNet:
+    """A ``unet`` checkpoint run without torch: ``model(mix) -> stems`` as ``UNetSeparator.forward`` in eval mode.
+
+    Args:
+        path: a stemforge ``unet`` checkpoint.
+        threads: onnxruntime's intra-op threads (None: its default, one per physical core, as torch).
+
+    Raises:
+        Unsupported: the checkpoint is not one this runtime reproduces, onnx / onnxruntime are missing, or numpy
+            is older than 2.0.
+    """
+
+    segment_seconds = SEGMENT
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        if int(np.__version__.split(".")[0]) < 2:  # numpy 1.x has no float32 FFTs and no out= for them
+            raise Unsupported(f"numpy {np.__version__} is older than 2.0")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise Unsupported("onnxruntime is not installed") from exc
+        self.path = Path(path)
+        self.spec, state = read_unet(path)
+        try:
+            graph = build_graph(self.spec, state)
+        except ImportError as exc:
+            raise Unsupported("onnx is not installed") from exc
+        self.shift, self.scale = state["norm.shift"], state["norm.scale"]  # (max_bins, 1) each
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings are not the user's business
+        # No spin-waiting between operators: on shared or busy cores it only takes time from the work (the first
+        # segment came out 0.1-0.2 s later with it at load 4-5 on 2 cores); each operator here runs for milliseconds.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # an onnxruntime that cannot run this graph: the torch path can
+            raise Unsupported(f"onnxruntime cannot run the graph ({type(exc).__name__}: {exc})") from exc
+        self.window = hann_window(self.spec.n_fft)
+        self._work_key: tuple[int, int, int] | None = None
+        self._work: dict[str, Any] = {}
+        #: Threads synthesising stems side by side (the network has onnxruntime's own).
+        self.lanes = max(1, min(len(self.spec.sources), threads or os.cpu_count() or 1, 2))
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = concurrent.futures.ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="stemforge-lite")
+        return self._threads
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.spec.sources)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    def __call__(self, mix: np.ndarray) -> np.ndarray:
+        """Separate a batch.
+
+        Args:
+            mix: (batch, channels, time) float32.
+
+        Returns:
+            (batch, sources, channels, time) float32.
+        """
+        cfg = self.spec
+        batch, channels, length = mix.shape
+        sources, bins = len(cfg.sources), cfg.max_bins
+        frames, full = length // cfg.hop + 1, cfg.n_fft // 2 + 1
+        # Every segment has the same shape: its buffers are made (and their pages faulted in) once.
+        work = self._workspace(batch, channels, frames)
+        spec = work["spec"]  # (B, C, N, F)
+
+        split = min(self.lanes, channels)
+
+        def analyse(lane: int) -> None:  # the STFT of some of the channels
+            part = slice(lane * channels // split, (lane + 1) * channels // split)
+            stft(mix[:, part], cfg.n_fft, cfg.hop, self.window, out=spec[:, part], scratch=work["frames"][:, part])
+
+        self._side_by_side(analyse, split)
+        padded = -(-frames // 2**cfg.depth) * 2**cfg.depth  # zero frames up to a multiple of 2**depth, as in torch
+        x = work["x"]
+        with np.errstate(over="ignore", invalid="ignore"):  # see _quietly
+            x[..., frames:] = 0
+            np.abs(spec[..., :bins].transpose(0, 1, 3, 2), out=x[..., :frames])
+            np.log1p(x, out=x)  # FrequencyNorm, padding frames included (as in torch)
+            np.add(x, self.shift, out=x)
+            np.multiply(x, self.scale, out=x)
+            logits = self.session.run(None, {"x": x})[0].reshape(batch, sources, channels, bins, padded)[..., :frames]
+            masks = np.subtract(logits, logits.max(axis=1, keepdims=True), out=work["masks"])  # softmax over stems
+            np.exp(masks, out=masks)
+            masks *= np.reciprocal(masks.sum(axis=1, keepdims=True))
+        masks = masks.transpose(0, 1, 2, 4, 3)  # (B, S, C, N, F'), like the spectra
+        wave = np.empty((batch, sources, channels, length), np.float32)
+
+        def synthesise(lane: int) -> None:  # one stem at a time per lane: a quarter of the memory
+            stem, scratch = work["stem"][lane], work["frames" if lane == 0 else f"frames{lane}"]
+            for s in range(lane, sources, self.lanes):
+                np.multiply(masks[:, s], spec[..., :bins], out=stem[..., :bins])
+                np.multiply(masks[:, s, ..., -1:], spec[..., bins:], out=stem[..., bins:])  # top bin's mask above
+                wave[:, s] = istft(stem.reshape(-1, frames, full), length, cfg.n_fft, cfg.hop, self.window,
+                                   scratch=scratch.reshape(-1, frames, cfg.n_fft)).reshape(batch, channels, length)
+
+        self._side_by_side(synthesise, self.lanes)
+        return wave
+
+    def _side_by_side(self, work: Callable[[int], None], lanes: int) -> None:
+        """``work(lane)`` for each lane, lane 0 in this thread (numpy's FFTs and ufuncs release the GIL)."""
+        futures = [self._pool().submit(_quietly, work, lane) for lane in range(1, lanes)]
+        try:
+            _quietly(work, 0)
+        finally:
+            for future in futures:
+                future.result()
+
+    def _workspace(self, batch: int, channels: int, frames: int) -> dict[str, Any]:
+        """Buffers for segments of this shape, kept for the next one (the last shape only)."""
+        key = (batch, channels, frames)
+        if self._work_key != key:
+            cfg = self.spec
+            padded = -(-frames // 2**cfg.depth) * 2**cfg.depth
+            self._work = {
+                "frames": np.empty((batch, channels, frames, cfg.n_fft), np.float32),
+                "spec": np.empty((batch, channels, frames, cfg.n_fft // 2 + 1), np.complex64),
+                "x": np.empty((batch, channels, cfg.max_bins, padded), np.float32),
+                "masks": np.empty((batch, len(cfg.sources), channels, cfg.max_bins, frames), np.float32),
+                "stem": [np.empty((batch, channels, frames, cfg.n_fft // 2 + 1), np.complex64) for _ in range(self.lanes)],
+                **{f"frames{lane}": np.empty((batch, channels, frames, cfg.n_fft), np.float32)
+                   for lane in range(1, self.lanes)},
+            }
+            self._work_key = key
+        return self._work
+
+
+def _quietly(work: Callable[[int], None], lane: int) -> None:
+    """``work(lane)`` without numpy's overflow warnings, in any thread (``np.errstate`` is per thread): an absurd
+    input (samples near 1e38) gives non-finite stems, which ``stemforge.separate`` reports in one line, as the
+    torch path does, instead of a warning per operation."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        work(lane)
+
+
+def triangle_weights(length: int) -> np.ndarray:
+    """(length,) cross-fade weights peaking mid-segment (``engine.triangle_weights``)."""
+    ramp = np.arange(1, length + 1, dtype=np.float32)
+    return np.minimum(ramp, ramp[::-1]) / max(1.0, math.ceil(length / 2))
+
+
+class OverlapAdd:
+    """``engine.OverlapAdd`` for one segment per model call and no shifts, without torch.
+
+    Segments of ``segment`` samples start every ``stride`` samples; each output is weighted by a triangular
+    window and the sum divided by the summed weights; a block is handed out as soon as no later segment can
+    touch it.
+
+    Args:
+        model: (n, channels, W) -> (n, sources, channels, W), e.g. a ``LiteUNet``.
+        groups: independent signals separated side by side.
+        channels: the model's channels.
+        sources: the model's stem count.
+        segment: segment length in samples.
+        overlap: fraction of a segment shared with the next one.
+    """
+
+    def __init__(self, model: Callable[[np.ndarray], np.ndarray], groups: int, channels: int, sources: int,
+                 segment: int, overlap: float = OVERLAP) -> None:
+        self.model, self.groups, self.channels, self.sources = model, groups, channels, sources
+        self.segment = max(1, segment)
+        self.stride = max(1, int(round(self.segment * (1 - overlap))))
+        self.weights = triangle_weights(self.segment)
+        self.in_start, self.inbuf = 0, np.zeros((groups, channels, 0), np.float32)
+        self.out_start = 0
+        self.outbuf = np.zeros((groups, sources, channels, 0), np.float32)
+        self.wsum = np.zeros(0, np.float32)
+        self.next_segment = 0
+        self.received = 0
+
+    def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        """Feed (groups, channels, n); yields finished (groups, sources, channels, m) blocks."""
+        if block.shape[:2] != (self.groups, self.channels):
+            raise ValueError(f"expected blocks of shape ({self.groups}, {self.channels}, n), got {block.shape}")
+        self.inbuf = np.concatenate([self.inbuf, block.astype(np.float32, copy=False)], axis=-1)
+        self.received += block.shape[-1]
+        while self.in_start + self.inbuf.shape[-1] - self.segment >= self.next_segment:
+            yield from self._run(final=False)
+
+    def finish(self) -> Iterator[np.ndarray]:
+        """Flush at end of input; yields the remaining output, exactly the samples received in all."""
+        while self.next_segment < self.received:
+            yield from self._run(final=True)
+        if self.out_start < self.received:
+            yield self._emit(self.received)
+
+    def _run(self, final: bool) -> Iterator[np.ndarray]:
+        start = self.next_segment
+        self.next_segment += self.stride
+        lo = start - self.in_start
+        window = self.inbuf[..., lo:lo + self.segment]
+        if window.shape[-1] < self.segment:  # the end of the signal: zeros beyond it
+            window = np.pad(window, ((0, 0), (0, 0), (0, self.segment - window.shape[-1])))
+        result = self.model(window)  # (groups, sources, channels, segment)
+        missing = start + self.segment - (self.out_start + self.outbuf.shape[-1])
+        if missing > 0:
+            self.outbuf = np.concatenate([self.outbuf, np.zeros((*self.outbuf.shape[:-1], missing), np.float32)], axis=-1)
+            self.wsum = np.concatenate([self.wsum, np.zeros(missing, np.float32)])
+        at = start - self.out_start
+        self.outbuf[..., at:at + self.segment] += result * self.weights
+        self.wsum[at:at + self.segment] += self.weights
+        done = min(self.next_segment, self.received) if final else self.next_segment
+        if done > self.out_start:
+            yield self._emit(done)
+        if self.next_segment > self.in_start:
+            self.inbuf = self.inbuf[..., self.next_segment - self.in_start:]
+            self.in_start = self.next_segment
+
+    def _emit(self, upto: int) -> np.ndarray:
+        n = upto - self.out_start
+        block = self.outbuf[..., :n] / np.maximum(self.wsum[:n], 1e-8)
+        self.outbuf, self.wsum, self.out_start = self.outbuf[..., n:], self.wsum[n:], upto
+        return block
+
+
+def separate_blocks(model: LiteUNet, blocks: Iterable[np.ndarray], groups: int,
+                    on_output: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """``engine.separate_blocks`` with the default options, for a ``LiteUNet``.
+
+    Args:
+        model: the runtime.
+        blocks: (groups, channels, n) input blocks at the model's rate.
+        groups: independent signals separated side by side.
+        on_output: called with each output block's length.
+
+    Returns:
+        An iterator of (groups, sources, channels, m) output blocks, as many samples in all as came in.
+    """
+    engine = OverlapAdd(model, groups, model.channels, len(model.sources),
+                        int(round(model.segment_seconds * model.sample_rate)))
+    for block in blocks:
+        for out in engine.push(block):
+            if on_output:
+                on_output(out.shape[-1])
+            yield out
+    for out in engine.finish():
+        if on_output:
+            on_output(out.shape[-1])
+        yield out
