@@ -12,7 +12,8 @@ shared machine move with its load, so ratios are measured side by side in the sa
 * throughput on four one-minute files: one model thread, ``--threads N``, and ``batch --workers N`` (N files at once,
   one thread each);
 * CLI start: ``stemforge --help``, and the time from launch to the first separated audio of the default model;
-* ``python -c "import torch"`` alone (the part of the first-audio time no change in stemforge can remove);
+* ``python -c "import torch"`` alone (what the torch path's first audio cannot go below; the default model's
+  torch-free path does not import torch);
 * published HTDemucs (the released architecture with random weights, through demucs' own package format):
   ours vs demucs' ``apply_model`` on the same chunks (max difference and speed ratio), and the opt-in fast path
   ``--precision int8`` (``engine.int8_transformers``) with its SDR against the exact output;
@@ -123,13 +124,14 @@ def first_audio(song: Path, out: Path, *options: str) -> float:
 
 
 def cli_rows(song: Path, work: Path, seconds: float, threads: int, baseline: Path | None) -> None:
-    runs = [("default", SRC, ""), ("classical", SRC, "")]
+    """The default model on both of its paths (torch-free, ``--backend torch``) in turn, twice, then classical."""
+    lite, torch_path = ("default", SRC, [], " (torch-free)"), ("default", SRC, ["--backend", "torch"], " --backend torch")
+    runs = [lite, torch_path, lite, torch_path, ("classical", SRC, [], "")]
     if baseline is not None:  # the same command from an older checkout's src/, alternating with ours
-        runs = [("default", baseline, " (baseline src)"), ("default", SRC, ""), ("default", baseline, " (baseline src)"),
-                ("default", SRC, "")]
-    for i, (name, src, label) in enumerate(runs):
+        runs = [("default", baseline, [], " (baseline src)"), lite, ("default", baseline, [], " (baseline src)"), lite]
+    for i, (name, src, extra, label) in enumerate(runs):
         wall, cpu, rss = run_cli(["separate", str(song), "-n", name, "-o", str(work / f"{name}{i}"), "--threads",
-                                  str(threads)], src)
+                                  str(threads), *extra], src)
         row(f"`stemforge separate -n {name}`{label}, {seconds / 60:.0f}-min song, end to end",
             f"**{seconds / wall:.1f}x** real time ({wall:.1f} s wall, {cpu:.1f} s CPU), peak RSS {rss:.0f} MB")
 
@@ -196,7 +198,7 @@ def start_rows(song: Path, work: Path) -> None:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch"], check=True)
         imports.append(time.perf_counter() - start)
-    row("`python -c 'import torch'` (part of the row above)", f"median {statistics.median(imports):.2f} s "
+    row("`python -c 'import torch'` (the torch path's floor in the row above)", f"median {statistics.median(imports):.2f} s "
         f"(min {min(imports):.2f})", "3 fresh processes")
 
 
