@@ -25,7 +25,7 @@ import re
 import string
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -113,24 +113,26 @@ class OutputOptions:
 class FileSeparator:
     """What every separator shares, without torch: output names, the streaming file pipeline, atomic writes.
 
-    Subclasses give ``name``, ``sources``, ``sample_rate``, ``channels`` and ``_separate_blocks`` (the model
-    and its overlap-add engine); everything from decoding to publishing the stems is here, once.
+    Subclasses give ``name``, ``model`` (anything with ``sources``, ``sample_rate`` and ``channels``: a
+    ``StemModel`` or a ``lite.LiteUNet``) and ``_separate_blocks`` (the model and its overlap-add engine);
+    everything from decoding to publishing the stems is here, once.
     """
 
     name: str
+    model: Any
 
     @property
     def sources(self) -> list[str]:
-        raise NotImplementedError
+        return self.model.sources
 
     @property
     def sample_rate(self) -> int:
-        raise NotImplementedError
+        return self.model.sample_rate
 
     @property
     def channels(self) -> int:
         """The model's channels (a file's channels are mapped to groups of these by ``layout.ChannelPlan``)."""
-        raise NotImplementedError
+        return self.model.channels
 
     def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
                          report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
@@ -415,18 +417,6 @@ class Separator(FileSeparator):
 
             self.model = load_backend(self.model, backend)
 
-    @property
-    def sources(self) -> list[str]:
-        return self.model.sources
-
-    @property
-    def sample_rate(self) -> int:
-        return self.model.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.model.channels
-
     def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
                          report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
         from stemforge.engine import separate_blocks
@@ -467,18 +457,6 @@ class LiteSeparator(FileSeparator):
 
     def __init__(self, model: LiteUNet, name: str) -> None:
         self.model, self.name = model, name
-
-    @property
-    def sources(self) -> list[str]:
-        return self.model.sources
-
-    @property
-    def sample_rate(self) -> int:
-        return self.model.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.model.channels
 
     def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
                          report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
