@@ -429,3 +429,26 @@ def test_ray_killed_worker_is_retried_and_every_good_track_completes(
     assert (report["done"], report["failed"]) == (5, 1), report
     assert killed[0] not in {int(t["worker"].rsplit(":", 1)[1]) for t in report["inputs"] if "worker" in t}
     assert files(out) == reference
+
+
+def test_the_bundled_model_runs_torch_free_in_workers_and_writes_what_separate_writes(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from stemforge.batch.worker import separator_for
+    from stemforge.separate import LiteSeparator, OutputOptions, Separator
+
+    output = OutputOptions(directory=str(tmp_path))
+    assert isinstance(separator_for(SeparationSpec(model="default", output=output)), LiteSeparator)
+    assert isinstance(separator_for(SeparationSpec(model="default", output=output, backend="torch")), Separator)
+    assert isinstance(separator_for(SeparationSpec(model="default", output=output, shifts=1)), Separator)
+
+    library = tmp_path / "library"
+    library.mkdir()
+    audio.save(library / "song.wav", toy_mix(2.5, seed=3), SR, bits=16)
+    assert main(["separate", str(library / "song.wav"), "-o", str(tmp_path / "separate"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["batch", str(library), "-o", str(tmp_path / "batch"), "--workers", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["done"] == 1
+    written = files(tmp_path / "batch")
+    assert {k: v for k, v in written.items() if k.endswith(".wav")} == files(tmp_path / "separate")
+    assert len([k for k in written if k.endswith(".wav")]) == 4

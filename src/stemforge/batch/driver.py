@@ -214,12 +214,14 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
     Raises:
         StemforgeError: the model or options are unusable, or two tracks would write the same file.
     """
-    from stemforge.separate import Separator
+    from stemforge.separate import open_separator
 
     started = time.perf_counter()
     spec.output.validate()
-    separator = Separator(spec.model, segment=spec.segment, overlap=spec.overlap, shifts=spec.shifts,
-                          batch_size=spec.batch_size, precision=spec.precision, backend="torch", wiener=spec.wiener)
+    # The driver only plans (names, stems, rates); "auto" keeps it torch-free where the workers are.
+    separator = open_separator(spec.model, segment=spec.segment, overlap=spec.overlap, shifts=spec.shifts,
+                               batch_size=spec.batch_size, precision=spec.precision,
+                               backend="auto" if spec.backend == "auto" else "torch", wiener=spec.wiener)
     outcomes: dict[TrackJob, TrackOutcome] = {}
     with ManifestStore(spec.output.directory) as store:
         model_file = Path(spec.model)

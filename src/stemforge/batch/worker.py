@@ -36,7 +36,7 @@ class SeparationSpec:
     batch_size: int = 1
     device: str = "cpu"
     precision: str = "fp32"
-    backend: str = "torch"
+    backend: str = "auto"  # stemforge.separate.open_separator: torch-free for a plain U-Net
     wiener: int = 0
     threads: int = 1
 
@@ -55,23 +55,24 @@ class TrackJob:
     filename: str
 
 
-def separator_for(spec: SeparationSpec):  # -> stemforge.separate.Separator
-    """The ``Separator`` for ``spec``, loaded once per process.
+def separator_for(spec: SeparationSpec):  # -> stemforge.separate.FileSeparator
+    """The separator for ``spec`` (``stemforge.separate.open_separator``), loaded once per process.
 
     Args:
         spec: model and engine settings.
 
     Returns:
-        A ``stemforge.separate.Separator``.
+        A ``stemforge.separate.FileSeparator``: the torch-free ``LiteSeparator`` where ``backend`` is ``"auto"`` and
+        it gives the same stems (the bundled model at default settings), else a ``Separator``.
     """
-    from stemforge.separate import Separator
+    from stemforge.separate import open_separator
 
     key = spec.engine_key()
     if key not in _SEPARATORS:
         _SEPARATORS.clear()  # one model in memory per worker
-        _SEPARATORS[key] = Separator(spec.model, segment=spec.segment, overlap=spec.overlap, shifts=spec.shifts,
-                                     batch_size=spec.batch_size, device=spec.device, precision=spec.precision,
-                                     threads=spec.threads, backend=spec.backend, wiener=spec.wiener)
+        _SEPARATORS[key] = open_separator(spec.model, segment=spec.segment, overlap=spec.overlap, shifts=spec.shifts,
+                                          batch_size=spec.batch_size, device=spec.device, precision=spec.precision,
+                                          threads=spec.threads, backend=spec.backend, wiener=spec.wiener)
     return _SEPARATORS[key]
 
 

@@ -57,13 +57,10 @@ def add_separation_arguments(p: argparse.ArgumentParser, separate: bool = False)
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="bf16: autocast on CUDA; int8: CPU fast path, int8 Linear layers inside Transformer blocks "
                         "(RoFormer, HTDemucs; close to but not equal to fp32, see README Speed)")
-    if separate:
-        p.add_argument("--backend", choices=("auto", "torch", "onnx", "compile"), default="auto",
-                       help="inference backend (default auto: a plain U-Net such as the bundled model with default "
-                            "engine options runs on numpy and onnxruntime without loading torch, the same stems "
-                            "sooner; anything else on torch)")
-    else:
-        p.add_argument("--backend", choices=("torch", "onnx", "compile"), default="torch", help="inference backend")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx", "compile"), default="auto",
+                   help="inference backend (default auto: a plain U-Net such as the bundled model with default "
+                        "engine options runs on numpy and onnxruntime without loading torch, the same stems "
+                        "sooner; anything else on torch)")
     p.add_argument("--wiener", type=int, default=0, metavar="N",
                    help="multichannel Wiener EM post-filter iterations for spectrogram networks (default 0: off)")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
