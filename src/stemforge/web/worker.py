@@ -109,10 +109,10 @@ def run_job(store: JobStore, job: Job, settings: WorkerSettings, separators: dic
         store: the job store.
         job: a job this worker has claimed.
         settings: paths, device and limits.
-        separators: model name -> ``Separator``, kept between jobs.
+        separators: model name -> ``stemforge.separate.FileSeparator``, kept between jobs.
     """
     from stemforge.audio import OutputExistsError
-    from stemforge.separate import OutputOptions, Separator
+    from stemforge.separate import OutputOptions, open_separator
 
     pid = os.getpid()
     folder = Path(settings.jobs_dir) / job.id
@@ -133,7 +133,7 @@ def run_job(store: JobStore, job: Job, settings: WorkerSettings, separators: dic
     try:
         separator = separators.get(job.model)
         if separator is None:
-            separator = Separator(job.model, device=settings.device)
+            separator = open_separator(job.model, device=settings.device)  # torch-free for the bundled model
             separators.clear()  # one model in memory per worker
             separators[job.model] = separator
         opts = job.options
