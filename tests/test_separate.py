@@ -266,16 +266,22 @@ def test_stems_are_encoded_in_parallel_and_the_same_as_one_by_one(tmp_path: Path
                                                                   song_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: set[str] = set()
     write = audio.AudioWriter.write
+    together = [None]  # with jobs=4, each stem's first block waits until all four stems are being encoded at once
 
     def spy(self: audio.AudioWriter, block: np.ndarray) -> None:
         if self.fmt == "flac":
-            threads.add(threading.current_thread().name)
+            name = threading.current_thread().name
+            if together[0] is not None and name not in threads:
+                threads.add(name)
+                together[0].wait()  # BrokenBarrierError after 20 s if the stems were encoded one after another
+            threads.add(name)
         write(self, block)
 
     monkeypatch.setattr(audio.AudioWriter, "write", spy)
     one = separator.separate_file(song_file, OutputOptions(directory=tmp_path / "one", fmt="flac", jobs=1))
     assert len(threads) == 1
     threads.clear()
+    together[0] = threading.Barrier(4, timeout=20)
     four = separator.separate_file(song_file, OutputOptions(directory=tmp_path / "four", fmt="flac", jobs=4))
     assert len(threads) == 4 and all(t.startswith("stemforge-encode") for t in threads)
     assert all(one[s].read_bytes() == four[s].read_bytes() for s in one)
