@@ -9,6 +9,7 @@ each payload points at its own canary in ``tmp_path``.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import io
 import json
 import os
@@ -134,7 +135,14 @@ def _roformer_ckpt(folder: Path, payload: object) -> Path:
     return path
 
 
-PICKLE_FORMATS = {"th": _demucs_th, "pth": _openunmix_pth, "ckpt": _roformer_ckpt}
+def _disguised_safetensors(folder: Path, payload: object) -> Path:
+    """A pickle under a checkpoint name: the bundled model's torch-free path (``stemforge.lite``) reads it first."""
+    path = folder / "evil.safetensors"
+    torch.save({"norm.shift": torch.zeros(1), "evil": payload}, path)
+    return path
+
+
+PICKLE_FORMATS = {"th": _demucs_th, "pth": _openunmix_pth, "ckpt": _roformer_ckpt, "safetensors": _disguised_safetensors}
 
 
 def _torchscript(suffix: str) -> Callable[[Path, Path], Path]:
@@ -214,6 +222,8 @@ def _meta_header(meta: object, tensors: dict | None = None) -> bytes:
 
 
 _GOOD_META = {"format": "stemforge-checkpoint/1", "architecture": "unet", "config": {}, "weights_sha256": ""}
+_DEEP_UNET = {"sources": ["a"], "sample_rate": 44100, "channels": 2, "n_fft": 2048, "hop": 512, "max_bins": 512,
+              "depth": 10**15, "base_channels": 8, "dropout": 0.0}
 
 OTHER_FILES: dict[str, Callable[[Path, Path], Path]] = {
     "th-torchscript": _torchscript(".th"),
@@ -234,6 +244,11 @@ OTHER_FILES: dict[str, Callable[[Path, Path], Path]] = {
     "safetensors-dunder-arch": _safetensors_header(_meta_header({**_GOOD_META, "architecture": "__class__"})),
     "safetensors-bad-offsets": _safetensors_header(_meta_header(
         _GOOD_META, {"w": {"dtype": "F32", "shape": [1000000], "data_offsets": [0, 4000000]}})),
+    # a complete unet config with a depth whose 2**depth would not fit in memory: read first by the torch-free path,
+    # then (its empty weights hashed as recorded) built by the torch path: both once hung computing 2**depth
+    "safetensors-unet-depth": _safetensors_header(_meta_header({**_GOOD_META, "config": _DEEP_UNET})),
+    "safetensors-unet-depth-hashed": _safetensors_header(_meta_header(
+        {**_GOOD_META, "config": _DEEP_UNET, "weights_sha256": hashlib.sha256().hexdigest()})),
     "safetensors-onnx-path": _safetensors_header(_meta_header(
         {**_GOOD_META, "architecture": "mdxnet_onnx", "config": {"onnx_path": "/etc/passwd"}})),
 }

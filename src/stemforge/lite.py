@@ -162,7 +162,8 @@ def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndar
         raise Unsupported(f"{path}: malformed config") from exc
     ints = (spec.sample_rate, spec.channels, spec.n_fft, spec.hop, spec.max_bins, spec.depth, spec.base_channels)
     if (not all(type(v) is int and v > 0 for v in ints) or not spec.sources or spec.n_fft % spec.hop
-            or spec.hop > spec.n_fft // 2 or spec.max_bins % 2**spec.depth or spec.max_bins > spec.n_fft // 2 + 1):
+            or spec.hop > spec.n_fft // 2 or spec.depth >= spec.max_bins.bit_length()  # before 2**depth: see UNetConfig
+            or spec.max_bins % 2**spec.depth or spec.max_bins > spec.n_fft // 2 + 1):
         raise Unsupported(f"{path}: settings outside what this runtime reproduces")
     expected = spec.shapes()
     if set(state) != set(expected) or any(state[k].shape != v for k, v in expected.items()):

@@ -32,7 +32,10 @@ class UNetConfig(ModelConfig):
     dropout: float = 0.0  # on the three deepest decoder levels, as in Spleeter
 
     def __post_init__(self) -> None:
-        if self.max_bins % (2**self.depth) or self.max_bins > self.n_fft // 2 + 1:
+        # depth is checked against max_bins' bit length before 2**depth is formed: a checkpoint's config is
+        # untrusted, and 2**(10**15) would hang the loader (any such depth fails the divisibility test anyway).
+        if (not 0 <= self.depth < self.max_bins.bit_length() or self.max_bins % (2**self.depth)
+                or self.max_bins > self.n_fft // 2 + 1):
             raise ValueError(f"max_bins ({self.max_bins}) must divide by 2**depth and fit in n_fft // 2 + 1 bins")
 
 
