@@ -207,6 +207,13 @@ def test_state_with_wrong_values_is_a_clear_error(tmp_path, data):
         train(_config(tmp_path, data, steps=4), resume=True)
 
 
+def test_a_refused_config_prints_its_error_without_a_warm_up_warning(tmp_path, data, caplog):
+    cfg = _config(tmp_path, data, steps=20, **{"optim.warmup_steps": 100, "data.batch_size": 0})
+    with caplog.at_level("WARNING", logger="stemforge"), pytest.raises(StemforgeError, match="batch_size"):
+        Trainer(cfg)
+    assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
+
+
 def test_warmup_longer_than_the_run_is_cut_with_a_warning(tmp_path, data, caplog):
     cfg = _config(tmp_path, data, steps=20, epoch_steps=20, checkpoint_every=20, **{"optim.warmup_steps": 100})
     with caplog.at_level("WARNING", logger="stemforge"):

@@ -197,8 +197,8 @@ class Trainer:
         if resume:
             for line in resume_changes(stored_config(self.out), config, origins):
                 logger.warning(line)
+        config.validate()  # first: a run refused for a bad setting prints its error alone, no warm-up warning
         config = _fit_warmup(config)
-        config.validate()
         self.config = config
         self.resume = resume
         if config.device.startswith("cuda") and not torch.cuda.is_available():
