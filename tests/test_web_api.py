@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -262,7 +263,11 @@ def test_models_server_docs_and_page(live) -> None:
     assert {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/stems/{stem}",
             "/api/jobs/{job_id}/zip", "/api/models", "/api/server"} <= set(paths)
     assert set(paths["/api/jobs/{job_id}"]) == {"get", "delete"}
-    assert "swagger" in client.get("/docs").text.lower()
+    for page_url in ("/docs", "/redoc"):  # every script and style from this server: works offline
+        docs = client.get(page_url).text
+        assets = re.findall(r'(?:href|src)="([^"]+)"', docs)
+        assert assets and all(a.startswith("/") for a in assets) and "cdn" not in docs, (page_url, assets)
+        assert all(client.get(a).status_code == 200 for a in assets)
     page = client.get("/")
     assert page.status_code == 200 and 'id="drop"' in page.text and "/static/app.js" in page.text
     for asset, kind in (("app.js", "javascript"), ("style.css", "css")):

@@ -159,3 +159,14 @@ def test_drop_play_mute_and_download(server: ServeProcess, page, tmp_path: Path)
     shot("phone")
     assert errors == []
 
+
+
+def test_api_docs_render_without_internet(server: ServeProcess, page) -> None:
+    """``/docs`` draws the API's operations in a browser that can reach nothing but the server (this machine has
+    no internet; a page whose scripts come from a CDN stays blank)."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{server.url}/docs")
+    page.get_by_text("/api/jobs/{job_id}/zip", exact=True).wait_for(timeout=20_000)
+    assert page.locator(".opblock").count() >= 7
+    assert requested and all(url.startswith(server.url) for url in requested)

@@ -1,6 +1,7 @@
 """``create_app(config)``: the FastAPI application of ``stemforge serve``.
 
-Routes (OpenAPI at ``/docs`` and ``/openapi.json``):
+Routes (OpenAPI at ``/docs``, ``/redoc`` and ``/openapi.json``; the documentation pages' scripts are served from
+the ``fastapi_offline`` package, not a CDN, so they work on a machine without internet):
 
 - ``POST /api/jobs``: upload a song (multipart ``file``; ``model``, ``stems`` or ``two_stems``, ``format``,
   ``bits``, ``mp3_bitrate``) -> 201 and the job;
@@ -38,6 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline  # FastAPI whose /docs and /redoc need no CDN
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -379,7 +381,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             janitor.cancel()
             await run_in_threadpool(server.stop)
 
-    app = FastAPI(title="stemforge", version=__version__, lifespan=lifespan,
+    app = FastAPIOffline(title="stemforge", version=__version__, lifespan=lifespan,
                   description="Upload a song, get its stems (vocals, drums, bass, other). Jobs run in worker "
                               "processes with the same engine as `stemforge separate`.")
     app.state.server = server
