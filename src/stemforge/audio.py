@@ -6,16 +6,20 @@ PCM, 32-bit float), flac (16/24-bit) and mp3 (via PyAV's LAME encoder). Every wr
 file in the target directory and is renamed into place only when complete, so a crash or a bad input
 never leaves a half-written file behind. Temp files are named ``.<target>.sf<pid>.<random>.part.<ext>`` so a
 later run can sweep those of a run that was killed outright; ``publish`` moves a group of them into place
-together, claiming each name exclusively unless overwriting was asked for.
+together, claiming each name exclusively unless overwriting was asked for. ``staged_folder`` does the same for a
+whole folder (a song, a DAW session, a cache): built hidden beside its target, renamed into place when complete,
+an old one replaced only once the new one is there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import struct
 import tempfile
@@ -708,6 +712,125 @@ def _unclaim(claimed: list[Path]) -> None:
             path.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def staging_folder(target: Path, noun: str = "output") -> Path:
+    """A new, empty hidden folder beside ``target`` (``.<name>.stemforge-<random>.part``) to build it in.
+
+    Hidden, so song discovery and the like skip it; the ``.part`` suffix marks it as unfinished.
+
+    Args:
+        target: the folder that will be published from it (its parent is made if missing).
+        noun: what is being written, for the error message ("song", "session", ...).
+
+    Returns:
+        The staging folder.
+
+    Raises:
+        AudioError: it cannot be made (a read-only folder, a full disk).
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.stemforge-", suffix=".part", dir=target.parent))
+    except OSError as exc:
+        raise AudioError(f"{target}: cannot write the {noun} ({exc.strerror or exc})") from exc
+
+
+def publish_folder(staged: Path, target: Path, force: bool = False, noun: str = "output") -> None:
+    """Move the finished folder ``staged`` onto ``target`` in one rename, never losing what was there.
+
+    Without ``force`` an existing ``target`` is refused. With it, the old ``target`` is first moved aside (a
+    hidden name beside it), the new folder is renamed into place, and only then is the old one deleted; if the
+    rename fails the old one is put back. A non-empty folder that appeared at ``target`` meanwhile is refused,
+    not clobbered. Signals are held while the folders move; ``staged`` gets the usual folder mode (not
+    ``mkdtemp``'s 0700).
+
+    Args:
+        staged: the finished folder, in the same directory as ``target``.
+        target: where it goes.
+        force: replace an existing ``target`` (folder or file).
+        noun: what is being written, for the error message.
+
+    Raises:
+        OutputExistsError: ``target`` exists (without ``force``) or appeared meanwhile.
+        AudioError: the rename failed (``staged`` is left for the caller to remove).
+    """
+    with deferred_signals():
+        old = None
+        if os.path.lexists(target):
+            if not force:
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
+            old = _aside_name(target, noun)
+            try:
+                os.replace(target, old)
+            except OSError as exc:
+                remove_tree(old)
+                raise AudioError(f"{target}: cannot replace the {noun} ({exc.strerror or exc})") from exc
+        try:
+            os.chmod(staged, folder_mode())
+            os.rename(staged, target)  # POSIX: replaces only an empty folder, else ENOTEMPTY/EEXIST
+        except BaseException as exc:
+            if old is not None:
+                os.replace(old, target)
+            if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)") from exc
+            if isinstance(exc, OSError):
+                raise AudioError(f"{target}: cannot write the {noun} ({exc.strerror or exc})") from exc
+            raise
+    if old is not None:
+        remove_tree(old)
+
+
+def _aside_name(target: Path, noun: str) -> Path:
+    """A free hidden name beside ``target`` that ``os.replace(target, name)`` can move it to."""
+    try:
+        if target.is_dir() and not target.is_symlink():
+            return Path(tempfile.mkdtemp(prefix=f".{target.name}.stemforge-", suffix=".old", dir=target.parent))
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.stemforge-", suffix=".old", dir=target.parent)
+    except OSError as exc:
+        raise AudioError(f"{target}: cannot replace the {noun} ({exc.strerror or exc})") from exc
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike[str], force: bool = False, noun: str = "output") -> Iterator[Path]:
+    """Build the folder ``target`` out of sight and publish it (``publish_folder``) when the block ends.
+
+    Yields a new hidden folder beside ``target``. An error or an interruption inside the block, or a failed
+    publication, removes it, so nothing half-written is left behind; with ``force`` the old ``target`` stays
+    in place until the new one replaces it.
+
+    Args:
+        target: the folder to write.
+        force: replace an existing ``target``.
+        noun: what is being written ("song", "session", ...), for error messages.
+
+    Yields:
+        The staging folder to fill.
+
+    Raises:
+        OutputExistsError: ``target`` exists and ``force`` is false (checked first, and again when publishing).
+        AudioError: the staging folder cannot be made or the rename failed.
+    """
+    target = Path(target)
+    if os.path.lexists(target) and not force:
+        raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
+    staged = staging_folder(target, noun)
+    try:
+        yield staged
+        publish_folder(staged, target, force=force, noun=noun)
+    except BaseException:
+        remove_tree(staged)
+        raise
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a file or folder we made (a staging one), quietly; a symlink is removed, not followed."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def default_file_mode() -> int:
