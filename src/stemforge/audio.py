@@ -25,7 +25,7 @@ import struct
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 # soxr is a nanobind extension: a KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI) raised
@@ -714,36 +714,40 @@ def _unclaim(claimed: list[Path]) -> None:
             pass
 
 
-def staging_folder(target: Path, noun: str = "output") -> Path:
-    """A new, empty hidden folder beside ``target`` (``.<name>.stemforge-<random>.part``) to build it in.
+def staging_path(target: Path, directory: bool = True, noun: str = "output", suffix: str = ".part") -> Path:
+    """A new, empty hidden folder (or file) beside ``target`` (``.<name>.stemforge-<random><suffix>``).
 
     Hidden, so song discovery and the like skip it; the ``.part`` suffix marks it as unfinished.
 
     Args:
-        target: the folder that will be published from it (its parent is made if missing).
+        target: what will be published from it (its parent is made if missing).
+        directory: a folder, else an empty file.
         noun: what is being written, for the error message ("song", "session", ...).
+        suffix: the name's ending.
 
     Returns:
-        The staging folder.
+        The new folder or file.
 
     Raises:
         AudioError: it cannot be made (a read-only folder, a full disk).
     """
+    prefix = f".{target.name}.stemforge-"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.stemforge-", suffix=".part", dir=target.parent))
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     except OSError as exc:
         raise AudioError(f"{target}: cannot write the {noun} ({exc.strerror or exc})") from exc
+    os.close(fd)
+    return Path(name)
 
 
 def publish_folder(staged: Path, target: Path, force: bool = False, noun: str = "output") -> None:
     """Move the finished folder ``staged`` onto ``target`` in one rename, never losing what was there.
 
-    Without ``force`` an existing ``target`` is refused. With it, the old ``target`` is first moved aside (a
-    hidden name beside it), the new folder is renamed into place, and only then is the old one deleted; if the
-    rename fails the old one is put back. A non-empty folder that appeared at ``target`` meanwhile is refused,
-    not clobbered. Signals are held while the folders move; ``staged`` gets the usual folder mode (not
-    ``mkdtemp``'s 0700).
+    ``publish_staged`` with a rename that gives ``staged`` the usual folder mode (not ``mkdtemp``'s 0700) and
+    refuses a non-empty folder that appeared at ``target`` meanwhile (POSIX ``rename`` replaces only an empty one).
 
     Args:
         staged: the finished folder, in the same directory as ``target``.
@@ -755,20 +759,48 @@ def publish_folder(staged: Path, target: Path, force: bool = False, noun: str = 
         OutputExistsError: ``target`` exists (without ``force``) or appeared meanwhile.
         AudioError: the rename failed (``staged`` is left for the caller to remove).
     """
+    publish_staged(staged, target, _rename_folder, force=force, noun=noun)
+
+
+def _rename_folder(staged: Path, target: Path) -> None:
+    os.chmod(staged, folder_mode())
+    os.rename(staged, target)  # fails with ENOTEMPTY/EEXIST on a non-empty folder, ENOTDIR on a file
+
+
+def publish_staged(staged: Path, target: Path, move: Callable[[Path, Path], None], force: bool = False,
+                   noun: str = "output") -> None:
+    """Put the finished folder or file ``staged`` in place of ``target`` with ``move``, never losing what was there.
+
+    Without ``force`` an existing ``target`` is refused. With it, the old ``target`` is first moved aside (a
+    hidden name beside it), ``move(staged, target)`` puts the new one in place, and only then is the old one
+    deleted; if ``move`` fails the old one is put back. Signals are held meanwhile.
+
+    Args:
+        staged: the finished folder or file, in the same directory as ``target``.
+        target: where it goes.
+        move: moves ``staged`` to the free name ``target``; it must fail (``FileExistsError``, ``ENOTEMPTY``,
+            ``ENOTDIR``) rather than replace something that appeared there meanwhile.
+        force: replace an existing ``target`` (folder or file).
+        noun: what is being written, for the error message.
+
+    Raises:
+        OutputExistsError: ``target`` exists (without ``force``) or appeared meanwhile.
+        AudioError: ``move`` failed (``staged`` is left for the caller to remove).
+    """
     with deferred_signals():
         old = None
         if os.path.lexists(target):
             if not force:
                 raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
-            old = _aside_name(target, noun)
+            # A free name beside the target to move it to (an empty folder for a folder: rename replaces it).
+            old = staging_path(target, target.is_dir() and not target.is_symlink(), noun, suffix=".old")
             try:
                 os.replace(target, old)
             except OSError as exc:
                 remove_tree(old)
                 raise AudioError(f"{target}: cannot replace the {noun} ({exc.strerror or exc})") from exc
         try:
-            os.chmod(staged, folder_mode())
-            os.rename(staged, target)  # POSIX: replaces only an empty folder, else ENOTEMPTY/EEXIST
+            move(staged, target)
         except BaseException as exc:
             if old is not None:
                 os.replace(old, target)
@@ -779,18 +811,6 @@ def publish_folder(staged: Path, target: Path, force: bool = False, noun: str = 
             raise
     if old is not None:
         remove_tree(old)
-
-
-def _aside_name(target: Path, noun: str) -> Path:
-    """A free hidden name beside ``target`` that ``os.replace(target, name)`` can move it to."""
-    try:
-        if target.is_dir() and not target.is_symlink():
-            return Path(tempfile.mkdtemp(prefix=f".{target.name}.stemforge-", suffix=".old", dir=target.parent))
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.stemforge-", suffix=".old", dir=target.parent)
-    except OSError as exc:
-        raise AudioError(f"{target}: cannot replace the {noun} ({exc.strerror or exc})") from exc
-    os.close(fd)
-    return Path(name)
 
 
 @contextlib.contextmanager
@@ -816,7 +836,7 @@ def staged_folder(target: str | os.PathLike[str], force: bool = False, noun: str
     target = Path(target)
     if os.path.lexists(target) and not force:
         raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
-    staged = staging_folder(target, noun)
+    staged = staging_path(target, directory=True, noun=noun)
     try:
         yield staged
         publish_folder(staged, target, force=force, noun=noun)
