@@ -356,6 +356,8 @@ class OverlapAdd:
         return block
 
 
+# Two drivers on purpose: engine.separate_blocks runs engine.OverlapAdd, whose module imports torch, and this one must
+# not; tests/test_lite.py::test_overlap_add_equals_the_engine holds the two overlap-adds equal.
 def separate_blocks(model: LiteUNet, blocks: Iterable[np.ndarray], groups: int,
                     on_output: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
     """``engine.separate_blocks`` with the default options, for a ``LiteUNet``.

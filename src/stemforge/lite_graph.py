@@ -82,6 +82,8 @@ class UNetSpec:
         return out
 
 
+# Two hashes on purpose: checkpoint.weights_sha256 takes torch tensors (bfloat16 has no numpy twin) and this path must
+# not import torch; tests/test_lite_graph.py::test_weights_hash_is_the_checkpoints holds them equal.
 def weights_sha256(state: dict[str, np.ndarray]) -> str:
     """``stemforge.checkpoint.weights_sha256`` of numpy arrays: names, dtypes, shapes and bytes, in name order.
 
