@@ -1,4 +1,4 @@
-"""Shared helper of the torch-free runtime's tests (``test_lite.py``, ``test_lite_graph.py``): a random U-Net checkpoint."""
+"""Shared helper of the torch-free runtime's tests (``test_lite.py``, ``test_lite_graph.py``): a random U-Net."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_a_cache_folder_we_did_not_make_is_left_alone_with_one_line(tmp_path: Pa
     songs = evaluation_songs(tmp_path, count=1, seconds=0.2, backend="numpy")
     folder = songs[0].parent
     (folder / "complete.json").unlink()
-    with pytest.raises(StemforgeError, match=rf"{folder.name}: exists but holds no complete evaluation set .*remove it"):
+    with pytest.raises(StemforgeError, match=rf"{folder.name}: exists but holds no complete evaluation set .*remove"):
         evaluation_songs(tmp_path, count=1, seconds=0.2, backend="numpy")
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no staging folder left behind
     assert [p.name for p in folder.iterdir()] == [songs[0].name]

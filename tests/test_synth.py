@@ -198,7 +198,8 @@ def test_existing_songs_are_not_overwritten_unless_forced(tmp_path: Path) -> Non
 
 
 def test_a_forced_rewrite_that_fails_keeps_the_old_song(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``write_song(force=True)`` used to delete the old song before renaming the new one in: a failed rename lost it."""
+    """``write_song(force=True)`` used to delete the old song before renaming the new one in: a failed rename
+    lost it."""
     from stemforge.data.synth import render
 
     tracks, meta = render_song_with_plan(3, 0.2, backend="numpy")

@@ -256,8 +256,8 @@ def staged_output(target: Path, directory: bool, force: bool = False) -> Iterato
     """Build ``target`` out of sight: yields a ``staging_path``, published in one rename when the block ends.
 
     A session folder goes through ``stemforge.audio.staged_folder``; a single project file through
-    ``stemforge.audio.publish_staged`` the same way. An error or an interruption inside the block (or while publishing) removes the staged folder
-    or file, so nothing half-written is left behind.
+    ``stemforge.audio.publish_staged`` the same way. An error or an interruption inside the block (or while
+    publishing) removes the staged folder or file, so nothing half-written is left behind.
 
     Raises:
         OutputExistsError: ``target`` exists and ``force`` is false (checked again when publishing).
@@ -290,7 +290,8 @@ def publish_tree(staged: Path, target: Path, force: bool = False) -> None:
     if staged.is_dir():
         publish_folder(staged, target, force=force, noun="session")
     else:
-        publish_staged(staged, target, lambda new, name: _claim(new, name), force=force, noun="session")  # late-bound
+        claim = lambda new, name: _claim(new, name)  # noqa: E731 - looks _claim up when called (patchable)
+        publish_staged(staged, target, claim, force=force, noun="session")
 
 
 def _claim(staged: Path, target: Path) -> None:
