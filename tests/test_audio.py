@@ -345,6 +345,23 @@ def test_old_song_kept_when_publishing_fails(tmp_path: Path, monkeypatch: pytest
     assert [p.name for p in target.iterdir()] == ["old.txt"] and (target / "old.txt").read_text() == "old"
 
 
+def test_publish_staged_puts_a_file_back_when_the_move_fails(tmp_path: Path) -> None:
+    """The same publication for a single file: a name taken meanwhile is refused, the old file put back."""
+    target = tmp_path / "project.rpp"
+    target.write_text("old")
+    staged = audio.staging_path(target, directory=False, noun="project")
+    staged.write_text("new")
+
+    def taken(new: Path, name: Path) -> None:
+        raise FileExistsError(17, "File exists")
+
+    with pytest.raises(audio.OutputExistsError, match="project.rpp: already exists"):
+        audio.publish_staged(staged, target, taken, force=True, noun="project")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [staged.name, target.name]
+    audio.publish_staged(staged, target, os.replace, force=True, noun="project")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def test_a_staging_folder_that_cannot_be_made_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def read_only(*args, **kwargs):  # noqa: ANN002, ANN003
         raise PermissionError(13, "Permission denied")
