@@ -280,6 +280,98 @@ def test_publish_is_exclusive_and_all_or_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]
 
 
+def test_staged_folder_publishes_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "song"
+    with pytest.raises(KeyboardInterrupt):
+        with audio.staged_folder(target, noun="song") as staged:
+            assert staged.parent == tmp_path and staged.name.startswith(".") and staged.is_dir()
+            (staged / "a.wav").write_bytes(b"half")
+            raise KeyboardInterrupt  # an interruption half-way through
+    assert list(tmp_path.iterdir()) == []
+    with audio.staged_folder(target, noun="song") as staged:
+        (staged / "a.wav").write_bytes(b"new")
+        assert not target.exists()  # not visible until complete
+    assert [p.name for p in tmp_path.iterdir()] == ["song"] and (target / "a.wav").read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == audio.folder_mode()  # not mkdtemp's 0700
+
+
+def test_staged_folder_refuses_an_existing_target_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "song"
+    target.mkdir()
+    (target / "mine.txt").write_text("mine")
+    with pytest.raises(audio.OutputExistsError, match=r"song: already exists \(use --force to replace it\)$"):
+        with audio.staged_folder(target):
+            pass
+    other = tmp_path / "other"
+    with pytest.raises(audio.OutputExistsError, match="other: already exists"):
+        with audio.staged_folder(other) as staged:
+            (staged / "new.txt").write_text("new")
+            other.mkdir()  # someone else's folder appears meanwhile: refused, not clobbered
+            (other / "theirs.txt").write_text("theirs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "song"]  # no staging folder left
+    assert [p.name for p in other.iterdir()] == ["theirs.txt"] and (target / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("old_kind", ["folder", "file"])
+def test_staged_folder_with_force_replaces_the_old_one_only_once_the_new_one_is_there(tmp_path: Path,
+                                                                                      old_kind: str) -> None:
+    target = tmp_path / "song"
+    if old_kind == "folder":
+        target.mkdir()
+        (target / "old.txt").write_text("old")
+    else:
+        target.write_text("old")
+    with audio.staged_folder(target, force=True) as staged:
+        (staged / "new.txt").write_text("new")
+        assert (target / "old.txt" if old_kind == "folder" else target).read_text() == "old"  # still there
+    assert [p.name for p in tmp_path.iterdir()] == ["song"]  # the old one is gone, nothing aside is left
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_old_song_kept_when_publishing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "song"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+
+    def full_disk(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(AudioError, match=r"^\S*song: cannot write the song \(No space left on device\)$"):
+        with audio.staged_folder(target, force=True, noun="song") as staged:
+            (staged / "new.txt").write_text("new")
+            monkeypatch.setattr(audio.os, "rename", full_disk)  # moving the new song into place fails
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["song"]  # the old song is back; no staging, nothing aside
+    assert [p.name for p in target.iterdir()] == ["old.txt"] and (target / "old.txt").read_text() == "old"
+
+
+def test_publish_staged_puts_a_file_back_when_the_move_fails(tmp_path: Path) -> None:
+    """The same publication for a single file: a name taken meanwhile is refused, the old file put back."""
+    target = tmp_path / "project.rpp"
+    target.write_text("old")
+    staged = audio.staging_path(target, directory=False, noun="project")
+    staged.write_text("new")
+
+    def taken(new: Path, name: Path) -> None:
+        raise FileExistsError(17, "File exists")
+
+    with pytest.raises(audio.OutputExistsError, match="project.rpp: already exists"):
+        audio.publish_staged(staged, target, taken, force=True, noun="project")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [staged.name, target.name]
+    audio.publish_staged(staged, target, os.replace, force=True, noun="project")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_staging_folder_that_cannot_be_made_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_only(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(audio.tempfile, "mkdtemp", read_only)
+    with pytest.raises(AudioError, match=r"cache: cannot write the evaluation songs \(Permission denied\)$"):
+        with audio.staged_folder(tmp_path / "cache", noun="evaluation songs"):
+            pass
+
+
 def test_sweep_removes_only_temp_files_of_dead_runs(tmp_path: Path) -> None:
     target = tmp_path / "vocals.wav"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

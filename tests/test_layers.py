@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge.layout", "stemforge.metrics", "stemforge.data", "stemforge.daw", "stemforge.remix"),
     ("stemforge.models",),  # base, registry, the built-in families
     ("stemforge.models.compat",),  # published architectures and their checkpoint formats
-    ("stemforge.checkpoint", "stemforge.engine", "stemforge.lite"),
+    ("stemforge.checkpoint", "stemforge.engine", "stemforge.lite", "stemforge.lite_graph"),  # lite*: torch-free
     ("stemforge.hub", "stemforge.export", "stemforge.train"),
     ("stemforge.separate", "stemforge.stemfile", "stemforge.stream"),
     ("stemforge.evaluate", "stemforge.live"),
@@ -129,7 +129,8 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("module", ["stemforge", "stemforge.hub", "stemforge.hub.catalogue", "stemforge.hub.cache",
                                     "stemforge.commands.models", "stemforge.cli", "stemforge.stemfile",
-                                    "stemforge.remix", "stemforge.lite", "stemforge.separate"])
+                                    "stemforge.remix", "stemforge.lite", "stemforge.lite_graph",
+                                    "stemforge.separate"])
 def test_light_modules_import_no_torch(module: str) -> None:
     """The package, the hub, its catalogue and cache and the CLI layer load without torch (``stemforge --help``)."""
     import subprocess

@@ -3,42 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lite_helpers import randomized_unet
 from stemforge import lite
-from stemforge.checkpoint import FORMAT, save_checkpoint, weights_sha256
+from stemforge.checkpoint import FORMAT
 from stemforge.dsp.spectral import istft, stft
 from stemforge.engine import EngineOptions, OverlapAdd, triangle_weights
-from stemforge.hub import bundled_checkpoint
-from stemforge.models import build
 from stemforge.models.base import ModelConfig, StemModel
 from stemforge.models.unet import UNetConfig, UNetSeparator
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
-
-
-def randomized_unet(tmp_path: Path, channels: int = 2, name: str = "unet.safetensors", **config: object) -> tuple[UNetSeparator, Path]:
-    """A small U-Net with random weights and BatchNorm statistics (far from the identity), saved as a checkpoint."""
-    settings = dict(n_fft=512, hop=128, max_bins=64, depth=3, base_channels=4, channels=channels)
-    model = build("unet", preset="tiny", **{**settings, **config}).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name_, tensor in model.state_dict().items():
-            if tensor.dtype != torch.float32:
-                tensor.fill_(7)  # num_batches_tracked: hashed, never used
-            elif name_.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * (0.3 if "conv" in name_ or "head" in name_ else 1.0))
-    path = tmp_path / name
-    save_checkpoint(model, path)
-    return model, path
 
 
 def test_constants_agree_with_the_torch_side() -> None:
@@ -50,19 +30,6 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert lite.BN_EPS == bn.eps
     for length in (1, 2, 7, 441000):
         np.testing.assert_array_equal(lite.triangle_weights(length), triangle_weights(length))
-
-
-def test_weights_hash_is_the_checkpoints(tmp_path: Path) -> None:
-    """Hashed as ``checkpoint.weights_sha256`` hashes torch tensors, 0-d BatchNorm counters included."""
-    model, path = randomized_unet(tmp_path)
-    from safetensors.numpy import load_file
-
-    state = load_file(str(path))
-    assert state["down.0.norm.num_batches_tracked"].shape == ()
-    assert lite.weights_sha256(state) == weights_sha256(model.state_dict())
-    bundled = bundled_checkpoint()
-    assert lite.weights_sha256(load_file(str(bundled))) == json.loads(
-        __import__("safetensors").safe_open(str(bundled), "np").metadata()["stemforge"])["weights_sha256"]
 
 
 @pytest.mark.parametrize("length", [1, 127, 128, 12345])
@@ -128,37 +95,6 @@ def test_overlap_add_equals_the_engine(total: int, block: int) -> None:
     assert [b.shape for b in got] == [b.shape for b in expected]
     np.testing.assert_allclose(np.concatenate(got, -1), np.concatenate(expected, -1), atol=1e-6)
     assert np.concatenate(got, -1).shape[-1] == total
-
-
-def test_other_checkpoints_are_left_to_torch(tmp_path: Path) -> None:
-    """Anything short of a well-formed, untampered U-Net checkpoint raises Unsupported (the torch path takes it)."""
-    _, path = randomized_unet(tmp_path)
-    lite.read_unet(path)  # the untouched file is accepted
-    bilstm = build("bilstm", preset="tiny").eval()
-    save_checkpoint(bilstm, tmp_path / "bilstm.safetensors")
-    tampered = tmp_path / "tampered.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0x40  # a weight byte: the hash no longer matches
-    tampered.write_bytes(bytes(data))
-    garbage = tmp_path / "garbage.safetensors"
-    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    _, odd_hop = randomized_unet(tmp_path, name="odd.safetensors", hop=96)  # hop does not divide n_fft
-    for bad, reason in [(tmp_path / "bilstm.safetensors", "not a stemforge unet"), (tampered, "sha256"),
-                        (garbage, "not readable"), (tmp_path / "missing.safetensors", "not readable"),
-                        (odd_hop, "settings")]:
-        with pytest.raises(lite.Unsupported, match=reason):
-            lite.read_unet(bad)
-
-
-def test_graph_is_valid_onnx(tmp_path: Path) -> None:
-    """The in-memory graph passes onnx's checker and folds the encoder's BatchNorm (no BatchNormalization node)."""
-    import onnx
-
-    _, path = randomized_unet(tmp_path)
-    graph = onnx.load_from_string(lite.build_graph(*lite.read_unet(path)))
-    onnx.checker.check_model(graph, full_check=True)
-    ops = [node.op_type for node in graph.graph.node]
-    assert "BatchNormalization" not in ops and ops.count("Conv") == 3 + 1 and ops.count("ConvTranspose") == 3
 
 
 @pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])

@@ -440,6 +440,37 @@ def test_open_separator_runs_the_bundled_unet_without_torch_only_where_it_is_exa
         open_separator(tampered)
 
 
+@pytest.mark.parametrize("backend,needs,expected", [
+    ("auto", "files", "auto"), ("auto", "plan", "auto"), ("auto", "separator", "torch"),
+    ("torch", "files", "torch"), ("torch", "plan", "torch"), ("torch", "separator", "torch"),
+    ("onnx", "files", "onnx"), ("onnx", "plan", "torch"), ("onnx", "separator", "onnx"),
+    ("compile", "files", "compile"), ("compile", "plan", "torch"), ("compile", "separator", "compile"),
+])
+def test_separator_backend_is_the_one_place_that_decides(backend: str, needs: str, expected: str) -> None:
+    """Torch-free only for "auto" and a caller that needs no ``Separator``; planning never builds an export."""
+    from stemforge.separate import separator_backend
+
+    assert separator_backend(backend, needs) == expected
+
+
+def test_open_separator_opens_what_the_caller_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stemforge.export
+    from stemforge.separate import LiteSeparator, open_separator
+
+    assert isinstance(open_separator("default", needs="plan"), LiteSeparator)
+    assert type(open_separator("default", needs="separator")) is Separator  # NI Stems output
+    assert type(open_separator("default", needs="files", backend="torch")) is Separator
+
+    def no_export(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("a planning separator must not build a backend")
+
+    monkeypatch.setattr(stemforge.export, "load_backend", no_export)
+    planner = open_separator("default", needs="plan", backend="onnx")
+    assert type(planner) is Separator and planner.sources == ["drums", "bass", "other", "vocals"]
+    with pytest.raises(StemforgeError, match="open_separator needs one of files, plan, separator, not 'lite'"):
+        open_separator("default", needs="lite")
+
+
 @pytest.mark.parametrize("channels,rate,seconds,keep", [(2, SR, 11.3, False), (1, SR, 3.3, False),
                                                         (6, 48000, 2.1, True), (2, 22050, 0.05, False)])
 def test_torch_free_path_writes_the_torch_paths_stems(tmp_path: Path, channels: int, rate: int, seconds: float,

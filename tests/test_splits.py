@@ -27,3 +27,16 @@ def test_evaluation_split_is_cached_deterministic_and_disjoint_from_training(tmp
     assert min(evaluation_seeds()) == EVALUATION_SEED_BASE
     with pytest.raises(StemforgeError):
         training_seeds(10, start=EVALUATION_SEED_BASE - 5)
+
+
+def test_a_cache_folder_we_did_not_make_is_left_alone_with_one_line(tmp_path: Path) -> None:
+    """An incomplete folder under the cache's name (no complete.json) is refused by name, not crashed into."""
+    from stemforge.data.splits import evaluation_songs
+
+    songs = evaluation_songs(tmp_path, count=1, seconds=0.2, backend="numpy")
+    folder = songs[0].parent
+    (folder / "complete.json").unlink()
+    with pytest.raises(StemforgeError, match=rf"{folder.name}: exists but holds no complete evaluation set .*remove"):
+        evaluation_songs(tmp_path, count=1, seconds=0.2, backend="numpy")
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no staging folder left behind
+    assert [p.name for p in folder.iterdir()] == [songs[0].name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,27 @@ def test_existing_songs_are_not_overwritten_unless_forced(tmp_path: Path) -> Non
     assert _synth(out, "--songs", "2", "--seconds", "0.5", "--seed", "6", "--backend", "numpy", "--force") == 0
     assert sorted(p.name for p in out.iterdir()) == ["song_0000000006", song.name]
     assert not (song / "notes.txt").exists()  # replaced as a whole
+
+
+def test_a_forced_rewrite_that_fails_keeps_the_old_song(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write_song(force=True)`` used to delete the old song before renaming the new one in: a failed rename
+    lost it."""
+    from stemforge.data.synth import render
+
+    tracks, meta = render_song_with_plan(3, 0.2, backend="numpy")
+    song = tmp_path / "song_a"
+    render.write_song(song, tracks, 44100, meta)
+    before = {p.name: p.read_bytes() for p in song.iterdir()}
+
+    def full_disk(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "rename", full_disk)
+        with pytest.raises(StemforgeError, match=r"song_a: cannot write the song \(No space left on device\)$"):
+            render.write_song(song, tracks, 44100, meta, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["song_a"]  # no staging folder, nothing moved aside
+    assert {p.name: p.read_bytes() for p in song.iterdir()} == before
 
 
 def test_an_interrupted_song_leaves_nothing_a_dataset_would_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,22 +6,26 @@ PCM, 32-bit float), flac (16/24-bit) and mp3 (via PyAV's LAME encoder). Every wr
 file in the target directory and is renamed into place only when complete, so a crash or a bad input
 never leaves a half-written file behind. Temp files are named ``.<target>.sf<pid>.<random>.part.<ext>`` so a
 later run can sweep those of a run that was killed outright; ``publish`` moves a group of them into place
-together, claiming each name exclusively unless overwriting was asked for.
+together, claiming each name exclusively unless overwriting was asked for. ``staged_folder`` does the same for a
+whole folder (a song, a DAW session, a cache): built hidden beside its target, renamed into place when complete,
+an old one replaced only once the new one is there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import struct
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 # soxr is a nanobind extension: a KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI) raised
@@ -708,6 +712,145 @@ def _unclaim(claimed: list[Path]) -> None:
             path.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def staging_path(target: Path, directory: bool = True, noun: str = "output", suffix: str = ".part") -> Path:
+    """A new, empty hidden folder (or file) beside ``target`` (``.<name>.stemforge-<random><suffix>``).
+
+    Hidden, so song discovery and the like skip it; the ``.part`` suffix marks it as unfinished.
+
+    Args:
+        target: what will be published from it (its parent is made if missing).
+        directory: a folder, else an empty file.
+        noun: what is being written, for the error message ("song", "session", ...).
+        suffix: the name's ending.
+
+    Returns:
+        The new folder or file.
+
+    Raises:
+        AudioError: it cannot be made (a read-only folder, a full disk).
+    """
+    prefix = f".{target.name}.stemforge-"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise AudioError(f"{target}: cannot write the {noun} ({exc.strerror or exc})") from exc
+    os.close(fd)
+    return Path(name)
+
+
+def publish_folder(staged: Path, target: Path, force: bool = False, noun: str = "output") -> None:
+    """Move the finished folder ``staged`` onto ``target`` in one rename, never losing what was there.
+
+    ``publish_staged`` with a rename that gives ``staged`` the usual folder mode (not ``mkdtemp``'s 0700) and
+    refuses a non-empty folder that appeared at ``target`` meanwhile (POSIX ``rename`` replaces only an empty one).
+
+    Args:
+        staged: the finished folder, in the same directory as ``target``.
+        target: where it goes.
+        force: replace an existing ``target`` (folder or file).
+        noun: what is being written, for the error message.
+
+    Raises:
+        OutputExistsError: ``target`` exists (without ``force``) or appeared meanwhile.
+        AudioError: the rename failed (``staged`` is left for the caller to remove).
+    """
+    publish_staged(staged, target, _rename_folder, force=force, noun=noun)
+
+
+def _rename_folder(staged: Path, target: Path) -> None:
+    os.chmod(staged, folder_mode())
+    os.rename(staged, target)  # fails with ENOTEMPTY/EEXIST on a non-empty folder, ENOTDIR on a file
+
+
+def publish_staged(staged: Path, target: Path, move: Callable[[Path, Path], None], force: bool = False,
+                   noun: str = "output") -> None:
+    """Put the finished folder or file ``staged`` in place of ``target`` with ``move``, never losing what was there.
+
+    Without ``force`` an existing ``target`` is refused. With it, the old ``target`` is first moved aside (a
+    hidden name beside it), ``move(staged, target)`` puts the new one in place, and only then is the old one
+    deleted; if ``move`` fails the old one is put back. Signals are held meanwhile.
+
+    Args:
+        staged: the finished folder or file, in the same directory as ``target``.
+        target: where it goes.
+        move: moves ``staged`` to the free name ``target``; it must fail (``FileExistsError``, ``ENOTEMPTY``,
+            ``ENOTDIR``) rather than replace something that appeared there meanwhile.
+        force: replace an existing ``target`` (folder or file).
+        noun: what is being written, for the error message.
+
+    Raises:
+        OutputExistsError: ``target`` exists (without ``force``) or appeared meanwhile.
+        AudioError: ``move`` failed (``staged`` is left for the caller to remove).
+    """
+    with deferred_signals():
+        old = None
+        if os.path.lexists(target):
+            if not force:
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
+            # A free name beside the target to move it to (an empty folder for a folder: rename replaces it).
+            old = staging_path(target, target.is_dir() and not target.is_symlink(), noun, suffix=".old")
+            try:
+                os.replace(target, old)
+            except OSError as exc:
+                remove_tree(old)
+                raise AudioError(f"{target}: cannot replace the {noun} ({exc.strerror or exc})") from exc
+        try:
+            move(staged, target)
+        except BaseException as exc:
+            if old is not None:
+                os.replace(old, target)
+            if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise OutputExistsError(f"{target}: already exists (use --force to replace it)") from exc
+            if isinstance(exc, OSError):
+                raise AudioError(f"{target}: cannot write the {noun} ({exc.strerror or exc})") from exc
+            raise
+    if old is not None:
+        remove_tree(old)
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike[str], force: bool = False, noun: str = "output") -> Iterator[Path]:
+    """Build the folder ``target`` out of sight and publish it (``publish_folder``) when the block ends.
+
+    Yields a new hidden folder beside ``target``. An error or an interruption inside the block, or a failed
+    publication, removes it, so nothing half-written is left behind; with ``force`` the old ``target`` stays
+    in place until the new one replaces it.
+
+    Args:
+        target: the folder to write.
+        force: replace an existing ``target``.
+        noun: what is being written ("song", "session", ...), for error messages.
+
+    Yields:
+        The staging folder to fill.
+
+    Raises:
+        OutputExistsError: ``target`` exists and ``force`` is false (checked first, and again when publishing).
+        AudioError: the staging folder cannot be made or the rename failed.
+    """
+    target = Path(target)
+    if os.path.lexists(target) and not force:
+        raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
+    staged = staging_path(target, directory=True, noun=noun)
+    try:
+        yield staged
+        publish_folder(staged, target, force=force, noun=noun)
+    except BaseException:
+        remove_tree(staged)
+        raise
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a file or folder we made (a staging one), quietly; a symlink is removed, not followed."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def default_file_mode() -> int:

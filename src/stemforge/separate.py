@@ -470,23 +470,57 @@ _LITE_DEFAULTS = {"segment": None, "overlap": 0.25, "shifts": 0, "batch_size": 1
                   "wiener": 0}
 
 
-def open_separator(model: str | Path | StemModel = DEFAULT_MODEL, *, backend: str = "auto",
+#: What a caller of ``open_separator`` uses its separator for (``needs``): "files", the ``FileSeparator`` API
+#: (separating arrays and files); "plan", only names, stems, rates and output paths, nothing separated in this
+#: process; "separator", ``Separator`` itself (NI Stems output: ``stemfile.separate_to_stem_file``).
+SEPARATOR_NEEDS = ("files", "plan", "separator")
+
+
+def separator_backend(backend: str = "auto", needs: str = "files") -> str:
+    """The backend ``open_separator`` opens for a caller asking for ``backend`` that ``needs`` the given API.
+
+    Args:
+        backend: what the caller was asked for: ``"auto"`` or a ``Separator`` backend.
+        needs: one of ``SEPARATOR_NEEDS``.
+
+    Returns:
+        ``"auto"`` (the torch-free ``LiteSeparator`` where it gives the same stems, else torch), or the
+        ``Separator`` backend to use: ``"torch"`` where ``Separator`` is needed and nothing was asked, and
+        where only planning is needed (an ONNX export or a compile would be built for nothing); else
+        ``backend`` as asked.
+
+    Raises:
+        StemforgeError: an unknown ``needs``.
+    """
+    if needs not in SEPARATOR_NEEDS:
+        raise StemforgeError(f"open_separator needs one of {', '.join(SEPARATOR_NEEDS)}, not {needs!r}")
+    if backend == "auto":
+        return "torch" if needs == "separator" else "auto"
+    return "torch" if needs == "plan" else backend
+
+
+def open_separator(model: str | Path | StemModel = DEFAULT_MODEL, *, backend: str = "auto", needs: str = "files",
                    **options: object) -> FileSeparator:
     """The separator for ``model``: without torch where that gives the same stems, else ``Separator``.
 
     With ``backend="auto"``, a stemforge ``unet`` checkpoint (``"default"``: the bundled model, another bundled name,
     or a ``.safetensors`` path) with every engine option at its default (``threads`` may be set) runs on
     ``LiteSeparator``, which starts without importing torch; anything else, or a file ``stemforge.lite`` does not
-    recognise in full, gets ``Separator`` (which also reports what is wrong with a bad file).
+    recognise in full, gets ``Separator`` (which also reports what is wrong with a bad file). What the caller
+    uses the separator for (``needs``) can change that: ``separator_backend`` decides, here only.
 
     Args:
         model: as for ``Separator``.
-        backend: ``"auto"``, or a ``Separator`` backend (``"torch"``, ``"onnx"``, ``"compile"``), used as asked.
+        backend: ``"auto"``, or a ``Separator`` backend (``"torch"``, ``"onnx"``, ``"compile"``).
+        needs: ``"files"`` (separate arrays and files), ``"plan"`` (only names, stems and output paths: a
+            backend other than auto is opened as ``"torch"``) or ``"separator"`` (the ``Separator`` API, as
+            NI Stems output needs: auto means torch).
         **options: ``Separator``'s keyword options.
 
     Returns:
-        A ``LiteSeparator`` or a ``Separator``.
+        A ``LiteSeparator`` or a ``Separator`` (always a ``Separator`` for ``needs="separator"``).
     """
+    backend = separator_backend(backend, needs)
     if backend == "auto":
         lite = _lite_separator(model, options)
         if lite is not None:

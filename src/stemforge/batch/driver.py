@@ -218,10 +218,10 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
 
     started = time.perf_counter()
     spec.output.validate()
-    # The driver only plans (names, stems, rates); "auto" keeps it torch-free where the workers are.
-    separator = open_separator(spec.model, segment=spec.segment, overlap=spec.overlap, shifts=spec.shifts,
-                               batch_size=spec.batch_size, precision=spec.precision,
-                               backend="auto" if spec.backend == "auto" else "torch", wiener=spec.wiener)
+    # The driver only plans (names, stems, rates): torch-free where the workers are, never an export or a compile.
+    separator = open_separator(spec.model, backend=spec.backend, needs="plan", segment=spec.segment,
+                               overlap=spec.overlap, shifts=spec.shifts, batch_size=spec.batch_size,
+                               precision=spec.precision, wiener=spec.wiener)
     outcomes: dict[TrackJob, TrackOutcome] = {}
     with ManifestStore(spec.output.directory) as store:
         model_file = Path(spec.model)

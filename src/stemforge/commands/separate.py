@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     tracks, results = _inputs(args.inputs)
     if not tracks:
         return 1
-    separator = _separator(args, lite=True)
+    separator = _separator(args)
     tracks = _check_collisions(separator, output, tracks)
     total = len(tracks) + len(results)  # inputs named, readable or not
     failed, skipped = len(results), 0
@@ -273,23 +273,20 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _separator(args: argparse.Namespace, lite: bool = False):  # -> stemforge.separate.FileSeparator
-    """The separator the flags ask for; without ``-n``, the best model available (``stemforge.hub.best_model``).
-
-    With ``lite`` and ``--backend auto``, ``stemforge.separate.open_separator`` may pick the torch-free runtime;
-    otherwise (and for NI Stems files, which need the torch ``Separator``) ``auto`` means torch.
+def _separator(args: argparse.Namespace, needs: str = "files"):  # -> stemforge.separate.FileSeparator
+    """The separator the flags ask for (``stemforge.separate.open_separator``, which decides from ``--backend``
+    and ``needs`` whether the torch-free runtime serves); without ``-n``, the best model available
+    (``stemforge.hub.best_model``).
     """
-    from stemforge.separate import Separator, open_separator
+    from stemforge.separate import open_separator
 
     if args.name is None:
         from stemforge.hub import best_model
 
         args.name = best_model(offline=args.offline, progress=not (args.quiet or args.json))
-    options = dict(segment=args.segment, overlap=args.overlap, shifts=args.shifts, batch_size=args.batch_size,
-                   device=args.device, precision=args.precision, threads=args.threads, wiener=args.wiener)
-    if lite:
-        return open_separator(args.name, backend=args.backend, **options)
-    return Separator(args.name, backend="torch" if args.backend == "auto" else args.backend, **options)
+    return open_separator(args.name, backend=args.backend, needs=needs, segment=args.segment, overlap=args.overlap,
+                          shifts=args.shifts, batch_size=args.batch_size, device=args.device,
+                          precision=args.precision, threads=args.threads, wiener=args.wiener)
 
 
 def run_stem_files(args: argparse.Namespace) -> int:
@@ -308,7 +305,7 @@ def run_stem_files(args: argparse.Namespace) -> int:
     tracks, results = _inputs(args.inputs)
     if not tracks:
         return 1
-    separator = _separator(args)
+    separator = _separator(args, needs="separator")  # separate_to_stem_file takes a Separator
     total = len(tracks) + len(results)  # inputs named, readable or not
     failed, skipped = len(results), 0
     unique: dict[str, tuple[Path, Path]] = {}

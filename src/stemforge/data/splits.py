@@ -10,11 +10,9 @@ The bundled default model was trained on seeds ``stemforge.data.synth.DEFAULT_MO
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from stemforge.audio import OutputExistsError, staged_folder
 from stemforge.data.datasets import StemFolderDataset
 from stemforge.data.synth import EVALUATION_SEED_BASE, FOUR_STEMS, render_song_with_plan, write_song
 from stemforge.data.synth.render import resolve_backend
@@ -42,7 +40,21 @@ def evaluation_songs(root: Path | str, count: int = EVALUATION_COUNT, seconds: f
     """Folders of the evaluation songs (MUSDB layout), rendered into ``root`` on first use, then reused.
 
     The cache folder name records everything that changes the audio (count, length, rate, backend,
-    split version), so different settings never mix.
+    split version), so different settings never mix. The set is built hidden and published whole
+    (``stemforge.audio.staged_folder``); two processes racing both finish, with the first one's copy kept.
+
+    Args:
+        root: the cache directory.
+        count: number of songs.
+        seconds: length of each song.
+        sample_rate: in Hz.
+        backend: synthesis backend ("auto" resolves to what is installed).
+
+    Returns:
+        The song folders, each holding ``mixture.wav`` and one 32-bit float wav (2, time) per stem.
+
+    Raises:
+        OutputExistsError: the cache folder exists but is incomplete (not made by us); remove it.
     """
     backend = resolve_backend(backend)
     name = f"eval-v{SPLIT_VERSION}-{backend}-{count}x{seconds:g}s-{sample_rate}"
@@ -50,21 +62,18 @@ def evaluation_songs(root: Path | str, count: int = EVALUATION_COUNT, seconds: f
     songs = [folder / f"song_{seed:010d}" for seed in evaluation_seeds(count)]
     if (folder / "complete.json").is_file():
         return songs
-    Path(root).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        for seed in evaluation_seeds(count):
-            tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, FOUR_STEMS, backend)
-            write_song(staging / f"song_{seed:010d}", tracks, sample_rate, metadata, bits="32f")
-        (staging / "complete.json").write_text(json.dumps({"seeds": evaluation_seeds(count), "seconds": seconds,
-                                                           "sample_rate": sample_rate, "backend": backend}) + "\n")
-        try:
-            os.replace(staging, folder)
-        except OSError:  # another process finished first; its copy is identical
-            if not (folder / "complete.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_folder(folder, noun="evaluation songs") as staging:
+            for seed in evaluation_seeds(count):
+                tracks, metadata = render_song_with_plan(seed, seconds, sample_rate, FOUR_STEMS, backend)
+                write_song(staging / f"song_{seed:010d}", tracks, sample_rate, metadata, bits="32f")
+            (staging / "complete.json").write_text(json.dumps({"seeds": evaluation_seeds(count), "seconds": seconds,
+                                                               "sample_rate": sample_rate, "backend": backend}) + "\n")
+    except OutputExistsError as exc:
+        if not (folder / "complete.json").is_file():  # not another process that finished first (its copy is
+            # identical) but a folder we did not make: leave it alone
+            raise OutputExistsError(f"{folder}: exists but holds no complete evaluation set (no complete.json); "
+                                    "remove it to render the set again") from exc
     return songs
 
 

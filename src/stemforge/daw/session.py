@@ -13,12 +13,20 @@ import contextlib
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
+import tempfile  # noqa: F401 - staging names come from stemforge.audio; tests patch daw.session.tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from stemforge.audio import AUDIO_EXTENSIONS, OutputExistsError, deferred_signals, open_audio
+from stemforge.audio import (
+    AUDIO_EXTENSIONS,
+    OutputExistsError,
+    open_audio,
+    publish_folder,
+    publish_staged,
+    remove_tree,
+    staged_folder,
+    staging_path as audio_staging_path,
+)
 from stemforge.errors import AudioError, StemforgeError
 from stemforge.stems import FOUR_STEMS, SIX_STEMS
 
@@ -240,30 +248,26 @@ def staging_path(target: Path, directory: bool) -> Path:
     Raises:
         AudioError: it cannot be made (a read-only folder, a full disk).
     """
-    prefix = f".{target.name}.stemforge-"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if directory:
-            return Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=target.parent)
-    except OSError as exc:
-        raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
-    os.close(fd)
-    return Path(tmp)
+    return audio_staging_path(target, directory, noun="session")
 
 
 @contextlib.contextmanager
 def staged_output(target: Path, directory: bool, force: bool = False) -> Iterator[Path]:
     """Build ``target`` out of sight: yields a ``staging_path``, published in one rename when the block ends.
 
-    An error or an interruption inside the block (or while publishing) removes the staged folder or file, so
-    nothing half-written is left behind.
+    A session folder goes through ``stemforge.audio.staged_folder``; a single project file through
+    ``stemforge.audio.publish_staged`` the same way. An error or an interruption inside the block (or while
+    publishing) removes the staged folder or file, so nothing half-written is left behind.
 
     Raises:
         OutputExistsError: ``target`` exists and ``force`` is false (checked again when publishing).
         AudioError: the staging path cannot be made or the rename failed.
     """
-    staged = staging_path(target, directory)
+    if directory:
+        with staged_folder(target, force=force, noun="session") as staged:
+            yield staged
+        return
+    staged = staging_path(target, directory=False)
     try:
         yield staged
         publish_tree(staged, target, force=force)
@@ -276,36 +280,18 @@ def publish_tree(staged: Path, target: Path, force: bool = False) -> None:
     """Move a finished folder or file into place in one rename (signals held meanwhile).
 
     Without ``force`` an existing target is an error; with it the old one is moved aside, replaced, and deleted
-    only once the new one is in place (on failure it is put back).
+    only once the new one is in place (on failure it is put back): ``stemforge.audio.publish_staged``, a file
+    claimed exclusively (``_claim``).
 
     Raises:
         OutputExistsError: ``target`` exists and ``force`` is false.
         AudioError: the rename failed.
     """
-    with deferred_signals():
-        old = None
-        if os.path.lexists(target):
-            if not force:
-                raise OutputExistsError(f"{target}: already exists (use --force to replace it)")
-            old = staging_path(target, directory=False)  # a free name beside the target, for the old one
-            if target.is_dir() and not target.is_symlink():
-                old.unlink()  # os.replace cannot put a folder over a file
-            os.replace(target, old)
-        try:
-            if staged.is_dir():
-                os.rename(staged, target)  # fails on a non-empty folder that appeared meanwhile
-            else:
-                _claim(staged, target)
-        except BaseException as exc:
-            if old is not None:
-                os.replace(old, target)
-            if isinstance(exc, FileExistsError):
-                raise OutputExistsError(f"{target}: already exists (use --force to replace it)") from exc
-            if isinstance(exc, OSError):
-                raise AudioError(f"{target}: cannot write the session ({exc.strerror or exc})") from exc
-            raise
-        if old is not None:
-            remove(old)
+    if staged.is_dir():
+        publish_folder(staged, target, force=force, noun="session")
+    else:
+        claim = lambda new, name: _claim(new, name)  # noqa: E731 - looks _claim up when called (patchable)
+        publish_staged(staged, target, claim, force=force, noun="session")
 
 
 def _claim(staged: Path, target: Path) -> None:
@@ -321,9 +307,5 @@ def _claim(staged: Path, target: Path) -> None:
     staged.unlink()
 
 
-def remove(path: Path) -> None:
-    """Delete a file or folder we made (a staging one), quietly."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+#: Deletes a file or folder we made (a staging one), quietly.
+remove = remove_tree

@@ -9,9 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +16,7 @@ import numpy as np
 import soundfile as sf
 from scipy.io import wavfile
 
-from stemforge.audio import folder_mode
+from stemforge.audio import staged_folder
 from stemforge.data.synth import mixing, soundfont
 from stemforge.data.synth.composition import compose
 from stemforge.data.synth.drums import DrumKit
@@ -201,8 +198,9 @@ def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, met
 
     With 16-bit output the stems are quantized first and the mixture is the sum of the quantized stems,
     so the files still satisfy mixture == sum(stems) exactly. The song is written into a hidden folder beside
-    ``folder`` and renamed into place when complete: an error or an interruption leaves no half-written song
-    (song discovery skips hidden folders).
+    ``folder`` and renamed into place when complete (``stemforge.audio.staged_folder``): an error or an
+    interruption leaves no half-written song (song discovery skips hidden folders), and with ``force`` the old
+    song stays until the new one replaces it.
 
     Args:
         folder: the song's folder; it must not exist unless ``force``.
@@ -213,15 +211,12 @@ def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, met
         force: replace an existing ``folder``.
 
     Raises:
-        StemforgeError: ``folder`` exists (without ``force``), ``bits`` is unknown, or the 16-bit mixture clips.
+        StemforgeError: ``folder`` exists (without ``force``; ``OutputExistsError``), ``bits`` is unknown, the
+            16-bit mixture clips, or the song cannot be written (``AudioError``).
     """
-    if folder.exists() and not force:
-        raise StemforgeError(f"{folder}: already exists (use --force to replace it)")
     if bits not in (16, "32f"):
         raise StemforgeError(f"bits must be 16 or '32f', got {bits!r}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
-    try:
+    with staged_folder(folder, force=force, noun="song") as staged:
         names = list(stems)
         if bits == 16:
             quantized = {n: np.clip(np.round(stems[n] * 32767.0), -32768, 32767).astype(np.int32) for n in names}
@@ -239,10 +234,3 @@ def write_song(folder: Path, stems: dict[str, np.ndarray], sample_rate: int, met
                 _write_float_wav(staged / f"{n}.wav", stems[n], sample_rate)
             _write_float_wav(staged / "mixture.wav", mixture, sample_rate)
         (staged / "song.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-        os.chmod(staged, folder_mode())  # mkdtemp makes 0700 folders
-        if folder.exists():  # force: the old song goes only once the new one is complete
-            shutil.rmtree(folder)
-        os.rename(staged, folder)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise

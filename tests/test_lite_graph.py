@@ -1,0 +1,65 @@
+"""``stemforge.lite_graph``: a U-Net checkpoint read without torch (verified as the torch path verifies it) and
+built into a valid ONNX graph; anything else is left to torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lite_helpers import randomized_unet
+from stemforge import lite, lite_graph
+from stemforge.checkpoint import save_checkpoint, weights_sha256
+from stemforge.hub import bundled_checkpoint
+from stemforge.models import build
+
+
+def test_the_runtime_keeps_its_public_names() -> None:
+    """``stemforge.lite`` stays the one import path: the reader's names there are the reader's own objects."""
+    for name in ("FORMAT", "HEADER_KEY", "ARCHITECTURE", "CONFIG_FIELDS", "BN_EPS", "UNetSpec", "Unsupported",
+                 "read_unet", "build_graph", "weights_sha256"):
+        assert getattr(lite, name) is getattr(lite_graph, name), name
+
+
+def test_weights_hash_is_the_checkpoints(tmp_path: Path) -> None:
+    """Hashed as ``checkpoint.weights_sha256`` hashes torch tensors, 0-d BatchNorm counters included."""
+    model, path = randomized_unet(tmp_path)
+    from safetensors.numpy import load_file
+
+    state = load_file(str(path))
+    assert state["down.0.norm.num_batches_tracked"].shape == ()
+    assert lite_graph.weights_sha256(state) == weights_sha256(model.state_dict())
+    bundled = bundled_checkpoint()
+    assert lite_graph.weights_sha256(load_file(str(bundled))) == json.loads(
+        __import__("safetensors").safe_open(str(bundled), "np").metadata()["stemforge"])["weights_sha256"]
+
+
+def test_other_checkpoints_are_left_to_torch(tmp_path: Path) -> None:
+    """Anything short of a well-formed, untampered U-Net checkpoint raises Unsupported (the torch path takes it)."""
+    _, path = randomized_unet(tmp_path)
+    lite_graph.read_unet(path)  # the untouched file is accepted
+    bilstm = build("bilstm", preset="tiny").eval()
+    save_checkpoint(bilstm, tmp_path / "bilstm.safetensors")
+    tampered = tmp_path / "tampered.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # a weight byte: the hash no longer matches
+    tampered.write_bytes(bytes(data))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    _, odd_hop = randomized_unet(tmp_path, name="odd.safetensors", hop=96)  # hop does not divide n_fft
+    for bad, reason in [(tmp_path / "bilstm.safetensors", "not a stemforge unet"), (tampered, "sha256"),
+                        (garbage, "not readable"), (tmp_path / "missing.safetensors", "not readable"),
+                        (odd_hop, "settings")]:
+        with pytest.raises(lite_graph.Unsupported, match=reason):
+            lite_graph.read_unet(bad)
+
+
+def test_graph_is_valid_onnx(tmp_path: Path) -> None:
+    """The in-memory graph passes onnx's checker and folds the encoder's BatchNorm (no BatchNormalization node)."""
+    onnx = pytest.importorskip("onnx")
+    _, path = randomized_unet(tmp_path)
+    graph = onnx.load_from_string(lite_graph.build_graph(*lite_graph.read_unet(path)))
+    onnx.checker.check_model(graph, full_check=True)
+    ops = [node.op_type for node in graph.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Conv") == 3 + 1 and ops.count("ConvTranspose") == 3
