@@ -207,10 +207,20 @@ def test_state_with_wrong_values_is_a_clear_error(tmp_path, data):
         train(_config(tmp_path, data, steps=4), resume=True)
 
 
-def test_a_refused_config_prints_its_error_without_a_warm_up_warning(tmp_path, data, caplog):
-    cfg = _config(tmp_path, data, steps=20, **{"optim.warmup_steps": 100, "data.batch_size": 0})
-    with caplog.at_level("WARNING", logger="stemforge"), pytest.raises(StemforgeError, match="batch_size"):
-        Trainer(cfg)
+@pytest.mark.parametrize("setting", ["batch_size", "device", "out"])
+def test_a_refused_run_prints_its_error_without_a_warm_up_warning(tmp_path, data, caplog, monkeypatch, setting):
+    overrides = {"optim.warmup_steps": 100}
+    if setting == "batch_size":
+        overrides["data.batch_size"] = 0
+    elif setting == "device":
+        overrides["device"] = "cuda"
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    else:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "state.safetensors").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="stemforge"), pytest.raises(StemforgeError) as refused:
+        Trainer(_config(tmp_path, data, steps=20, **overrides))
+    assert {"batch_size": "batch_size", "device": "no CUDA device", "out": "already holds a run"}[setting] in str(refused.value)
     assert not [r for r in caplog.records if "warm-up" in r.getMessage()]
 
 

@@ -197,14 +197,15 @@ class Trainer:
         if resume:
             for line in resume_changes(stored_config(self.out), config, origins):
                 logger.warning(line)
-        config.validate()  # first: a run refused for a bad setting prints its error alone, no warm-up warning
-        config = _fit_warmup(config)
-        self.config = config
-        self.resume = resume
+        # Refusals first: a run refused for a bad setting prints its error alone, without a warm-up warning.
+        config.validate()
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise StemforgeError("--device cuda was asked for but no CUDA device is available")
         if not resume and any((self.out / name).exists() for name in (STATE_FILE, LEGACY_STATE_FILE)):
             raise StemforgeError(f"{self.out} already holds a run; use --resume to continue it or choose another --out")
+        config = _fit_warmup(config)
+        self.config = config
+        self.resume = resume
         if config.threads:
             torch.set_num_threads(config.threads)
         self.stop_signal: int | None = None
