@@ -121,8 +121,8 @@ def find_stem_files(folder: str | os.PathLike[str], stems: Iterable[str] | None 
     extra = sorted(files[s][0].name for s in files if s not in wanted)
     if missing or extra:
         parts = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unexpected {', '.join(extra)}"] * bool(extra)
-        raise StemSetError(f"{folder}: {'; '.join(parts)} (expected {', '.join(wanted)}, and optionally "
-                           f"{MIXTURE}.*)")
+        optional = f", and optionally {MIXTURE}.*" if MIXTURE not in wanted else ""
+        raise StemSetError(f"{folder}: {'; '.join(parts)} (expected {', '.join(wanted)}{optional})")
     return {stem: files[stem][0] for stem in wanted}, mixture
 
 
