@@ -1,9 +1,10 @@
 """What a DAW session is made of, whatever the DAW: the stems of one track, the original mix, names, colours, tempo.
 
 ``read_stem_folder`` checks a folder of stems as ``stemforge separate`` writes it (one file per stem, named after
-the stem; the rule lives in ``stemforge.stem_folder``) and returns a ``Session``: every stem must be there, nothing else that looks like a stem may be, and
-all of them must share one sample rate, one channel count and one length. The original mix is optional, may
-have its own rate, layout and length, and is muted in the session. ``publish_tree`` moves a finished session
+the stem) by the rule in ``stemforge.stem_folder`` and returns a ``Session``: every stem must be there, nothing
+else that looks like a stem may be, and all of them must share one sample rate, one channel count and one
+length. The original mix (``--mix``, else the folder's ``mixture.*``) is optional, may have its own rate,
+layout and length, and is muted in the session. ``publish_tree`` moves a finished session
 (built in a hidden temporary folder or file beside its target) into place in one rename.
 """
 
