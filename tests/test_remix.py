@@ -267,3 +267,14 @@ def test_stems_that_decode_to_different_lengths_write_nothing(tmp_path: Path) ->
     with pytest.raises(RemixError, match=r"stems of different lengths: bass.wav ends after 22050 frames"):
         remix_folder(checked, tmp_path / "mix.wav", block_frames=4096)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stems"]
+
+
+def test_more_than_five_channels_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """BS.1770 weighs 1 to 5 channels; 7.1 stems are refused up front (pyloudnorm raised a ValueError)."""
+    folder = tmp_path / "stems"
+    folder.mkdir()
+    for name, x in toy_stems(0.5).items():
+        sf.write(folder / f"{name}.wav", np.tile(x, (4, 1)).T, SR, subtype="PCM_16")
+    code, err = run_cli(["remix", str(folder), "-o", str(tmp_path / "mix.wav")], capsys)
+    assert code == 1 and len(err) == 1 and "8 channels; loudness (BS.1770) is defined for 1 to 5" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stems"]

@@ -14,6 +14,7 @@ with the length is one energy per 100 ms hop and channel (under 100 kB for 20 mi
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 
@@ -133,7 +134,7 @@ class LoudnessMeter:
             return float(-0.691 + 10.0 * np.log10(z[gated].mean(axis=0) @ weights))
 
 
-def integrated_loudness(blocks, rate: int, channels: int) -> float:
+def integrated_loudness(blocks: Iterable[np.ndarray], rate: int, channels: int) -> float:
     """Integrated loudness of audio given as an iterable of (channels, n) blocks (``LoudnessMeter``).
 
     Args:
