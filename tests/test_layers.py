@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("stemforge", "stemforge.errors", "stemforge.stems"),
-    ("stemforge.extras", "stemforge.dsp", "stemforge.audio"),
+    ("stemforge.extras", "stemforge.dsp", "stemforge.audio", "stemforge.stem_folder"),
     ("stemforge.layout", "stemforge.metrics", "stemforge.data", "stemforge.daw", "stemforge.remix"),
     ("stemforge.models",),  # base, registry, the built-in families
     ("stemforge.models.compat",),  # published architectures and their checkpoint formats

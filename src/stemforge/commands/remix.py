@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemforge.audio import OUTPUT_FORMATS, check_output_format, save
-    from stemforge.remix import load_stem_folder, parse_levels, remix
+    from stemforge.audio import OUTPUT_FORMATS, check_output_format
+    from stemforge.remix import check_folder, parse_levels, remix_folder
 
     out = Path(args.out)
     fmt = out.suffix.lower().lstrip(".")
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise StemforgeError(f"{out}: already exists (use --force to overwrite)")
     gains = parse_levels(args.gain, "gain")
     pans = parse_levels(args.pan, "pan")
-    folder = load_stem_folder(args.folder)  # every check on the folder before any audio is decoded
-    check_output_format(fmt, args.bits, next(iter(folder.stems.values())).shape[0])
+    folder = check_folder(args.folder)  # every check on the folder before any audio is decoded
+    check_output_format(fmt, args.bits, folder.channels)
     muted = []
     if args.karaoke:
         muted = ["vocals"]
@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
         if stem in gains:
             raise StemforgeError(f"--gain {stem} contradicts the shortcut that mutes it")
         gains[stem] = float("-inf")
-    mix = remix(folder.stems, folder.rate, gains, pans, folder.mixture, folder.mixture_rate)
-    save(out, mix, folder.rate, bits=args.bits, overwrite=args.force)
+    remix_folder(folder, out, gains, pans, bits=args.bits, overwrite=args.force)  # streamed: memory flat in length
     print(f"{args.folder} -> {out}")
     return 0

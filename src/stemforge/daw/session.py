@@ -1,9 +1,10 @@
 """What a DAW session is made of, whatever the DAW: the stems of one track, the original mix, names, colours, tempo.
 
 ``read_stem_folder`` checks a folder of stems as ``stemforge separate`` writes it (one file per stem, named after
-the stem) and returns a ``Session``: every stem must be there, nothing else that looks like a stem may be, and
-all of them must share one sample rate, one channel count and one length. The original mix is optional, may
-have its own rate, layout and length, and is muted in the session. ``publish_tree`` moves a finished session
+the stem) by the rule in ``stemforge.stem_folder`` and returns a ``Session``: every stem must be there, nothing
+else that looks like a stem may be, and all of them must share one sample rate, one channel count and one
+length. The original mix (``--mix``, else the folder's ``mixture.*``) is optional, may have its own rate,
+layout and length, and is muted in the session. ``publish_tree`` moves a finished session
 (built in a hidden temporary folder or file beside its target) into place in one rename.
 """
 
@@ -18,17 +19,22 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from stemforge.audio import (
-    AUDIO_EXTENSIONS,
     OutputExistsError,
-    open_audio,
     publish_folder,
     publish_staged,
     remove_tree,
     staged_folder,
     staging_path as audio_staging_path,
 )
-from stemforge.errors import AudioError, StemforgeError
-from stemforge.stems import FOUR_STEMS, SIX_STEMS
+from stemforge.errors import StemforgeError
+from stemforge.stem_folder import (
+    StemFolderError,
+    StemSetError,
+    check_stem_files,
+    expected_stems,  # noqa: F401 - the stem-set rule, re-exported where it used to live
+    find_stem_files,
+    probe,
+)
 
 #: The DAWs we write sessions for.
 DAWS = ("ardour", "reaper")
@@ -117,36 +123,16 @@ def check_session_name(name: str) -> str:
 
 
 def _probe(path: Path) -> tuple[int, int, int]:
-    """(sample rate, channels, frames) of an audio file; frames are counted by decoding when the header lacks them."""
-    reader = open_audio(path)
-    try:
-        info = reader.info
-        frames = info.frames
-        if frames is None:
-            frames = sum(block.shape[1] for block in reader.blocks(1 << 16))
-        if not frames:
-            raise AudioError(f"{path}: contains no audio samples")
-        return info.sample_rate, info.channels, frames
-    finally:
-        reader.close()
+    """(sample rate, channels, frames) of an audio file (``stemforge.stem_folder.probe``)."""
+    info = probe(path)
+    return info.sample_rate, info.channels, int(info.frames)
 
 
-def expected_stems(found: Iterable[str]) -> tuple[str, ...]:
-    """The stem set a folder holding ``found`` should hold: ``X`` and ``no_X``, the six stems or the four.
-
-    Args:
-        found: the stem names present.
-
-    Returns:
-        The names expected, in session order.
-    """
-    found = set(found)
-    pairs = sorted(n[len("no_"):] for n in found if n.startswith("no_"))
-    if len(pairs) == 1:
-        return (pairs[0], f"no_{pairs[0]}")
-    if found & (set(SIX_STEMS) - set(FOUR_STEMS)):
-        return SIX_STEMS
-    return FOUR_STEMS
+def _session_error(exc: StemFolderError, hint: str = "") -> SessionError:
+    """The stem folder checker's refusal as a ``SessionError`` (same one-line message)."""
+    error = SessionError(f"{exc}{hint}")
+    error.__cause__ = exc
+    return error
 
 
 def read_stem_folder(folder: str | os.PathLike[str], stems: Iterable[str] | None = None,
@@ -154,14 +140,16 @@ def read_stem_folder(folder: str | os.PathLike[str], stems: Iterable[str] | None
                      tempo: float | None = None) -> Session:
     """Check a folder of stems (``<stem>.<ext>``, as ``stemforge separate`` writes them) and describe its session.
 
-    Audio files directly in ``folder`` are the stems (hidden files and subfolders are ignored). Without ``stems``
-    the folder must hold one known set: ``X`` and ``no_X`` (``--two-stems``), the six stems if guitar or piano is
-    there, else the four.
+    The folder is checked by ``stemforge.stem_folder`` (the rule ``stemforge remix`` applies too): audio files
+    directly in ``folder`` are the stems (hidden files and subfolders are ignored), and ``mixture.<ext>`` is
+    the original mix. Without ``stems`` the folder must hold one known set (``expected_stems``): ``X`` and
+    ``no_X`` (``--two-stems``), the six stems, or the four.
 
     Args:
         folder: the stem folder.
         stems: the stem names to expect, in track order (default: the set the folder's names imply).
-        mix: the original mix (any rate, layout and length); None for no mix track.
+        mix: the original mix (any rate, layout and length); None: the folder's ``mixture.*`` if there is one,
+            else no mix track.
         name: the session's name (default: the folder's name).
         tempo: beats per minute, if known.
 
@@ -178,27 +166,13 @@ def read_stem_folder(folder: str | os.PathLike[str], stems: Iterable[str] | None
         raise SessionError(f"{folder}: no such stem folder")
     check_tempo(tempo)
     name = check_session_name(name if name is not None else folder.resolve().name)
-    files: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
-            continue
-        if mix is not None and path.resolve() == Path(mix).resolve():
-            continue
-        files.setdefault(path.stem, []).append(path)
-    twice = {stem: paths for stem, paths in files.items() if len(paths) > 1}
-    if twice:
-        stem, paths = next(iter(twice.items()))
-        raise SessionError(f"{folder}: stem {stem!r} is there twice ({', '.join(p.name for p in paths)}); keep one")
-    wanted = tuple(dict.fromkeys(stems)) if stems is not None else expected_stems(files)
-    if not wanted:
-        raise SessionError("no stems asked for")
-    missing = [s for s in wanted if s not in files]
-    extra = sorted(files[s][0].name for s in files if s not in wanted)
-    if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
-        hint = "" if stems is not None else f" (expected {', '.join(wanted)}; name the stems with --stems)"
-        raise SessionError(f"{folder}: {'; '.join(parts)}{hint}")
-    return session_from_files(name, {stem: files[stem][0] for stem in wanted}, mix, tempo)
+    try:
+        files, mixture = find_stem_files(folder, stems, ignore=[mix] if mix is not None else [])
+    except StemSetError as exc:
+        raise _session_error(exc, "" if stems is not None else "; name the stems with --stems") from exc
+    except StemFolderError as exc:
+        raise _session_error(exc) from exc
+    return session_from_files(name, files, mix if mix is not None else mixture, tempo)
 
 
 def session_from_files(name: str, stems: dict[str, Path], mix: str | os.PathLike[str] | None = None,
@@ -222,17 +196,12 @@ def session_from_files(name: str, stems: dict[str, Path], mix: str | os.PathLike
     check_tempo(tempo)
     if not stems:
         raise SessionError("no stems to make a session of")
-    tracks = []
-    for stem, path in stems.items():
-        rate, channels, frames = _probe(Path(path))
-        tracks.append(SessionTrack(stem, Path(path), rate, channels, frames, stem_colour(stem)))
-    first = tracks[0]
-    for track in tracks[1:]:
-        for what, a, b, unit in (("sample rate", first.sample_rate, track.sample_rate, " Hz"),
-                                 ("channel count", first.channels, track.channels, ""),
-                                 ("length", first.frames, track.frames, " frames")):
-            if a != b:
-                raise SessionError(f"stems differ in {what}: {first.path} has {a}{unit}, {track.path} {b}{unit}")
+    try:
+        infos = check_stem_files({stem: Path(path) for stem, path in stems.items()})
+    except StemFolderError as exc:
+        raise _session_error(exc) from exc
+    tracks = [SessionTrack(stem, Path(stems[stem]), info.sample_rate, info.channels, int(info.frames),
+                           stem_colour(stem)) for stem, info in infos.items()]
     mix_track = None
     if mix is not None:
         rate, channels, frames = _probe(Path(mix))
