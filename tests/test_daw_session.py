@@ -3,6 +3,7 @@ the mix track's name, and replacing a session without ever losing the old one.""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,8 @@ def test_a_folder_we_cannot_write_to_is_one_line(tmp_path: Path, monkeypatch: py
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(model.tempfile, "mkdtemp", read_only)
-    monkeypatch.setattr(model.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)  # where stemforge.audio.staging_path makes its names
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(AudioError, match=r"song(\.rpp)?: cannot write the session \(Permission denied\)$"):
         write_session(session, daw, folder)
 

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import tempfile  # noqa: F401 - staging names come from stemforge.audio; tests patch daw.session.tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
