@@ -52,44 +52,14 @@ def sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
 
 class HTNetwork(nn.Module):
     """Our HTDemucs between its STFT and iSTFT: (normalised spectrogram channels, normalised waveform) ->
-    (decoded spectrogram channels, decoded waveform). The loop of ``HybridUNet._separate``, unchanged."""
+    (decoded spectrogram channels, decoded waveform): ``HybridUNet.encode_decode``."""
 
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m, cfg = self.model, self.model.config
-        saved, saved_t, lengths, lengths_t = [], [], [], []
-        for idx, encode in enumerate(m.encoder):
-            lengths.append(x.shape[-1])
-            inject = None
-            if idx < len(m.tencoder):
-                lengths_t.append(xt.shape[-1])
-                tenc = m.tencoder[idx]
-                xt = tenc(xt)
-                if tenc.empty:
-                    inject = xt
-                else:
-                    saved_t.append(xt)
-            x = encode(x, inject)
-            if idx == 0 and m.freq_emb is not None:
-                emb = m.freq_emb(torch.arange(x.shape[-2], device=x.device)).t()
-                x = x + cfg.freq_emb * emb[None, :, :, None].to(x.dtype)
-            saved.append(x)
-        x, xt = m._bottleneck(x, xt)
-        offset = cfg.depth - len(m.tdecoder)
-        for idx, decode in enumerate(m.decoder):
-            x, pre = decode(x, saved.pop(-1), lengths.pop(-1))
-            if idx >= offset:
-                tdec = m.tdecoder[idx - offset]
-                length_t = lengths_t.pop(-1)
-                if tdec.empty:
-                    xt, _ = tdec(pre[:, :, 0], None, length_t)
-                else:
-                    xt, _ = tdec(xt, saved_t.pop(-1), length_t)
-        return x, xt
-
+        return self.model.encode_decode(x, xt)
 
 def ht_inputs(model, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     from stemforge.models.compat.hdemucs import complex_as_channels, hybrid_spectrogram

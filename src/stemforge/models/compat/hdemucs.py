@@ -487,22 +487,19 @@ class HybridUNet(StemModel):
         """
         self.to(memory_format=torch.channels_last)
 
-    def _separate(self, mix: torch.Tensor) -> torch.Tensor:
-        """mix: (B, C, T) -> (B, S, C, T), run at exactly the given length."""
+    def encode_decode(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network between the normalised inputs and the de-normalisation: both branches' encoders, the
+        bottleneck and the decoders (``_separate`` wraps it; ``benchmarks/onnx_spike.py`` exports it alone).
+
+        Args:
+            x: the normalised spectrogram, (batch, 2 * channels, bins, frames) complex-as-channels.
+            xt: the normalised waveform, (batch, channels, time) (ignored by a non-hybrid model).
+
+        Returns:
+            (x, xt): the spectral branch's output (batch, sources * 2 * channels, bins, frames) and the waveform
+            branch's (batch, sources * channels, time).
+        """
         cfg: HDemucsConfig = self.config  # type: ignore[assignment]
-        length = mix.shape[-1]
-        reflect = not cfg.hybrid_old
-        z = hybrid_spectrogram(mix, cfg.nfft, reflect=reflect)
-        x = complex_as_channels(z) if cfg.cac else z.abs()
-        batch, _, bins, frames = x.shape
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
-        xt = mix
-        if cfg.hybrid:
-            meant = mix.mean(dim=(1, 2), keepdim=True)
-            stdt = mix.std(dim=(1, 2), keepdim=True)
-            xt = (mix - meant) / (1e-5 + stdt)
         saved, saved_t, lengths, lengths_t = [], [], [], []
         for idx, encode in enumerate(self.encoder):
             lengths.append(x.shape[-1])
@@ -531,6 +528,25 @@ class HybridUNet(StemModel):
                     xt, _ = tdec(pre[:, :, 0], None, length_t)
                 else:
                     xt, _ = tdec(xt, saved_t.pop(-1), length_t)
+        return x, xt
+
+    def _separate(self, mix: torch.Tensor) -> torch.Tensor:
+        """mix: (B, C, T) -> (B, S, C, T), run at exactly the given length."""
+        cfg: HDemucsConfig = self.config  # type: ignore[assignment]
+        length = mix.shape[-1]
+        reflect = not cfg.hybrid_old
+        z = hybrid_spectrogram(mix, cfg.nfft, reflect=reflect)
+        x = complex_as_channels(z) if cfg.cac else z.abs()
+        batch, _, bins, frames = x.shape
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        xt = mix
+        if cfg.hybrid:
+            meant = mix.mean(dim=(1, 2), keepdim=True)
+            stdt = mix.std(dim=(1, 2), keepdim=True)
+            xt = (mix - meant) / (1e-5 + stdt)
+        x, xt = self.encode_decode(x, xt)
         sources = len(cfg.sources)
         # float32 from here on: complex views and the iSTFT need it (the network may have run under bf16 autocast).
         if not cfg.cac:
