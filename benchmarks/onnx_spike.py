@@ -72,25 +72,14 @@ def ht_inputs(model, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class RoNetwork(nn.Module):
     """Our BS-RoFormer between its STFT and the mask application: band-split input (B, N, sum widths) -> real
-    masks (B, S, N, sum widths). The loop of ``RoFormer.forward``, unchanged."""
+    masks (B, S, N, sum widths): ``RoFormer.estimate_masks``."""
 
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, c = self.model, self.model.config
-        batch, frames = x.shape[:2]
-        x = m.band_split(x)
-        for layer in m.layers:
-            time_tf, freq_tf = layer[c.layer_offset], layer[c.layer_offset + 1]
-            bands = x.shape[2]
-            x = x.transpose(1, 2).reshape(batch * bands, frames, -1)
-            x = time_tf(x).view(batch, bands, frames, -1).transpose(1, 2).reshape(batch * frames, bands, -1)
-            x = freq_tf(x).view(batch, frames, bands, -1)
-        x = m.final_norm(x)
-        return torch.stack([est(x) for est in m.mask_estimators], dim=1)
-
+        return self.model.estimate_masks(x)
 
 def real_rotary(self, t: torch.Tensor) -> torch.Tensor:
     """``Rotary.forward`` in real arithmetic (ONNX has no complex type): the same rotation, float32 rounding."""

@@ -252,6 +252,28 @@ class RoFormer(StemModel):
             MaskEstimator(c.dim, widths, c.mask_linear_layers, c.mlp_expansion_factor) for _ in range(c.num_stems)
         )
 
+    def estimate_masks(self, x: torch.Tensor) -> torch.Tensor:
+        """The network between the STFT and the mask application: band split, the time and frequency
+        Transformers, the mask estimators (``forward`` wraps it; ``benchmarks/onnx_spike.py`` exports it alone).
+
+        Args:
+            x: the spectrogram's real and imaginary parts, (batch, frames, sum of band input widths).
+
+        Returns:
+            Real masks, (batch, sources, frames, sum of band mask widths).
+        """
+        c = self.config
+        batch, frames = x.shape[:2]
+        x = self.band_split(x)  # (B, N, bands, D)
+        for layer in self.layers:
+            time_tf, freq_tf = layer[c.layer_offset], layer[c.layer_offset + 1]
+            bands = x.shape[2]
+            x = x.transpose(1, 2).reshape(batch * bands, frames, -1)
+            x = time_tf(x).view(batch, bands, frames, -1).transpose(1, 2).reshape(batch * frames, bands, -1)
+            x = freq_tf(x).view(batch, frames, bands, -1)
+        x = self.final_norm(x)
+        return torch.stack([est(x) for est in self.mask_estimators], dim=1)
+
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """mix: (batch, channels, time) -> (batch, sources, channels, time)."""
         c = self.config
@@ -268,15 +290,7 @@ class RoFormer(StemModel):
         x = torch.view_as_real(spec)  # (B, F*C, N, 2) frequency-major, channel-minor
         if c.bands == "mel":
             x = x[:, self.freq_indices]
-        x = self.band_split(x.permute(0, 2, 1, 3).reshape(batch, frames, -1))  # (B, N, bands, D)
-        for layer in self.layers:
-            time_tf, freq_tf = layer[c.layer_offset], layer[c.layer_offset + 1]
-            bands = x.shape[2]
-            x = x.transpose(1, 2).reshape(batch * bands, frames, -1)
-            x = time_tf(x).view(batch, bands, frames, -1).transpose(1, 2).reshape(batch * frames, bands, -1)
-            x = freq_tf(x).view(batch, frames, bands, -1)
-        x = self.final_norm(x)
-        masks = torch.stack([est(x) for est in self.mask_estimators], dim=1)  # (B, S, N, sum widths)
+        masks = self.estimate_masks(x.permute(0, 2, 1, 3).reshape(batch, frames, -1))  # (B, S, N, sum widths)
         masks = torch.view_as_complex(masks.float().view(batch, c.num_stems, frames, -1, 2).contiguous()).transpose(2, 3)
         if c.bands == "mel":
             summed = torch.zeros(batch, c.num_stems, bins * channels, frames, dtype=masks.dtype, device=masks.device)
