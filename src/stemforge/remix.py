@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import IO, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -436,11 +437,38 @@ def _file_loudness(info: AudioInfo, size: int) -> float:
         reader.close()
 
 
+class _PeakFile:
+    """The mix's per-sample true peaks (float32, one per frame), kept in an unnamed temporary file.
+
+    The 8x-oversampled peak meter is most of a remix's time; the mix's peaks do not change between passes (the
+    limiter needs them times the pass's gain), so the first pass writes them here and later passes read the
+    ranges they need, instead of metering the mix again each time. On disk rather than in memory, so memory
+    stays flat in the song's length (4 bytes a frame: 53 MB for 5 minutes at 44.1 kHz).
+    """
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile()
+
+    def append(self, peaks: np.ndarray) -> None:
+        self.file.seek(0, os.SEEK_END)
+        self.file.write(np.ascontiguousarray(peaks, dtype=np.float32).tobytes())
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Peaks of frames [start, stop)."""
+        self.file.seek(4 * start)
+        return np.frombuffer(self.file.read(4 * (stop - start)), np.float32)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def _limited(found: stem_folder.StemFolder, scales: Mapping[str, np.ndarray], gain: np.float32, ceiling_db: float,
-             size: int, out_peaks: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+             size: int, out_peaks: bool,
+             mix_peaks: _PeakFile | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The mix times ``gain`` through the limiter, block by block, as ``remix`` computes it on the whole array.
 
-    Only the audible stems are read (one muted stem when all are, for the length of the silence).
+    Only the audible stems are read (one muted stem when all are, for the length of the silence). ``mix_peaks``
+    holds the mix's per-sample true peaks from the first pass (else each block is metered here).
 
     Yields:
         ((channels, n) float32 output, its (n,) per-sample true peaks or None when ``out_peaks`` is false).
@@ -450,7 +478,9 @@ def _limited(found: stem_folder.StemFolder, scales: Mapping[str, np.ndarray], ga
     mixes = (_mix(b, scales, next(iter(b.values())).shape) for b in _stem_blocks(found, names, size))
     for start, offset, chunk in _windows(mixes, size, context):
         n = min(size, chunk.shape[1] - offset)
-        out = chunk * (gain * limiter_gain(sample_peaks(chunk) * gain, rate, ceiling_db))
+        peaks = sample_peaks(chunk) if mix_peaks is None else mix_peaks.read(start - offset,
+                                                                             start - offset + chunk.shape[1])
+        out = chunk * (gain * limiter_gain(peaks * gain, rate, ceiling_db))
         peaks = sample_peaks(out)[offset:offset + n] if out_peaks else None
         yield out[:, offset:offset + n], peaks
 
@@ -469,7 +499,7 @@ def remix_folder(folder: str | os.PathLike[str] | stem_folder.StemFolder, out: s
     Memory does not grow with the track's length (a 44.1 kHz stereo remix peaks at about 140 MB of RSS whatever
     its length; ``benchmarks/remix_memory.py``). The result is ``remix`` of ``load_stem_folder(folder)``'s arrays
     to rounding (the tests hold it within 1e-5); the stems are read 2 to 6 times (measuring, each loudness try of
-    a limited mix, writing).
+    a limited mix, writing), the mix's true peaks metered once and kept in a temporary file (``_PeakFile``).
 
     Args:
         folder: a stem folder, or one already checked (``check_folder``).
@@ -512,37 +542,42 @@ def remix_folder(folder: str | os.PathLike[str] | stem_folder.StemFolder, out: s
                 sum_meter.add(sum(blocks.values()))
             yield mix
 
-    peak = 0.0
-    for _, offset, chunk in _windows(mixes(), block_frames, 2 * 16 * OVERSAMPLE):
-        peaks = sample_peaks(chunk)[offset:offset + block_frames]
-        peak = max(peak, float(peaks.max()) if peaks.size else 0.0)
-    level = mix_meter.result()
-    target = _file_loudness(found.mixture, block_frames) if found.mixture is not None else sum_meter.result()
-    # Then ``remix``'s loop, each loudness try a pass over the limited mix (none when nothing is limited).
-    gain, out_peak = np.float32(1.0), None
-    if np.isfinite(target) and np.isfinite(level):
-        gain_db = first = target - level
-        for _ in range(4):
-            gain = np.float32(10 ** (gain_db / 20))
-            if not _needs_limiting(peak, gain, rate, ceiling_db):
-                out_peak = None  # the mix times gain: its loudness is the target and its peak under the ceiling
-                break
-            meter, out_peak = LoudnessMeter(rate, channels), 0.0
-            for block, peaks in _limited(found, scales, gain, ceiling_db, block_frames, out_peaks=True):
-                meter.add(block)
+    mix_peaks = _PeakFile()  # the mix's true peaks, metered once here and read back by every later pass
+    try:
+        peak = 0.0
+        for _, offset, chunk in _windows(mixes(), block_frames, 2 * 16 * OVERSAMPLE):
+            peaks = sample_peaks(chunk)[offset:offset + block_frames]
+            mix_peaks.append(peaks)
+            peak = max(peak, float(peaks.max()) if peaks.size else 0.0)
+        level = mix_meter.result()
+        target = _file_loudness(found.mixture, block_frames) if found.mixture is not None else sum_meter.result()
+        # Then ``remix``'s loop, each loudness try a pass over the limited mix (none when nothing is limited).
+        gain, out_peak = np.float32(1.0), None
+        if np.isfinite(target) and np.isfinite(level):
+            gain_db = first = target - level
+            for _ in range(4):
+                gain = np.float32(10 ** (gain_db / 20))
+                if not _needs_limiting(peak, gain, rate, ceiling_db):
+                    out_peak = None  # the mix times gain: loudness on target, peak under the ceiling
+                    break
+                meter, out_peak = LoudnessMeter(rate, channels), 0.0
+                for block, peaks in _limited(found, scales, gain, ceiling_db, block_frames, True, mix_peaks):
+                    meter.add(block)
+                    out_peak = max(out_peak, float(peaks.max()) if peaks.size else 0.0)
+                short = target - meter.result()
+                if abs(short) < 0.05 or gain_db >= first + MAX_MAKEUP_DB:
+                    break
+                gain_db = min(gain_db + short, first + MAX_MAKEUP_DB)
+        elif _needs_limiting(peak, gain, rate, ceiling_db):  # silence (or a silent original): only the limiter
+            out_peak = 0.0
+            for _, peaks in _limited(found, scales, gain, ceiling_db, block_frames, True, mix_peaks):
                 out_peak = max(out_peak, float(peaks.max()) if peaks.size else 0.0)
-            short = target - meter.result()
-            if abs(short) < 0.05 or gain_db >= first + MAX_MAKEUP_DB:
-                break
-            gain_db = min(gain_db + short, first + MAX_MAKEUP_DB)
-    elif _needs_limiting(peak, gain, rate, ceiling_db):  # silence (or a silent original): only the limiter
-        out_peak = 0.0
-        for _, peaks in _limited(found, scales, gain, ceiling_db, block_frames, out_peaks=True):
-            out_peak = max(out_peak, float(peaks.max()) if peaks.size else 0.0)
-    # Last pass: write, with ``_trim_to_ceiling``'s static trim if the limited output's peak needs it.
-    ceiling = 10 ** (ceiling_db / 20)
-    trim = np.float32(ceiling / out_peak * 0.9999) if out_peak is not None and out_peak > ceiling else None
-    with AudioWriter(out, rate, channels, fmt, bits, mp3_bitrate, overwrite=overwrite) as writer:
-        for block, _ in _limited(found, scales, gain, ceiling_db, block_frames, out_peaks=False):
-            writer.write(block * trim if trim is not None else block)
-    return out
+        # Last pass: write, with ``_trim_to_ceiling``'s static trim if the limited output's peak needs it.
+        ceiling = 10 ** (ceiling_db / 20)
+        trim = np.float32(ceiling / out_peak * 0.9999) if out_peak is not None and out_peak > ceiling else None
+        with AudioWriter(out, rate, channels, fmt, bits, mp3_bitrate, overwrite=overwrite) as writer:
+            for block, _ in _limited(found, scales, gain, ceiling_db, block_frames, False, mix_peaks):
+                writer.write(block * trim if trim is not None else block)
+        return out
+    finally:
+        mix_peaks.close()
