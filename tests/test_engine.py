@@ -80,7 +80,7 @@ def test_memory_is_bounded_by_segment_not_length() -> None:
     for _ in range(500):  # 350 s of input
         for out in engine.push(block):
             emitted += out.shape[-1]
-        largest = max(largest, engine.inbuf.shape[-1], engine.outbuf.shape[-1])
+        largest = max(largest, engine.inbuf.shape[-1], engine.output.sums.shape[-1])
     bound = (options.batch_size + 1) * engine.segment + engine.max_shift + block.shape[-1]
     assert largest <= bound
     emitted += sum(out.shape[-1] for out in engine.finish())

@@ -3,8 +3,9 @@
 The input arrives as blocks ``(groups, channels, n)`` at the model's rate (``groups`` are independent
 signals separated side by side, e.g. channel pairs of a multichannel file). The engine cuts it into
 segments of ``segment`` samples every ``stride`` samples, runs the model on batches of them, weights
-each output with a triangular window and divides by the summed weights, and yields output blocks
-``(groups, sources, channels, n)`` as soon as no later segment can touch them.
+each output with a triangular window and divides by the summed weights (``dsp.overlap.OverlapSum``, shared with
+the torch-free ``lite.OverlapAdd``), and yields output blocks ``(groups, sources, channels, n)`` as soon as no
+later segment can touch them.
 
 With ``shifts > 0`` each segment is separated ``shifts`` times, each time from a window that starts up to
 ``max_shift`` samples earlier (random, seeded), and the results are averaged (test-time augmentation as in
@@ -20,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from stemforge.dsp.overlap import OverlapSum, drain, triangle_weights  # noqa: F401 - triangle_weights re-exported
 from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 
@@ -117,12 +119,6 @@ def int8_transformers(model: torch.nn.Module) -> int:
     return len(chosen)
 
 
-def triangle_weights(length: int) -> np.ndarray:
-    """(length,) positive cross-fade weights peaking mid-segment."""
-    ramp = np.arange(1, length + 1, dtype=np.float32)
-    return np.minimum(ramp, ramp[::-1]) / max(1.0, math.ceil(length / 2))
-
-
 class OverlapAdd:
     """Stateful streaming separator for one signal of ``groups`` x ``channels``."""
 
@@ -145,10 +141,7 @@ class OverlapAdd:
         # Input buffer: global samples [in_start, in_start + n); windows reaching before 0 are zero-padded.
         self.in_start = 0
         self.inbuf = np.zeros((groups, self.channels, 0), dtype=np.float32)
-        # Output accumulators: global samples [out_start, out_start + n).
-        self.out_start = 0
-        self.outbuf = np.zeros((groups, self.sources, self.channels, 0), dtype=np.float32)
-        self.wsum = np.zeros(0, dtype=np.float32)
+        self.output = OverlapSum((groups, self.sources, self.channels))  # the cross-faded stems
         self.next_segment = 0
         self.received = 0
 
@@ -169,8 +162,8 @@ class OverlapAdd:
         """Flush at end of input; yields the remaining output, exactly ``received`` samples in all."""
         while self._ready_segments(final=True) > 0:
             yield from self._run(min(self.options.batch_size, self._ready_segments(final=True)), final=True)
-        if self.out_start < self.received:
-            yield self._emit(self.received)
+        if self.output.start < self.received:
+            yield self.output.emit(self.received)
 
     def _ready_segments(self, final: bool) -> int:
         """How many pending segments have all the input they need."""
@@ -200,18 +193,15 @@ class OverlapAdd:
         windows = [self._window(a - o) for a, offs in zip(starts, offsets) for o in offs]
         batch = np.stack(windows).reshape(-1, self.channels, self.window)  # (count*passes*groups, C, W)
         result = self._forward(batch).reshape(count, passes, self.groups, self.sources, self.channels, self.window)
-        self._grow_output(starts[-1] + self.segment)
         for i, (a, offs) in enumerate(zip(starts, offsets)):
             acc = np.zeros((self.groups, self.sources, self.channels, self.segment), dtype=np.float32)
             for p, o in enumerate(offs):
                 acc += result[i, p, ..., o:o + self.segment]
-            lo = a - self.out_start
-            self.outbuf[..., lo:lo + self.segment] += acc * (self.weights / passes)
-            self.wsum[lo:lo + self.segment] += self.weights
+            self.output.add(a, acc * (self.weights / passes), self.weights)
         # No later segment touches samples before the next segment's start.
         done = min(self.next_segment, self.received) if final else self.next_segment
-        if done > self.out_start:
-            yield self._emit(done)
+        if done > self.output.start:
+            yield self.output.emit(done)
         keep_from = self.next_segment - self.max_shift
         if keep_from > self.in_start:
             self.inbuf = self.inbuf[..., keep_from - self.in_start:]
@@ -226,35 +216,12 @@ class OverlapAdd:
             y = self.model(x)
         return y.float().cpu().numpy()
 
-    def _grow_output(self, end: int) -> None:
-        missing = end - (self.out_start + self.outbuf.shape[-1])
-        if missing > 0:
-            self.outbuf = np.concatenate([self.outbuf, np.zeros((*self.outbuf.shape[:-1], missing), np.float32)], axis=-1)
-            self.wsum = np.concatenate([self.wsum, np.zeros(missing, np.float32)])
-
-    def _emit(self, upto: int) -> np.ndarray:
-        """Normalise and hand out [out_start, upto); drop it from the accumulators."""
-        n = upto - self.out_start
-        block = self.outbuf[..., :n] / np.maximum(self.wsum[:n], 1e-8)
-        self.outbuf = self.outbuf[..., n:]
-        self.wsum = self.wsum[n:]
-        self.out_start = upto
-        return block
-
 
 def separate_blocks(model: StemModel, blocks: Iterable[np.ndarray], groups: int, options: EngineOptions,
                     on_output: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
     """Stream (groups, channels, n) input blocks -> (groups, sources, channels, m) output blocks."""
-    engine = OverlapAdd(model, groups, options)
-    for block in blocks:
-        for out in engine.push(block):
-            if on_output:
-                on_output(out.shape[-1])
-            yield out
-    for out in engine.finish():
-        if on_output:
-            on_output(out.shape[-1])
-        yield out
+    # A generator, as before: the engine is made (and the options checked) when the first block is asked for.
+    yield from drain(OverlapAdd(model, groups, options), blocks, on_output)
 
 
 def separate_tensor(model: StemModel, mix: np.ndarray, options: EngineOptions) -> np.ndarray:

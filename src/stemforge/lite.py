@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from stemforge.dsp.overlap import OverlapSum, drain, triangle_weights
 # The checkpoint reader and graph builder, re-exported: ``stemforge.lite`` stays the one public import path.
 from stemforge.lite_graph import (
     ARCHITECTURE,
@@ -276,18 +276,12 @@ def _quietly(work: Callable[[int], None], lane: int) -> None:
         work(lane)
 
 
-def triangle_weights(length: int) -> np.ndarray:
-    """(length,) cross-fade weights peaking mid-segment (``engine.triangle_weights``)."""
-    ramp = np.arange(1, length + 1, dtype=np.float32)
-    return np.minimum(ramp, ramp[::-1]) / max(1.0, math.ceil(length / 2))
-
-
 class OverlapAdd:
     """``engine.OverlapAdd`` for one segment per model call and no shifts, without torch.
 
     Segments of ``segment`` samples start every ``stride`` samples; each output is weighted by a triangular
-    window and the sum divided by the summed weights; a block is handed out as soon as no later segment can
-    touch it.
+    window and the sum divided by the summed weights (``dsp.overlap.OverlapSum``, which the engine uses too); a
+    block is handed out as soon as no later segment can touch it.
 
     Args:
         model: (n, channels, W) -> (n, sources, channels, W), e.g. a ``LiteUNet``.
@@ -305,9 +299,7 @@ class OverlapAdd:
         self.stride = max(1, int(round(self.segment * (1 - overlap))))
         self.weights = triangle_weights(self.segment)
         self.in_start, self.inbuf = 0, np.zeros((groups, channels, 0), np.float32)
-        self.out_start = 0
-        self.outbuf = np.zeros((groups, sources, channels, 0), np.float32)
-        self.wsum = np.zeros(0, np.float32)
+        self.output = OverlapSum((groups, sources, channels))  # the cross-faded stems
         self.next_segment = 0
         self.received = 0
 
@@ -324,8 +316,8 @@ class OverlapAdd:
         """Flush at end of input; yields the remaining output, exactly the samples received in all."""
         while self.next_segment < self.received:
             yield from self._run(final=True)
-        if self.out_start < self.received:
-            yield self._emit(self.received)
+        if self.output.start < self.received:
+            yield self.output.emit(self.received)
 
     def _run(self, final: bool) -> Iterator[np.ndarray]:
         start = self.next_segment
@@ -335,29 +327,15 @@ class OverlapAdd:
         if window.shape[-1] < self.segment:  # the end of the signal: zeros beyond it
             window = np.pad(window, ((0, 0), (0, 0), (0, self.segment - window.shape[-1])))
         result = self.model(window)  # (groups, sources, channels, segment)
-        missing = start + self.segment - (self.out_start + self.outbuf.shape[-1])
-        if missing > 0:
-            self.outbuf = np.concatenate([self.outbuf, np.zeros((*self.outbuf.shape[:-1], missing), np.float32)], axis=-1)
-            self.wsum = np.concatenate([self.wsum, np.zeros(missing, np.float32)])
-        at = start - self.out_start
-        self.outbuf[..., at:at + self.segment] += result * self.weights
-        self.wsum[at:at + self.segment] += self.weights
+        self.output.add(start, result * self.weights, self.weights)
         done = min(self.next_segment, self.received) if final else self.next_segment
-        if done > self.out_start:
-            yield self._emit(done)
+        if done > self.output.start:
+            yield self.output.emit(done)
         if self.next_segment > self.in_start:
             self.inbuf = self.inbuf[..., self.next_segment - self.in_start:]
             self.in_start = self.next_segment
 
-    def _emit(self, upto: int) -> np.ndarray:
-        n = upto - self.out_start
-        block = self.outbuf[..., :n] / np.maximum(self.wsum[:n], 1e-8)
-        self.outbuf, self.wsum, self.out_start = self.outbuf[..., n:], self.wsum[n:], upto
-        return block
 
-
-# Two drivers on purpose: engine.separate_blocks runs engine.OverlapAdd, whose module imports torch, and this one must
-# not; tests/test_lite.py::test_overlap_add_equals_the_engine holds the two overlap-adds equal.
 def separate_blocks(model: LiteUNet, blocks: Iterable[np.ndarray], groups: int,
                     on_output: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
     """``engine.separate_blocks`` with the default options, for a ``LiteUNet``.
@@ -373,12 +351,4 @@ def separate_blocks(model: LiteUNet, blocks: Iterable[np.ndarray], groups: int,
     """
     engine = OverlapAdd(model, groups, model.channels, len(model.sources),
                         int(round(model.segment_seconds * model.sample_rate)))
-    for block in blocks:
-        for out in engine.push(block):
-            if on_output:
-                on_output(out.shape[-1])
-            yield out
-    for out in engine.finish():
-        if on_output:
-            on_output(out.shape[-1])
-        yield out
+    yield from drain(engine, blocks, on_output)
