@@ -423,11 +423,6 @@ class Separator(FileSeparator):
 
         return separate_blocks(self.model, blocks, groups, self.options, report)
 
-    def _separate_whole(self, mix: np.ndarray) -> np.ndarray:
-        from stemforge.engine import separate_tensor
-
-        return separate_tensor(self.model, mix, self.options)
-
     def separate_tensor(self, wav: torch.Tensor, sr: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """demucs.api style: ``wav`` (channels, time) at ``sr`` (default: the model's) -> (wav, {stem: (channels, time)})."""
         import torch
