@@ -121,12 +121,6 @@ def check_session_name(name: str) -> str:
     return name
 
 
-def _probe(path: Path) -> tuple[int, int, int]:
-    """(sample rate, channels, frames) of an audio file (``stemforge.stem_folder.probe``)."""
-    info = probe(path)
-    return info.sample_rate, info.channels, int(info.frames)
-
-
 def _session_error(exc: StemFolderError, hint: str = "") -> SessionError:
     """The stem folder checker's refusal as a ``SessionError`` (same one-line message)."""
     error = SessionError(f"{exc}{hint}")
@@ -203,10 +197,10 @@ def session_from_files(name: str, stems: dict[str, Path], mix: str | os.PathLike
                            stem_colour(stem)) for stem, info in infos.items()]
     mix_track = None
     if mix is not None:
-        rate, channels, frames = _probe(Path(mix))
+        info = probe(mix)
         name_taken = MIX_TRACK in stems  # track names must differ (Ardour's routes, REAPER's track list)
-        mix_track = SessionTrack(f"original {MIX_TRACK}" if name_taken else MIX_TRACK, Path(mix), rate, channels,
-                                 frames, MIX_COLOUR, muted=True)
+        mix_track = SessionTrack(f"original {MIX_TRACK}" if name_taken else MIX_TRACK, Path(mix), info.sample_rate,
+                                 info.channels, int(info.frames), MIX_COLOUR, muted=True)
     return Session(name, tuple(tracks), mix_track, tempo)
 
 
