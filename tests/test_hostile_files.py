@@ -249,6 +249,14 @@ OTHER_FILES: dict[str, Callable[[Path, Path], Path]] = {
     "safetensors-unet-depth": _safetensors_header(_meta_header({**_GOOD_META, "config": _DEEP_UNET})),
     "safetensors-unet-depth-hashed": _safetensors_header(_meta_header(
         {**_GOOD_META, "config": _DEEP_UNET, "weights_sha256": hashlib.sha256().hexdigest()})),
+    # other architectures' configs with a depth that would take hours and gigabytes to build, their (empty) weights
+    # hashed as recorded: refused by models.bounded before the build outgrows the file
+    "safetensors-roformer-depth-hashed": _safetensors_header(_meta_header(
+        {**_GOOD_META, "architecture": "bsroformer", "config": {"depth": 10**8},
+         "weights_sha256": hashlib.sha256().hexdigest()})),
+    "safetensors-bilstm-layers-hashed": _safetensors_header(_meta_header(
+        {**_GOOD_META, "architecture": "bilstm", "config": {"layers": 10**8},
+         "weights_sha256": hashlib.sha256().hexdigest()})),
     "safetensors-onnx-path": _safetensors_header(_meta_header(
         {**_GOOD_META, "architecture": "mdxnet_onnx", "config": {"onnx_path": "/etc/passwd"}})),
 }

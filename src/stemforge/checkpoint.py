@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from stemforge.audio import default_file_mode
 from stemforge.errors import ModelError
 from stemforge.models.base import StemModel
+from stemforge.models.bounded import build_within
 from stemforge.models.compat.io import one_line as _one_line
 from stemforge.models.registry import NOT_CHECKPOINTABLE, architecture_class
 
@@ -130,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     if weights_sha256(state) != meta.get("weights_sha256"):
         raise ModelError(f"checkpoint weights do not match their recorded sha256 (tampered or corrupt): {path}")
     try:
-        model = cls(cls.config_class.from_dict(meta["config"]))
+        model = build_within(lambda: cls(cls.config_class.from_dict(meta["config"])), state.values(), str(path))
         model.load_state_dict(state, strict=True)
     except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
         raise ModelError(f"checkpoint does not match its architecture {arch!r}: {path}: {_one_line(str(exc))}") from exc

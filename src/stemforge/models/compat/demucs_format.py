@@ -11,6 +11,7 @@ from typing import Any
 
 from stemforge.errors import ModelError
 from stemforge.models.base import StemModel
+from stemforge.models.bounded import build_within
 from stemforge.models.compat.io import read_torch_pickle
 
 
@@ -123,7 +124,7 @@ def load_demucs_package(path: str | Path) -> StemModel:
     state = package["state"]
     if state.get("__quantized"):
         raise ModelError(f"quantized demucs packages (diffq) are not supported: {path}")
-    model = cls(config)
+    model = build_within(lambda: cls(config), state.values(), str(path))
     # Half-precision packages are copied (and cast) into the float parameters directly: no float copy of the
     # whole state dict, so loading peaks at the model plus the package, not the model plus two state dicts.
     try:

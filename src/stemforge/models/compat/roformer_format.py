@@ -11,6 +11,7 @@ import torch
 
 from stemforge.errors import ModelError
 from stemforge.models.base import StemModel
+from stemforge.models.bounded import build_within
 from stemforge.models.compat.io import config_yaml_loader, torch_load
 
 
@@ -121,7 +122,7 @@ def load_roformer(path: str | Path, config: str | Path | None = None) -> StemMod
         mask_linear_layers=sum(1 for k in state if re.fullmatch(r"mask_estimators\.0\.to_freqs\.0\.0\.\d+\.weight", k)), segment=float(chunk) / sample_rate if chunk else 8.0, **values,
     )
     try:
-        model = RoFormer(config_obj)
+        model = build_within(lambda: RoFormer(config_obj), state.values(), str(path))
         # Rotary frequencies are deterministic; older files may lack them, so default to ours.
         merged = {k: v for k, v in model.state_dict().items() if k.endswith("rotary_embed.freqs")}
         merged.update(state)
