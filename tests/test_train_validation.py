@@ -7,7 +7,7 @@ import torch
 
 from stemforge.metrics.simple import MDX_DELTA, mdx_sdr
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.train.validation import validate
+from stemforge.train.validation import overall, playing, validate
 
 
 class Split(StemModel):
@@ -34,7 +34,7 @@ def tracks(seed: int = 0, count: int = 2) -> list[np.ndarray]:
     result = []
     for _ in range(count):
         ref = rng.standard_normal((3, 2, 800)).astype(np.float32)
-        ref[2] = 0.0  # a silent stem: the score depends on the delta (MDX: 1e-7)
+        ref[2] = 0.0  # a silent stem: not scored
         result.append(ref)
     return result
 
@@ -50,13 +50,28 @@ def test_validate_scores_with_mdx_sdr():
     model = Split(ModelConfig(sources=("a", "b", "c"), sample_rate=100))
     refs = tracks()
     scores = validate(model, refs, ["a", "b", "c"], segment=3.0)
-    for i, stem in enumerate("abc"):
+    for i, stem in enumerate("ab"):
         expected = np.mean([float(mdx_sdr(r[i], Split.gains[i] * r.sum(0))) for r in refs])
         assert abs(scores[stem] - expected) < 1e-3, (stem, scores[stem], expected)
-    assert scores["c"] < -50  # the silent stem, scored against a non-silent estimate with MDX's delta
+    assert np.isnan(scores["c"])  # silent in every track: nothing to average (MDX's delta would give < -50 dB)
+    assert playing(refs, ["a", "b", "c"]) == ["a", "b"]
+    assert overall(scores, ["a", "b"]) == np.mean([scores["a"], scores["b"]])
+
+
+def test_a_stem_silent_in_some_tracks_is_averaged_over_the_others():
+    model = Split(ModelConfig(sources=("a", "b", "c"), sample_rate=100))
+    refs = tracks(count=3)
+    refs[1][2] = np.random.default_rng(5).standard_normal((2, 800))  # "c" plays in the second track only
+    refs[2][0] = 0.0  # and "a" is silent in the third
+    scores = validate(model, refs, ["a", "b", "c"], segment=3.0)
+    assert abs(scores["c"] - float(mdx_sdr(refs[1][2], Split.gains[2] * refs[1].sum(0)))) < 1e-3
+    expected_a = np.mean([float(mdx_sdr(r[0], Split.gains[0] * r.sum(0))) for r in refs[:2]])
+    assert abs(scores["a"] - expected_a) < 1e-3
+    assert playing(refs, ["a", "b", "c"]) == ["a", "b", "c"]
 
 
 def test_validate_scores_a_non_finite_estimate_nan_and_the_others_normally():
     model = Nan(ModelConfig(sources=("a", "b", "c"), sample_rate=100))
     scores = validate(model, tracks(), ["a", "b", "c"])
-    assert np.isnan(scores["b"]) and np.isfinite(scores["a"]) and np.isfinite(scores["c"])
+    assert np.isnan(scores["b"]) and np.isfinite(scores["a"]) and np.isnan(scores["c"])
+    assert np.isnan(overall(scores, ["a", "b"]))  # a diverged stem is never the best checkpoint

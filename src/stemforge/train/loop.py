@@ -51,7 +51,7 @@ from stemforge.train.finetune import freeze, start_from
 from stemforge.train.losses import build_loss
 from stemforge.train.mixit import mixit_loss, mixture_of_mixtures
 from stemforge.train.state import load_state, save_state
-from stemforge.train.validation import validate
+from stemforge.train.validation import overall, playing, validate
 
 #: Stems a MixIT model is scored against when its outputs carry no stem names.
 DEFAULT_STEMS = list(FOUR_STEMS)
@@ -260,6 +260,7 @@ class Trainer:
             mixtures = train_data.find_mixture_songs(dcfg.unsupervised)
             self.mixit_set = train_data.MixturePairDataset(mixtures, chunk, rate, channels, cfg.seed + 1)
         self.valid = train_data.validation_stems(valid_songs, self.stems, dcfg.valid_seconds, rate, channels)
+        self.valid_playing = playing(self.valid, self.stems)  # a stem silent in every dev song has no mean to add
 
     def _batches(self, start: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
         cfg = self.config
@@ -389,7 +390,7 @@ class Trainer:
             return
         model = self._shipped()
         scores = validate(model, self.valid, self.stems, str(self.device))
-        mean = float(np.mean(list(scores.values())))
+        mean = overall(scores, self.valid_playing)
         self.last_scores = scores
         self._log({"kind": "valid", "step": step, "epoch": step // self.config.epoch_steps, "sdr_mean": mean, "sdr": scores})
         if self.best is None or mean > self.best["sdr_mean"]:
