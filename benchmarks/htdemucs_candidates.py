@@ -1,6 +1,6 @@
 """HTDemucs speed candidates of issue #18, each measured against ours exact in the same run.
 
-    PYTHONPATH=src python benchmarks/htdemucs_candidates.py [--threads 1] [--only batch|attention|fast] [--repeats 2]
+    PYTHONPATH=src python benchmarks/htdemucs_candidates.py [--threads 1] [--only batch|attention|fast|trained] [--repeats 2]
 
 Builds the released htdemucs architecture with random weights (``end_to_end.build_htdemucs``) and prints one
 markdown table; every row carries the 1-minute load average (the machine is shared) and each comparison runs its
@@ -13,7 +13,10 @@ contenders in turn (``end_to_end.alternate``: best of ``--repeats``, each round 
   contiguous per-head copies, its math path, and a plain matmul/softmax/matmul;
 * ``fast``: lossy, opt-in fast paths through ``Separator`` on a ``--seconds`` song: a smaller overlap between
   segments (0.1 instead of 0.25: fewer segments per song) alone and with ``precision="int8"``, and int8 alone;
-  speed-up and SDR against ours exact (overlap 0.25, float32).
+  speed-up and SDR against ours exact (overlap 0.25, float32);
+* ``trained``: the same overlap change on a trained network (the published HTDemucs weights cannot be downloaded
+  here, and a random-weight HTDemucs' output depends on its whole segment): the bundled default model on
+  ``examples/example.flac`` tiled to ``--seconds``, overlap 0.1 and 0 against 0.25.
 """
 
 from __future__ import annotations
@@ -123,35 +126,57 @@ def fast_rows(path: Path, seconds: float, threads: int, repeats: int) -> None:
             f"{sdr(out, exact):.1f} dB", f"{threads} thread(s), best of {repeats}, alternating")
 
 
+def trained_rows(seconds: float, threads: int) -> None:
+    """The overlap change on the bundled (trained) default model: SDR against its own overlap-0.25 output."""
+    import soundfile as sf
+
+    from stemforge.separate import Separator
+
+    wav, rate = sf.read(HERE.parent / "examples" / "example.flac", dtype="float32", always_2d=True)
+    frames = int(seconds * rate)
+    mix = np.ascontiguousarray(np.tile(wav.T, (1, frames // len(wav) + 1))[:, :frames])
+    separators = [Separator("default", overlap=overlap, shifts=0, backend="torch") for overlap in (0.25, 0.1, 0.0)]
+    (t0, c0, exact), *others = alternate([lambda s=s: s.separate_array(mix, rate) for s in separators], 2)
+    exact = np.stack([exact[name] for name in separators[0].sources])
+    for overlap, (t, c, out) in zip((0.1, 0.0), others):
+        out = np.stack([out[name] for name in separators[0].sources])
+        row(f"trained network (bundled default model), {seconds:.0f} s of examples/example.flac: overlap {overlap} "
+            f"vs 0.25", f"SDR vs overlap 0.25 {sdr(out, exact):.1f} dB; {c0 / c:.2f}x CPU ({c:.1f} s vs {c0:.1f} s)",
+            f"{threads} thread(s), torch backend, best of 2, alternating")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=60.0, help="song length of the fast-path rows")
-    parser.add_argument("--only", action="append", choices=["batch", "attention", "fast"])
+    parser.add_argument("--only", action="append", choices=["batch", "attention", "fast", "trained"])
     parser.add_argument("--parity", default=str(HERE.parent / ".parity"), help="folder of the reference packages")
     args = parser.parse_args()
     sys.path.append(args.parity)
     import torch
 
     torch.set_num_threads(args.threads)
-    steps = args.only or ["batch", "attention", "fast"]
+    steps = args.only or ["batch", "attention", "fast", "trained"]
     print(f"python {sys.version.split()[0]}, torch {torch.__version__}, model threads {args.threads}; "
           f"start {load()}\n\n| measurement | result | conditions |\n|---|---|---|", flush=True)
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stemforge-htdemucs-") as tmp:
-        try:
-            _, path = build_htdemucs(Path(tmp))
-        except ImportError as exc:
-            raise SystemExit(f"demucs is not importable ({exc}); install the parity packages (see end_to_end.py)")
+        if {"batch", "fast"} & set(steps):
+            try:
+                _, path = build_htdemucs(Path(tmp))
+            except ImportError as exc:
+                raise SystemExit(f"demucs is not importable ({exc}); install the parity packages (see end_to_end.py)")
         from stemforge.models.compat import load_pretrained
 
-        start = time.perf_counter()
         if "batch" in steps:
             batch_rows(load_pretrained(path).eval(), args.threads, args.repeats)
         if "attention" in steps:
             attention_rows(args.threads, args.repeats)
         if "fast" in steps:
             fast_rows(path, args.seconds, args.threads, args.repeats)
+        if "trained" in steps:
+            trained_rows(args.seconds, args.threads)
     print(f"\nend {load()}, {time.perf_counter() - start:.0f} s")
 
 
