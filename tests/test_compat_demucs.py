@@ -183,6 +183,39 @@ def test_dconv_folds_layer_scale_and_writes_chunks_in_place() -> None:
     assert not chunk_copies, chunk_copies
 
 
+@pytest.mark.skipif(not getattr(torch, "_nnpack_available", lambda: False)(), reason="this PyTorch has no NNPACK (or the CPU lacks AVX2)")
+def test_spectral_rewrites_run_as_winograd_convolutions() -> None:
+    """The spectral decoder's 3x3 GLU rewrites run through NNPACK (Winograd) instead of oneDNN, with the layout
+    changes as 2-D transposes: same values as the modules within float32 rounding, output still channels-last;
+    with autograd on (training) the modules themselves run."""
+    from torch.nn import functional as F
+    from torch.profiler import profile
+
+    from stemforge.models.compat import hdemucs
+
+    torch.manual_seed(0)
+    layer = hdemucs.DecoderLayer(8, 4, freq=True, dconv=False, norm=False, context=1).eval()
+    layer.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 16, 30).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(2, 8, 16, 30).contiguous(memory_format=torch.channels_last)
+    nchw = hdemucs._transpose_layout(x, channels_last=False)
+    assert nchw.is_contiguous() and torch.equal(nchw, x)
+    back = hdemucs._transpose_layout(nchw, channels_last=True)
+    assert back.is_contiguous(memory_format=torch.channels_last) and torch.equal(back, x)
+    with torch.no_grad():
+        expected = F.glu(layer.rewrite(x + skip), dim=1)
+        with profile() as prof:
+            _, got = layer(x, skip, 64)
+    names = [e.name for e in prof.events()]
+    assert names.count("aten::_nnpack_spatial_convolution") == 1 and "aten::mkldnn_convolution" not in names
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    with profile() as prof:
+        _, trained = layer(x, skip, 64)  # autograd on: the module's own convolution, differentiable
+    assert "aten::_nnpack_spatial_convolution" not in [e.name for e in prof.events()] and trained.requires_grad
+    assert torch.allclose(trained.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_htdemucs_shorter_than_segment_is_padded_like_demucs(tmp_path) -> None:
     from demucs.htdemucs import HTDemucs as RefHTDemucs
 
