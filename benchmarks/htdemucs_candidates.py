@@ -1,6 +1,7 @@
 """HTDemucs speed candidates of issue #18, each measured against ours exact in the same run.
 
-    PYTHONPATH=src python benchmarks/htdemucs_candidates.py [--threads 1] [--only batch|attention|fast|trained] [--repeats 2]
+    PYTHONPATH=src python benchmarks/htdemucs_candidates.py [--threads 1] [--repeats 2] [--seconds 60]
+        [--only batch|attention|fast|trained]
 
 Builds the released htdemucs architecture with random weights (``end_to_end.build_htdemucs``) and prints one
 markdown table; every row carries the 1-minute load average (the machine is shared) and each comparison runs its

@@ -183,7 +183,8 @@ def test_dconv_folds_layer_scale_and_writes_chunks_in_place() -> None:
     assert not chunk_copies, chunk_copies
 
 
-@pytest.mark.skipif(not getattr(torch, "_nnpack_available", lambda: False)(), reason="this PyTorch has no NNPACK (or the CPU lacks AVX2)")
+@pytest.mark.skipif(not getattr(torch, "_nnpack_available", lambda: False)(),
+                    reason="this PyTorch has no NNPACK (or the CPU lacks AVX2)")
 def test_spectral_rewrites_run_as_winograd_convolutions() -> None:
     """The spectral decoder's 3x3 GLU rewrites run through NNPACK (Winograd) instead of oneDNN, with the layout
     changes as 2-D transposes: same values as the modules within float32 rounding, output still channels-last;

@@ -375,7 +375,7 @@ def _transpose_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def rewrite_glu(rewrite: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``glu(norm(rewrite(x)), dim=1)``: a decoder's GLU rewrite, the spectral 3x3 ones by Winograd's algorithm.
 
-    The four 3x3 rewrites of the spectral decoder are most of HTDemucs' convolution time; oneDNN runs them as
+    The four 3x3 rewrites of the spectral decoder are nearly half of HTDemucs' convolution time; oneDNN runs them as
     direct convolutions (near this CPU's float32 rate), NNPACK's Winograd transform needs about half the
     multiplications (120 against 185 ms for the largest, one thread; its error against a float64 convolution
     ~1e-5 of the largest output, against oneDNN's ~1e-6). NNPACK wants NCHW, so a channels-last input is
