@@ -4,7 +4,8 @@
 
 Builds the released htdemucs architecture with random weights (as ``end_to_end.py`` does), runs one warm-up and
 then one profiled forward pass of each model on the same ``--seconds`` of noise, and prints the operators by self
-CPU time (the ``aten::`` ops where the time is spent) with the total wall time of each pass.
+CPU time (the ``aten::`` ops where the time is spent) with the total wall time of each pass. glibc keeps freed
+blocks for reuse as in ``stemforge separate`` (``engine.keep_freed_memory``), for both models.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main() -> None:
     from end_to_end import build_htdemucs
 
     torch.set_num_threads(args.threads)
+    from stemforge.engine import keep_freed_memory
+
+    keep_freed_memory()  # as the engine does before separating (freed blocks reused, not page-faulted in again)
     with tempfile.TemporaryDirectory() as tmp:
         ref, path = build_htdemucs(Path(tmp))
         from stemforge.models.compat import load_pretrained

@@ -73,7 +73,8 @@ def test_htdemucs_parity_with_small_dconv_chunks(tmp_path, monkeypatch) -> None:
     audio = random_audio(10.0)
     calls = []
     original = hdemucs.DConv.forward
-    monkeypatch.setattr(hdemucs.DConv, "forward", lambda self, x: calls.append(x.shape[0]) or original(self, x))
+    monkeypatch.setattr(hdemucs.DConv, "forward",
+                        lambda self, x, **kw: calls.append(x.shape[0]) or original(self, x, **kw))
     monkeypatch.setattr(hdemucs, "DCONV_CHUNK_ELEMENTS", 50_000)  # a few rows per call, with a ragged last chunk
     with torch.no_grad():
         expected = reference(audio)
@@ -137,6 +138,83 @@ def test_pointwise_convolutions_are_matrix_products(threads) -> None:
         assert torch.equal(conv(wide, x3), wide(x3))  # any other convolution is the module itself
     assert y4.is_contiguous(memory_format=torch.channels_last)
     assert not [e.name for e in prof.events() if "conv" in e.name]
+
+
+def test_dconv_folds_layer_scale_and_writes_chunks_in_place() -> None:
+    """A DConv layer's GroupNorm -> GLU -> LayerScale runs as two passes (the scale folded into the GroupNorm's
+    affine of the GLU's gated half: no full-size multiplication), and folded frequency rows are written straight
+    into the result, chunk by chunk (no copy of a chunk's output); same values as the modules one after another."""
+    from torch.profiler import profile
+
+    from stemforge.models.compat import hdemucs
+
+    torch.manual_seed(0)
+    dconv = hdemucs.DConv(16, compress=4, depth=2, init=0.5).eval()
+    with torch.no_grad():
+        for module in dconv.modules():
+            if isinstance(module, torch.nn.GroupNorm):
+                module.weight.normal_(1, 0.2), module.bias.normal_(0, 0.2)
+    x = torch.randn(1, 16, 12, 40).contiguous(memory_format=torch.channels_last)  # (B, C, Fr, T), as the encoder
+
+    def reference(rows: torch.Tensor) -> torch.Tensor:
+        for layer in dconv.layers:
+            y = rows
+            for module in layer:
+                y = module(y)
+            rows = rows + y
+        return rows
+
+    rows = x.permute(0, 2, 1, 3).reshape(-1, 16, 40)
+    expected = reference(rows).view(1, 12, 16, 40).permute(0, 2, 1, 3)
+    step = 5  # rows per DConv call: 12 rows in chunks of 5, 5 and 2
+    original = hdemucs.DCONV_CHUNK_ELEMENTS
+    hdemucs.DCONV_CHUNK_ELEMENTS = step * 16 * 40
+    try:
+        with torch.no_grad(), profile(record_shapes=True) as prof:
+            got = hdemucs._dconv_over_time(dconv, x, True)
+    finally:
+        hdemucs.DCONV_CHUNK_ELEMENTS = original
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    full_size_muls = [e.input_shapes for e in prof.events()
+                      if e.name == "aten::mul" and any(len(shape) > 1 for shape in e.input_shapes)]
+    assert not full_size_muls, full_size_muls
+    # Copies called from Python itself (a chunk's output assigned into the result), not inside another operator.
+    chunk_copies = [e.input_shapes for e in prof.events() if e.name == "aten::copy_" and e.cpu_parent is None]
+    assert not chunk_copies, chunk_copies
+
+
+@pytest.mark.skipif(not getattr(torch, "_nnpack_available", lambda: False)(),
+                    reason="this PyTorch has no NNPACK (or the CPU lacks AVX2)")
+def test_spectral_rewrites_run_as_winograd_convolutions() -> None:
+    """The spectral decoder's 3x3 GLU rewrites run through NNPACK (Winograd) instead of oneDNN, with the layout
+    changes as 2-D transposes: same values as the modules within float32 rounding, output still channels-last;
+    with autograd on (training) the modules themselves run."""
+    from torch.nn import functional as F
+    from torch.profiler import profile
+
+    from stemforge.models.compat import hdemucs
+
+    torch.manual_seed(0)
+    layer = hdemucs.DecoderLayer(8, 4, freq=True, dconv=False, norm=False, context=1).eval()
+    layer.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 16, 30).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(2, 8, 16, 30).contiguous(memory_format=torch.channels_last)
+    nchw = hdemucs._transpose_layout(x, channels_last=False)
+    assert nchw.is_contiguous() and torch.equal(nchw, x)
+    back = hdemucs._transpose_layout(nchw, channels_last=True)
+    assert back.is_contiguous(memory_format=torch.channels_last) and torch.equal(back, x)
+    with torch.no_grad():
+        expected = F.glu(layer.rewrite(x + skip), dim=1)
+        with profile() as prof:
+            _, got = layer(x, skip, 64)
+    names = [e.name for e in prof.events()]
+    assert names.count("aten::_nnpack_spatial_convolution") == 1 and "aten::mkldnn_convolution" not in names
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    with profile() as prof:
+        _, trained = layer(x, skip, 64)  # autograd on: the module's own convolution, differentiable
+    assert "aten::_nnpack_spatial_convolution" not in [e.name for e in prof.events()] and trained.requires_grad
+    assert torch.allclose(trained.detach(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_htdemucs_shorter_than_segment_is_padded_like_demucs(tmp_path) -> None:
