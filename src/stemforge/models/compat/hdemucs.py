@@ -9,6 +9,7 @@ Shapes: B batch, C channels, Fr frequency bins, T frames/samples.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -336,14 +337,15 @@ class DecoderLayer(nn.Module):
         return z, y
 
 
-_nnpack: bool | None = None
+@functools.cache
+def _nnpack_available() -> bool:
+    return bool(getattr(torch, "_nnpack_available", lambda: False)())
 
 
 def _winograd(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``module(x)`` can run as NNPACK's Winograd convolution: a 3x3, stride-1, padding-1, undilated,
     ungrouped ``nn.Conv2d`` on a float32 CPU tensor, outside autocast and autograd, where this PyTorch has NNPACK
     (it needs AVX2 on x86)."""
-    global _nnpack
     if not (isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.stride == (1, 1)
             and module.padding == (1, 1) and module.dilation == (1, 1) and module.groups == 1
             and module.padding_mode == "zeros" and module.bias is not None and x.dim() == 4
@@ -351,9 +353,7 @@ def _winograd(module: nn.Module, x: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu")
             and not (torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad))):
         return False
-    if _nnpack is None:
-        _nnpack = bool(getattr(torch, "_nnpack_available", lambda: False)())
-    return _nnpack
+    return _nnpack_available()
 
 
 def _transpose_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
