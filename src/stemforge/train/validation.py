@@ -4,8 +4,9 @@ SDR here is the MDX challenge's whole-signal energy ratio, ``stemforge.metrics.s
 (10 log10((|s|^2 + delta) / (|s - s_hat|^2 + delta)), delta = 1e-7) per track and stem, averaged over the tracks
 where the stem plays; a non-finite estimate scores NaN. A silent reference (a drumless song's drums) is not scored:
 its SDR only measures the leakage's energy (-30 dB and below), and three such songs among 36 once outweighed every
-other difference in a checkpoint's mean. That is also how ``benchmarks/realistic.py`` and museval average. A model whose outputs are not named after the stems (MixIT) is scored after
-assigning each output to the stem it fits best (``stemforge.train.mixit.best_assignment``).
+other difference in a checkpoint's mean. That is also how ``benchmarks/realistic.py`` and museval average. A model
+whose outputs are not named after the stems (MixIT) is scored after assigning each output to the stem it fits best
+(``stemforge.train.mixit.best_assignment``).
 """
 
 from __future__ import annotations
