@@ -114,7 +114,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         (model in eval mode, metadata).
 
     Raises:
-        ModelError: missing, corrupt, tampered (hash mismatch) or not matching its architecture (one line).
+        ModelError: missing, corrupt, tampered (hash mismatch), not matching its architecture, or a config that
+            describes a larger model than the file's weights (``models.bounded``; one line).
     """
     meta = read_metadata(path)
     arch = meta.get("architecture")

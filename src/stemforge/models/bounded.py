@@ -71,7 +71,8 @@ def build_within(factory: Callable[[], Model], tensors: Iterable[torch.Tensor], 
         ``factory()``, built normally (on the default device).
 
     Raises:
-        ModelError: the config asks for more modules, parameters or buffers than the file's tensors can fill.
+        ModelError: the config asks for more modules, parameters or buffers than the file's tensors can fill, or
+            for more weights than the file holds.
     """
     tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
     limit = REGISTRATIONS_PER_TENSOR * len(tensors) + REGISTRATIONS_EXTRA
