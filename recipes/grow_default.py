@@ -1,6 +1,7 @@
-"""Issue #12: the shipped default grown by one U-Net level (depth 5 -> 6), the warm start of recipes/long_default4.toml.
+"""Issue #12: a default grown by one U-Net level, the warm start of recipes/long_default4.toml (depth 5 -> 6):
 
-    PYTHONPATH=src python recipes/grow_default.py src/stemforge/assets/default.safetensors runs/default_deep6.safetensors
+    git show bb7c3f9:src/stemforge/assets/default.safetensors > runs/default_bb7c3f9.safetensors
+    PYTHONPATH=src python recipes/grow_default.py runs/default_bb7c3f9.safetensors runs/default_deep6.safetensors
 
 The grown model separates as the shipped one does (train.grow.deepen; exactly, up to the frame padding at segment
 ends) and has four times the parameters at about the same separation time.
