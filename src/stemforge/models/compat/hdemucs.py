@@ -149,15 +149,11 @@ class DConv(nn.Module):
         """
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
+            *body, norm, _, scale = layer  # every layer __init__ builds ends GroupNorm(affine), GLU(1), LayerScale
             y = x
-            modules = list(layer)
-            fold = (len(modules) >= 3 and isinstance(modules[-3], nn.GroupNorm) and modules[-3].affine
-                    and isinstance(modules[-2], nn.GLU) and modules[-2].dim == 1
-                    and isinstance(modules[-1], LayerScale) and not modules[-1].channel_last)
-            for module in modules[:-3] if fold else modules:
+            for module in body:
                 y = conv(module, y) if isinstance(module, nn.Conv1d) else module(y)
-            if fold:
-                y = _norm_glu_scale(modules[-3], modules[-1].scale, y)
+            y = _norm_glu_scale(norm, scale.scale, y)
             x = torch.add(x, y, out=out) if out is not None and index == last else x + y
         return x
 
