@@ -463,12 +463,11 @@ class _PeakFile:
 
 
 def _limited(found: stem_folder.StemFolder, scales: Mapping[str, np.ndarray], gain: np.float32, ceiling_db: float,
-             size: int, out_peaks: bool,
-             mix_peaks: _PeakFile | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+             size: int, out_peaks: bool, mix_peaks: _PeakFile) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The mix times ``gain`` through the limiter, block by block, as ``remix`` computes it on the whole array.
 
     Only the audible stems are read (one muted stem when all are, for the length of the silence). ``mix_peaks``
-    holds the mix's per-sample true peaks from the first pass (else each block is metered here).
+    holds the mix's per-sample true peaks from the first pass.
 
     Yields:
         ((channels, n) float32 output, its (n,) per-sample true peaks or None when ``out_peaks`` is false).
@@ -478,8 +477,7 @@ def _limited(found: stem_folder.StemFolder, scales: Mapping[str, np.ndarray], ga
     mixes = (_mix(b, scales, next(iter(b.values())).shape) for b in _stem_blocks(found, names, size))
     for start, offset, chunk in _windows(mixes, size, context):
         n = min(size, chunk.shape[1] - offset)
-        peaks = sample_peaks(chunk) if mix_peaks is None else mix_peaks.read(start - offset,
-                                                                             start - offset + chunk.shape[1])
+        peaks = mix_peaks.read(start - offset, start - offset + chunk.shape[1])
         out = chunk * (gain * limiter_gain(peaks * gain, rate, ceiling_db))
         peaks = sample_peaks(out)[offset:offset + n] if out_peaks else None
         yield out[:, offset:offset + n], peaks
