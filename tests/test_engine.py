@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stemforge.engine import EngineOptions, OverlapAdd, separate_blocks, separate_tensor, triangle_weights
+from stemforge.engine import EngineOptions, OverlapAdd, separate_blocks, separate_tensor
 from stemforge.errors import StemforgeError
 from stemforge.models.base import ModelConfig, StemModel
 
@@ -85,13 +85,6 @@ def test_memory_is_bounded_by_segment_not_length() -> None:
     assert largest <= bound
     emitted += sum(out.shape[-1] for out in engine.finish())
     assert emitted == 500 * 700
-
-
-def test_weights_positive_and_symmetric() -> None:
-    for n in (1, 2, 7, 100):
-        w = triangle_weights(n)
-        assert w.shape == (n,) and np.all(w > 0)
-        np.testing.assert_allclose(w, w[::-1])
 
 
 @pytest.mark.parametrize("bad", [dict(overlap=1.0), dict(overlap=-0.1), dict(segment=0.0), dict(shifts=-1), dict(batch_size=0), dict(precision="fp8")])

@@ -13,7 +13,8 @@ from lite_helpers import randomized_unet
 from stemforge import lite
 from stemforge.checkpoint import FORMAT
 from stemforge.dsp.spectral import istft, stft
-from stemforge.engine import EngineOptions, OverlapAdd, triangle_weights
+from stemforge.dsp import overlap
+from stemforge.engine import EngineOptions, OverlapAdd
 from stemforge.models.base import ModelConfig, StemModel
 from stemforge.models.unet import UNetConfig, UNetSeparator
 
@@ -28,8 +29,8 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert lite.OVERLAP == EngineOptions().overlap
     bn = torch.nn.BatchNorm2d(1)
     assert lite.BN_EPS == bn.eps
-    for length in (1, 2, 7, 441000):
-        np.testing.assert_array_equal(lite.triangle_weights(length), triangle_weights(length))
+    # One cross-fade for both overlap-adds (comparing values would compare the function with itself).
+    assert lite.triangle_weights is overlap.triangle_weights
 
 
 @pytest.mark.parametrize("length", [1, 127, 128, 12345])

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from stemforge.dsp.overlap import OverlapSum, drain, triangle_weights  # noqa: F401 - triangle_weights re-exported
+from stemforge.dsp.overlap import OverlapSum, drain, triangle_weights
 from stemforge.errors import StemforgeError
 from stemforge.models.base import StemModel
 
