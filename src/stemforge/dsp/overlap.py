@@ -8,6 +8,7 @@ normalised output blocks) and ``drain`` (feeding blocks to a streaming separator
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Iterable, Iterator, Protocol
 
@@ -68,12 +69,8 @@ def drain(separator: Streaming, blocks: Iterable[np.ndarray],
     Returns:
         An iterator of the output blocks.
     """
-    for block in blocks:
-        for out in separator.push(block):
-            if on_output:
-                on_output(out.shape[-1])
-            yield out
-    for out in separator.finish():
+    # finish() is a generator too: it runs only once every pushed block's output has been taken.
+    for out in itertools.chain(itertools.chain.from_iterable(map(separator.push, blocks)), separator.finish()):
         if on_output:
             on_output(out.shape[-1])
         yield out
