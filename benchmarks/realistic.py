@@ -1,12 +1,14 @@
 """SDR per stem on the realistic validation split and the old synthetic split, in one run.
 
-    PYTHONPATH=src python benchmarks/realistic.py [--realistic runs/data/realistic_valid] [--synthetic runs/data/eval]
+    PYTHONPATH=src python benchmarks/realistic.py [--realistic runs/data/realistic_valid] [--realistic ...]
+        [--synthetic runs/data/eval]
         [--model default=src/stemforge/assets/default.safetensors] [--model new=runs/realistic_ft/best.safetensors]
         [--cache runs/realistic_cache.json] [--speed 600]
 
 Make the splits with (songs no model was trained on; held-out instruments, kits, voices, genres, masters):
 
     stemforge data synth --realistic --evaluation --out runs/data/realistic_valid --songs 12 --seconds 20 --seed 100
+    stemforge data synth --realistic --evaluation --out runs/data/realistic_valid2 --songs 24 --seconds 20 --seed 112
     git archive 009df8b src | tar -x -C /tmp/old009   # the synthesiser the bundled model was trained and scored with
     PYTHONPATH=/tmp/old009/src python recipes/old_synth_009df8b.py runs/data/eval_009df8b 1000000000 8
 
@@ -76,7 +78,9 @@ def score_split(folder: str, systems: dict[str, Separator], keys: dict[str, str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--realistic", default="runs/data/realistic_valid", help="realistic validation split")
+    parser.add_argument("--realistic", action="append", default=[],
+                        help="realistic validation split (repeatable: each is scored, then all of them pooled; "
+                             "default: runs/data/realistic_valid)")
     parser.add_argument("--synthetic", default="runs/data/eval_009df8b",
                         help="old synthetic evaluation split, MODEL_CARD.md's ('' skips it)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
@@ -103,10 +107,17 @@ def main() -> None:
             temp.write_text(json.dumps(cache, indent=1))
             temp.replace(cache_path)
 
-    splits = [("realistic validation", args.realistic)] + ([("old synthetic", args.synthetic)] if args.synthetic else [])
+    realistic = args.realistic or ["runs/data/realistic_valid"]
+    splits = [("realistic validation" + (f" {Path(f).name}" if len(realistic) > 1 else ""), f) for f in realistic]
+    splits += [("old synthetic", args.synthetic)] if args.synthetic else []
     results = {}
     for title, folder in splits:
         results[title] = score_split(folder, systems, keys, cache, args.seconds, save)
+    if len(realistic) > 1:  # every realistic track at once: the figure with the least noise
+        parts = [results[title] for title, _ in splits[: len(realistic)]]
+        pooled = {n: {s: [v for part in parts for v in part[0][n][s]] for s in STEMS} for n in parts[0][0]}
+        splits.insert(len(realistic), ("realistic validation, all", ""))
+        results["realistic validation, all"] = (pooled, sum(p[1] for p in parts), sum(p[2] for p in parts))
     print("\nEnergy-ratio SDR (dB, MDX definition), mean over the tracks where the stem plays\n")
     print("| split | system | " + " | ".join(STEMS) + " | mean |")
     print("|---" * (len(STEMS) + 3) + "|")
