@@ -14,8 +14,9 @@ Make the splits with (songs no model was trained on; held-out instruments, kits,
 
 Every system separates the mixture (the sum of the stems) through ``stemforge.separate.Separator``; "oracle IRM"
 applies ideal ratio masks computed from the true stems (an upper bound for magnitude-mask models). The score is
-the whole-track energy-ratio SDR (MDX definition), averaged over the tracks where the stem is not silent: the
-measure of the hidden real set in issue #12. Scores are cached per (system weights, track, length) when ``--cache`` is given.
+the whole-track energy-ratio SDR (MDX definition), averaged over the tracks where the stem plays (not silent, nor
+40 dB or more below the mix: ``stemforge.metrics.simple.audible``; no track of the realistic validation splits or
+the old synthetic split has such a stem): the measure of the hidden real set in issue #12. Scores are cached per (system weights, track, length) when ``--cache`` is given.
 
 ``--speed SECONDS`` (default 600; 0 skips) also times every ``--model`` end to end, as users run it: ``stemforge
 separate SONG -n CHECKPOINT --threads 2`` as a fresh process on a ``SECONDS``-long song (``examples/example.flac``
@@ -42,7 +43,7 @@ from end_to_end import load, make_song, run_cli  # noqa: E402
 
 from stemforge.checkpoint import read_metadata  # noqa: E402
 from stemforge.data.songs import discover_songs, read_stems  # noqa: E402
-from stemforge.metrics.simple import mdx_sdr  # noqa: E402
+from stemforge.metrics.simple import audible, mdx_sdr  # noqa: E402
 from stemforge.separate import Separator  # noqa: E402
 from stemforge.stems import FOUR_STEMS  # noqa: E402
 
@@ -60,6 +61,7 @@ def score_split(folder: str, systems: dict[str, Separator], keys: dict[str, str]
         length = int(track.length * 44100 / track.sample_rate)
         frames = length if seconds <= 0 else min(length, int(seconds * 44100))
         refs = read_stems(track, STEMS, 0, frames, 44100, channels=2)
+        plays = audible(refs)
         audio += frames / 44100
         for name in names:
             key = f"{keys[name]}|{Path(folder).name}/{track.name}|{frames}"
@@ -70,7 +72,7 @@ def score_split(folder: str, systems: dict[str, Separator], keys: dict[str, str]
                                       for i in range(len(STEMS))], "seconds": time.perf_counter() - tic}
                 save()
             for i, stem in enumerate(STEMS):
-                if np.any(refs[i]):  # a silent stem (an orchestral song without drums) has no SDR to average
+                if plays[i]:  # a silent stem (an orchestral song without drums) has no SDR to average
                     scores[name][stem].append(cache[key]["mdx"][i])
         print(f"  scored {Path(folder).name}/{track.name}", file=sys.stderr, flush=True)
     return scores, audio, len(tracks)

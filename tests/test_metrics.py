@@ -14,6 +14,7 @@ from stemforge.metrics import (MetricsError, bss_eval_v4, check_pair, check_rate
                                ideal_ratio_mask, mdx_sdr, oracle_wiener, si_sdr)
 from stemforge.metrics.bss_eval import _lagged_correlations, num_windows
 from stemforge.metrics.oracle import oracle_blocks
+from stemforge.metrics.simple import audible
 from stemforge.metrics.streams import Stems
 
 SR = 44100
@@ -275,3 +276,14 @@ def test_simple_metrics_reading_blocks_equal_the_in_memory_ones(monkeypatch: pyt
         np.testing.assert_allclose(framewise_snr(ref_reader, est_reader, SR // 2, SR // 3).numpy(),
                                    framewise_snr(refs, ests, SR // 2, SR // 3).numpy(), atol=1e-7)
         assert max(ref_reader.largest, est_reader.largest) <= max(10_000, SR // 3 + SR // 2)
+
+
+def test_audible_counts_a_stem_40_db_below_the_mix_as_silent():
+    rng = np.random.default_rng(3)
+    stems = rng.standard_normal((4, 2, 4000))
+    mix_energy = np.square(stems[:2].sum(0)).sum()
+    stems[2] *= np.sqrt(mix_energy * 10 ** (-4.5) / np.square(stems[2]).sum())  # about -45 dB: leakage only
+    stems[3] = 0.0
+    assert audible(stems).tolist() == [True, True, False, False]
+    stems[2] *= 10 ** (1.5 / 2)  # about -30 dB: quiet, but it plays
+    assert audible(stems).tolist() == [True, True, True, False]

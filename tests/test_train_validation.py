@@ -75,3 +75,15 @@ def test_validate_scores_a_non_finite_estimate_nan_and_the_others_normally():
     scores = validate(model, tracks(), ["a", "b", "c"])
     assert np.isnan(scores["b"]) and np.isfinite(scores["a"]) and np.isnan(scores["c"])
     assert np.isnan(overall(scores, ["a", "b"]))  # a diverged stem is never the best checkpoint
+
+
+def test_a_stem_40_db_below_its_mix_is_not_scored():
+    """A near-silent reference's SDR measures the leakage (two dev excerpts scored -26 and -47 dB): not averaged."""
+    model = Split(ModelConfig(sources=("a", "b", "c"), sample_rate=100))
+    refs = tracks(count=2)
+    refs[1][2] = 1e-3 * refs[1][0]  # -60 dB below "a" alone: inaudible in the mix
+    scores = validate(model, refs, ["a", "b", "c"], segment=3.0)
+    assert np.isnan(scores["c"]) and playing(refs, ["a", "b", "c"]) == ["a", "b"]
+    refs[1][2] = 0.1 * refs[1][0]  # -20 dB: it plays, and is scored
+    scores = validate(model, refs, ["a", "b", "c"], segment=3.0)
+    assert abs(scores["c"] - float(mdx_sdr(refs[1][2], Split.gains[2] * refs[1].sum(0)))) < 1e-3

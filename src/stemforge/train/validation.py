@@ -4,7 +4,9 @@ SDR here is the MDX challenge's whole-signal energy ratio, ``stemforge.metrics.s
 (10 log10((|s|^2 + delta) / (|s - s_hat|^2 + delta)), delta = 1e-7) per track and stem, averaged over the tracks
 where the stem plays; a non-finite estimate scores NaN. A silent reference (a drumless song's drums) is not scored:
 its SDR only measures the leakage's energy (-30 dB and below), and three such songs among 36 once outweighed every
-other difference in a checkpoint's mean. That is also how ``benchmarks/realistic.py`` and museval average. A model
+other difference in a checkpoint's mean. Nor is a reference 40 dB or more below its mixture
+(``stemforge.metrics.simple.audible``): two dev excerpts' near-silent vocals moved the dev vocal mean more than a
+checkpoint's change did. ``benchmarks/realistic.py`` averages the same way (museval skips only all-zero stems). A model
 whose outputs are not named after the stems (MixIT) is scored after assigning each output to the stem it fits best
 (``stemforge.train.mixit.best_assignment``).
 """
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from stemforge.engine import EngineOptions, separate_tensor
-from stemforge.metrics.simple import mdx_sdr
+from stemforge.metrics.simple import audible, mdx_sdr
 from stemforge.models.base import StemModel
 from stemforge.train.mixit import best_assignment, remix
 
@@ -56,8 +58,9 @@ def validate(model: StemModel, tracks: list[np.ndarray], stems: list[str], devic
             else:
                 est, ref = torch.from_numpy(estimate)[None], torch.from_numpy(reference)[None]
                 estimate = remix(est, best_assignment(est, ref))[0].numpy()
+            plays = audible(reference)
             for i, stem in enumerate(stems):
-                if np.any(reference[i]):
+                if plays[i]:
                     scores[stem].append(_score(estimate[i], reference[i]))
     finally:
         model.train(was_training)
@@ -65,8 +68,9 @@ def validate(model: StemModel, tracks: list[np.ndarray], stems: list[str], devic
 
 
 def playing(tracks: list[np.ndarray], stems: list[str]) -> list[str]:
-    """The stems that play (are not all zeros) in at least one of ``tracks``: (stems, channels, time) arrays."""
-    return [stem for i, stem in enumerate(stems) if any(np.any(reference[i]) for reference in tracks)]
+    """The stems that play (``metrics.simple.audible``) in at least one of ``tracks``: (stems, channels, time) arrays."""
+    plays = [audible(reference) for reference in tracks]
+    return [stem for i, stem in enumerate(stems) if any(p[i] for p in plays)]
 
 
 def overall(scores: dict[str, float], stems: list[str]) -> float:
