@@ -166,3 +166,16 @@ def test_unet_convolutions_run_channels_last() -> None:
         stems = model(torch.randn(1, 2, 20_000))
     assert layouts and all(layouts)
     assert stems.shape == (1, 4, 2, 20_000)
+
+
+@pytest.mark.parametrize("depth, hop", [(4, 512), (6, 512), (3, 256)])
+def test_unet_padded_length_is_what_analyse_computes_on(depth: int, hop: int) -> None:
+    model = build("unet", preset="tiny", depth=depth, hop=hop, n_fft=4 * hop)
+    for samples in (1, hop, 44100, 65024, 65025, 100_000):
+        padded = model.padded_length(samples)
+        (mag,), _ = model.analyse(torch.zeros(1, 2, samples))
+        (mag_p,), (_, frames_p, _) = model.analyse(torch.zeros(1, 2, padded))
+        assert padded >= samples and mag.shape[-1] == mag_p.shape[-1] == frames_p, (samples, padded)
+        if padded > samples:  # and nothing shorter fills the frames
+            assert model.analyse(torch.zeros(1, 2, padded - 1))[1][1] < frames_p
+    assert build("unet", preset="tiny", depth=6).padded_length(44100) == 65024  # the default's 1 s chunk: 128 frames

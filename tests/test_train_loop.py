@@ -268,3 +268,16 @@ def test_unsupervised_mixtures_in_a_supervised_run_are_an_error(tmp_path):
     with pytest.raises(ConfigError, match="need --mode mixit or both"):
         cfg.validate()
     TrainConfig.from_dict({"mode": "both", "data": {"train": ["x"], "unsupervised": ["y"]}}).validate()
+
+
+def test_a_chunk_the_model_pads_with_zeros_is_named_with_the_length_that_is_not(tmp_path, data, caplog):
+    cfg = _config(tmp_path, data, model="unet", steps=2, epoch_steps=2, checkpoint_every=2)  # tiny: 16-frame multiples
+    with caplog.at_level("WARNING", logger="stemforge"):
+        train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "zeros" in r.getMessage()]
+    assert warnings == ["chunk = 0.25 s: the model pads each example with 31% zeros; chunk = 0.3600 s costs the same "
+                        "and trains on all of it"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="stemforge"):
+        train(merge(cfg, {"out": str(tmp_path / "unpadded"), "data.chunk": 0.36}))
+    assert not [r for r in caplog.records if "zeros" in r.getMessage()]

@@ -87,6 +87,18 @@ class StemModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def padded_length(self, samples: int) -> int:
+        """The input length the network works on for ``samples`` of input (models whose strided layers need a
+        multiple of some size pad zeros up to it): a training chunk of this length costs the same and has no zeros.
+
+        Args:
+            samples: input length in samples.
+
+        Returns:
+            The padded length in samples, ``>= samples`` (this default: ``samples``, no padding).
+        """
+        return samples
+
     def forward(self, mix: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """mix: (batch, channels, time) -> (batch, sources, channels, time)."""
         raise NotImplementedError

@@ -83,6 +83,13 @@ class UNetSeparator(NeuralStemModel):
         self.up = nn.ModuleList(ups)
         self.head = nn.Conv2d(config.base_channels + config.channels, len(config.sources) * config.channels, 3, padding=1)
 
+    def padded_length(self, samples: int) -> int:
+        # Centred STFT frames (samples // hop + 1), padded by ``analyse`` to a multiple of 2**depth: a 1 s chunk
+        # (87 frames) is computed as 128 frames, a third of them zeros, at depth 6.
+        stride = 2**self.config.depth
+        frames = -(-(samples // self.config.hop + 1) // stride) * stride
+        return max(samples, (frames - 1) * self.config.hop)
+
     def analyse(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
         spec = self.spectrogram(mix)  # (B, C, F, N)
         frames = spec.shape[-1]

@@ -238,6 +238,10 @@ class Trainer:
         cfg, dcfg = self.config, self.config.data
         rate, channels = model.sample_rate, model.channels
         chunk = int(round(dcfg.chunk * rate))
+        padded = model.padded_length(chunk)
+        if padded > 1.1 * chunk:  # the zeros are computed, and enter BatchNorm's statistics, but teach nothing
+            logger.warning(f"chunk = {dcfg.chunk:g} s: the model pads each example with {1 - chunk / padded:.0%} zeros; "
+                           f"chunk = {math.ceil(padded / rate * 1e4) / 1e4:.4f} s costs the same and trains on all of it")
         supervised = cfg.mode in ("supervised", "both")
         self.stems = model.sources if supervised else DEFAULT_STEMS
         valid_songs: list[train_data.Song] = []
