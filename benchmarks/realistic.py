@@ -16,7 +16,9 @@ Every system separates the mixture (the sum of the stems) through ``stemforge.se
 applies ideal ratio masks computed from the true stems (an upper bound for magnitude-mask models). The score is
 the whole-track energy-ratio SDR (MDX definition), averaged over the tracks where the stem plays (not silent, nor
 40 dB or more below the mix: ``stemforge.metrics.simple.audible``; no track of the realistic validation splits or
-the old synthetic split has such a stem): the measure of the hidden real set in issue #12. Scores are cached per (system weights, track, length) when ``--cache`` is given.
+the old synthetic split has such a stem): the measure of the hidden real set in issue #12. Scores are cached per
+(system weights, track, length) when ``--cache`` is given. With several ``--realistic`` splits each is printed,
+then all their tracks pooled (36 songs resolve about 0.1 dB per stem; 12 songs about 0.2 dB).
 
 ``--speed SECONDS`` (default 600; 0 skips) also times every ``--model`` end to end, as users run it: ``stemforge
 separate SONG -n CHECKPOINT --threads 2`` as a fresh process on a ``SECONDS``-long song (``examples/example.flac``

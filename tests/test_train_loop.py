@@ -270,7 +270,7 @@ def test_unsupervised_mixtures_in_a_supervised_run_are_an_error(tmp_path):
     TrainConfig.from_dict({"mode": "both", "data": {"train": ["x"], "unsupervised": ["y"]}}).validate()
 
 
-def test_a_chunk_the_model_pads_with_zeros_is_named_with_the_length_that_is_not(tmp_path, data, caplog):
+def test_a_chunk_mostly_padding_gets_a_warning_naming_one_without(tmp_path, data, caplog):
     cfg = _config(tmp_path, data, model="unet", steps=2, epoch_steps=2, checkpoint_every=2)  # tiny: 16-frame multiples
     with caplog.at_level("WARNING", logger="stemforge"):
         train(cfg)
