@@ -18,7 +18,8 @@ the whole-track energy-ratio SDR (MDX definition), averaged over the tracks wher
 40 dB or more below the mix: ``stemforge.metrics.simple.audible``; no track of the realistic validation splits or
 the old synthetic split has such a stem): the measure of the hidden real set in issue #12. Scores are cached per
 (system weights, track, length) when ``--cache`` is given. With several ``--realistic`` splits each is printed,
-then all their tracks pooled (36 songs resolve about 0.1 dB per stem; 12 songs about 0.2 dB).
+then all their tracks pooled: the paired standard error of a difference between two models falls with the songs
+(0.08-0.14 dB per stem on 12 songs, 0.03-0.07 dB on 36, for the two defaults compared in MODEL_CARD.md).
 
 ``--speed SECONDS`` (default 600; 0 skips) also times every ``--model`` end to end, as users run it: ``stemforge
 separate SONG -n CHECKPOINT --threads 2`` as a fresh process on a ``SECONDS``-long song (``examples/example.flac``
