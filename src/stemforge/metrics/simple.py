@@ -3,6 +3,7 @@
 All take ``reference, estimate: (..., channels, time)`` (numpy or torch, any device), or ``Stems``
 (sources, channels, time) read a block at a time (files: memory bounded whatever the length), compute
 in float64 and return torch tensors in dB with the leading ``...`` dims (plus a ``windows`` dim for SNR).
+``audible`` says which stems of one in-memory numpy track play, i.e. have an SDR worth averaging.
 """
 
 from __future__ import annotations
