@@ -96,6 +96,10 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=600.0,
                         help="song length (s) for each model's end-to-end speed row; 0 skips it")
     args = parser.parse_args()
+    realistic = args.realistic or ["runs/data/realistic_valid"]
+    for folder in realistic + ([args.synthetic] if args.synthetic else []):
+        if not Path(folder).is_dir():  # before minutes of timing and model loading, not after
+            parser.error(f"split not found: {folder} (make it with the commands in this script's docstring)")
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in (args.model or ["default=src/stemforge/assets/default.safetensors"]))
     speed = speed_rows(models, args.speed) if args.speed > 0 else []
@@ -112,7 +116,6 @@ def main() -> None:
             temp.write_text(json.dumps(cache, indent=1))
             temp.replace(cache_path)
 
-    realistic = args.realistic or ["runs/data/realistic_valid"]
     splits = [("realistic validation" + (f" {Path(f).name}" if len(realistic) > 1 else ""), f) for f in realistic]
     splits += [("old synthetic", args.synthetic)] if args.synthetic else []
     results = {}
