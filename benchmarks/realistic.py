@@ -105,7 +105,7 @@ def main() -> None:
     speed = speed_rows(models, args.speed) if args.speed > 0 else []
     systems = {name: Separator(path, threads=args.threads) for name, path in models.items()}
     systems["classical"] = Separator("classical")
-    keys = {name: "model:" + read_metadata(path)["weights_sha256"] for name, path in models.items()}
+    keys = {name: model_key(read_metadata(path)) for name, path in models.items()}
     keys.update({"classical": "classical", "oracle IRM": "oracle IRM"})
     cache_path = Path(args.cache) if args.cache else None
     cache = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
@@ -150,6 +150,13 @@ def main() -> None:
         print("| model | x real time | wall s | CPU s | peak RSS MB | load |")
         print("|---|---|---|---|---|---|")
         print("\n".join(speed))
+
+
+def model_key(meta: dict) -> str:
+    """A checkpoint's cache key: its weights, and its re-mask when the config has one (same weights, other stems)."""
+    config = meta.get("config") or {}
+    remask = f"|remask {config['remask_fft']}/{config['remask_hop']}" if config.get("remask_fft") else ""
+    return "model:" + meta["weights_sha256"] + remask
 
 
 def speed_rows(models: dict[str, str], seconds: float) -> list[str]:

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from lite_helpers import randomized_unet
-from stemforge import lite
+from stemforge import lite, lite_graph
 from stemforge.checkpoint import FORMAT
 from stemforge.dsp.spectral import istft, stft
 from stemforge.dsp import overlap
 from stemforge.engine import EngineOptions, OverlapAdd
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.models.unet import UNetConfig, UNetSeparator
+from stemforge.dsp.wiener import REMASK_FLOOR
+from stemforge.models.unet import MAX_REMASK_FFT, UNetConfig, UNetSeparator
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -26,6 +27,7 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert lite.FORMAT == FORMAT
     assert lite.CONFIG_FIELDS == {f.name for f in dataclasses.fields(UNetConfig)}
     assert lite.SEGMENT == UNetSeparator.default_segment
+    assert lite.REMASK_FLOOR == REMASK_FLOOR and lite_graph.MAX_REMASK_FFT == MAX_REMASK_FFT
     assert lite.OVERLAP == EngineOptions().overlap
     bn = torch.nn.BatchNorm2d(1)
     assert lite.BN_EPS == bn.eps
@@ -64,6 +66,49 @@ def test_network_and_masks_equal_the_torch_model(tmp_path: Path, channels: int, 
     assert got.shape == expected.shape == (2, 4, channels, length) and got.dtype == np.float32
     assert np.abs(expected).max() > 0.05  # not a trivial output
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,length,threads", [(2, 4000, 1), (2, 4000, 2), (1, 777, 2), (2, 1, 2)])
+def test_remask_equals_the_torch_model(tmp_path: Path, channels: int, length: int, threads: int) -> None:
+    """A checkpoint whose config re-masks its stems in a longer STFT: the numpy re-mask gives ``forward``'s stems,
+    stems split over two threads or not, for two segments in a row (buffers reused), and they sum to the mix."""
+    model, path = randomized_unet(tmp_path, channels, remask_fft=2048, remask_hop=512)
+    plain = UNetSeparator(dataclasses.replace(model.config, remask_fft=0, remask_hop=0)).eval()
+    plain.load_state_dict(model.state_dict())
+    runtime = lite.LiteUNet(path, threads=threads)
+    mix = np.random.default_rng(1).standard_normal((2, channels, length)).astype(np.float32) * 0.3
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(mix)).numpy()
+        unmasked = plain(torch.from_numpy(mix)).numpy()
+    runtime(mix * 0.5)
+    got = runtime(mix)
+    assert got.shape == expected.shape == (2, 4, channels, length)
+    if length > 1:
+        assert np.abs(expected - unmasked).max() > 0.01  # the re-mask changes the stems
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got.sum(1), mix, atol=1e-5)
+
+
+def test_old_checkpoints_without_remask_fields_still_run(tmp_path: Path) -> None:
+    """A checkpoint written before ``remask_fft`` existed (no such config fields) loads on both paths, unmasked."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from stemforge.checkpoint import load_checkpoint, read_metadata
+
+    model, path = randomized_unet(tmp_path)
+    meta = read_metadata(path)
+    for field in ("remask_fft", "remask_hop"):
+        del meta["config"][field]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata={lite.HEADER_KEY: json.dumps(meta)})
+    loaded, _ = load_checkpoint(old)
+    assert loaded.config.remask_fft == 0
+    mix = np.random.default_rng(2).standard_normal((1, 2, 3000)).astype(np.float32) * 0.3
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(mix)).numpy()
+    np.testing.assert_allclose(lite.LiteUNet(old)(mix), expected, atol=1e-5)
 
 
 class Ramp(StemModel):
@@ -115,3 +160,14 @@ def test_numpy_1_is_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(np, "__version__", "1.26.4")
     with pytest.raises(lite.Unsupported, match="numpy 1.26.4 is older than 2.0"):
         lite.LiteUNet(path)
+
+
+def test_remask_of_silence_is_silence_without_warnings(tmp_path: Path) -> None:
+    """Silent input: every re-mask bin is 0 / 0, split equally, and numpy says nothing about it."""
+    import warnings
+
+    _, path = randomized_unet(tmp_path, remask_fft=2048, remask_hop=512)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = lite.LiteUNet(path, threads=1)(np.zeros((1, 2, 5000), np.float32))
+    assert np.array_equal(out, np.zeros_like(out))

@@ -55,6 +55,29 @@ def test_other_checkpoints_are_left_to_torch(tmp_path: Path) -> None:
             lite_graph.read_unet(bad)
 
 
+def test_hostile_remask_settings_are_refused_on_both_paths(tmp_path: Path) -> None:
+    """A header asking for a 2**40-point re-mask STFT (a window allocated per segment) is refused before any
+    allocation: the numpy runtime leaves the file to torch, whose loader says what is wrong in one line."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from stemforge.checkpoint import load_checkpoint, read_metadata
+    from stemforge.errors import ModelError
+
+    _, path = randomized_unet(tmp_path)
+    for fft, hop in [(2**40, 2**38), (2048, 2048), (2048, 0), (2048, 600)]:
+        meta = read_metadata(path)
+        meta["config"].update(remask_fft=fft, remask_hop=hop)
+        bad = tmp_path / f"remask{fft}_{hop}.safetensors"
+        save_file(load_file(str(path)), str(bad), metadata={lite_graph.HEADER_KEY: json.dumps(meta)})
+        with pytest.raises(lite_graph.Unsupported, match="re-mask"):
+            lite_graph.read_unet(bad)
+        with pytest.raises(ModelError, match="remask_fft") as caught:
+            load_checkpoint(bad)
+        assert "\n" not in str(caught.value)
+
+
 def test_graph_is_valid_onnx(tmp_path: Path) -> None:
     """The in-memory graph passes onnx's checker and folds the encoder's BatchNorm (no BatchNormalization node)."""
     onnx = pytest.importorskip("onnx")

@@ -179,3 +179,26 @@ def test_unet_padded_length_is_what_analyse_computes_on(depth: int, hop: int) ->
         if padded > samples:  # and nothing shorter fills the frames
             assert model.analyse(torch.zeros(1, 2, padded - 1))[1][1] < frames_p
     assert build("unet", preset="tiny", depth=6).padded_length(44100) == 65024  # the default's 1 s chunk: 128 frames
+
+
+def test_unet_remask_is_part_of_the_model_in_training_too() -> None:
+    """``remask_fft`` in the config: ``forward`` returns the plain network's stems re-masked (``dsp.wiener.remask``),
+    in eval and in train mode (gradients reach the weights through it); settings it cannot run are refused."""
+    from stemforge.dsp.wiener import remask
+
+    model = build("unet", preset="tiny", remask_fft=4096, remask_hop=1024)
+    plain = build("unet", preset="tiny")
+    plain.load_state_dict(model.state_dict())
+    mix = torch.randn(1, 2, 30_000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.eval(), plain.eval()
+        expected = remask(plain(mix), mix, 4096, 1024)
+        got = model(mix)
+        assert not torch.allclose(got, plain(mix), atol=1e-3)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    model.train()
+    model(mix).pow(2).mean().backward()
+    assert model.head.weight.grad is not None and bool(model.head.weight.grad.isfinite().all())
+    for fft, hop in [(4096, 4096), (4096, 1000), (4096, 0), (0, 1024), (2**17, 2**15)]:
+        with pytest.raises(ModelError, match="remask_fft"):
+            build("unet", preset="tiny", remask_fft=fft, remask_hop=hop)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stemforge.dsp.spectral import stft
-from stemforge.dsp.wiener import expectation_maximization, softmask, wiener, wiener_refine
+from stemforge.dsp.spectral import istft, stft
+from stemforge.dsp.wiener import expectation_maximization, remask, softmask, wiener, wiener_refine
 
 norbert = pytest.importorskip("norbert")
 
@@ -100,3 +100,57 @@ def test_one_wiener_filter() -> None:
 
     assert openunmix.wiener is wiener
     assert importlib.util.find_spec("stemforge.models.compat.wiener") is None
+
+
+def test_remask_is_the_softmask_of_channel_summed_magnitudes() -> None:
+    """``remask`` equals ``wiener(iterations=0)`` (norbert's softmask, checked above) given the stems' magnitudes
+    summed over the channels, in the STFT of the re-mask's size, and back through the iSTFT."""
+    gen = torch.Generator().manual_seed(5)
+    stems = torch.randn(2, 3, 2, 5000, generator=gen)
+    mix = stems.sum(1) + 0.1 * torch.randn(2, 2, 5000, generator=gen)  # not the stems' sum: X is the mix's own
+    got = remask(stems, mix, 1024, 256)
+    v = stft(stems, 1024, 256).abs().sum(2, keepdim=True)  # (B, S, 1, F, N)
+    spectra = wiener(v, stft(mix, 1024, 256), iterations=0, use_softmask=True, eps=0.0)
+    expected = istft(spectra, 5000, 1024, 256)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.sum(1), mix, atol=1e-5, rtol=0)
+    # Without a mix, the stems' sum is the mixture, its spectrum their spectra summed.
+    without = remask(stems, None, 1024, 256)
+    torch.testing.assert_close(without, remask(stems, stems.sum(1), 1024, 256), atol=1e-5, rtol=0)
+    one = remask(stems[:, :1], mix, 1024, 256)  # one stem takes all of the mix
+    torch.testing.assert_close(one, mix[:, None], atol=0, rtol=0)
+
+
+def test_remask_resolves_what_a_coarse_split_smeared() -> None:
+    """Held harmonic tones and noise bursts, first split by their true magnitude ratios in a 512-point STFT (what
+    a coarse mask does at best): re-masked in a 16384-point STFT, both stems come out closer to the truth (the
+    error energy falls by a third or more); a stem alone keeps the whole mix."""
+    t = torch.arange(44100 * 3) / 44100
+    tones = sum(torch.sin(2 * torch.pi * f * t) / k for k, f in enumerate([110, 220, 330, 440, 550], 1))
+    bursts = torch.randn(len(t), generator=torch.Generator().manual_seed(0)) * ((t * 4) % 1 < 0.08).float() * 0.7
+    truth = torch.stack([tones, bursts])[None, :, None]  # (1, 2, 1, T)
+    mix = truth.sum(1)
+    magnitudes = stft(truth, 512, 128).abs()
+    coarse = istft(magnitudes / magnitudes.sum(1, keepdim=True).clamp_min(1e-12) * stft(mix, 512, 128)[:, None],
+                   len(t), 512, 128)
+    got = remask(coarse, mix, 16384, 4096)
+
+    def error(est: torch.Tensor) -> torch.Tensor:  # per stem, relative to its energy
+        return (est - truth).pow(2).sum(-1).squeeze() / truth.pow(2).sum(-1).squeeze()
+
+    assert bool((error(got) < 0.7 * error(coarse)).all()), (error(got), error(coarse))
+    alone = remask(torch.stack([mix[:, 0], torch.zeros_like(mix[:, 0])], 1)[:, :, None], mix, 2048, 512)
+    torch.testing.assert_close(alone[:, 0], mix, atol=1e-5, rtol=0)
+    assert alone[:, 1].abs().max() < 1e-6
+
+
+def test_remask_of_silence_is_silence_and_has_gradients() -> None:
+    """Every bin silent (0 / 0 ratios) gives zeros, not NaN; training through the re-mask gives finite gradients."""
+    silent = remask(torch.zeros(1, 4, 2, 3000), torch.zeros(1, 2, 3000), 2048, 512)
+    assert torch.equal(silent, torch.zeros_like(silent))
+    # Digital silence in a training chunk: a stem that never plays, and the first half silent in all of them.
+    values = torch.randn(1, 4, 2, 6000) * torch.tensor([1.0, 1.0, 0.0, 1.0])[:, None, None]
+    values[..., :3000] = 0
+    stems = values.requires_grad_()
+    remask(stems, None, 2048, 512).pow(2).sum().backward()
+    assert stems.grad is not None and bool(stems.grad.isfinite().all()) and stems.grad.abs().max() > 0

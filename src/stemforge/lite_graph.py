@@ -25,7 +25,12 @@ HEADER_KEY = "stemforge"
 ARCHITECTURE = "unet"
 #: ``models.unet.UNetConfig``'s fields (tests check they agree): a checkpoint with others takes the torch path.
 CONFIG_FIELDS = frozenset({"sources", "sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
-                           "base_channels", "dropout"})
+                           "base_channels", "dropout", "remask_fft", "remask_hop"})
+#: Fields a checkpoint written before them lacks (their defaults, 0, turn the re-mask off).
+LATER_FIELDS = frozenset({"remask_fft", "remask_hop"})
+#: ``models.unet.MAX_REMASK_FFT`` and ``dsp.wiener.REMASK_FLOOR`` (tests check they agree).
+MAX_REMASK_FFT = 2**16
+REMASK_FLOOR = 1e-10
 #: torch.nn.BatchNorm2d's epsilon, the encoder's LeakyReLU slope, and the U-Net's kernel sizes.
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.2
@@ -54,6 +59,8 @@ class UNetSpec:
     max_bins: int
     depth: int
     base_channels: int
+    remask_fft: int = 0  # 0: no re-mask (``models.unet.UNetConfig``)
+    remask_hop: int = 0
 
     @property
     def widths(self) -> list[int]:
@@ -134,14 +141,18 @@ def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndar
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("architecture") != ARCHITECTURE:
         raise Unsupported(f"{path}: not a stemforge {ARCHITECTURE} checkpoint")
     config = meta.get("config")
-    if not isinstance(config, dict) or set(config) != CONFIG_FIELDS:
+    if not isinstance(config, dict) or set(config) not in (CONFIG_FIELDS, CONFIG_FIELDS - LATER_FIELDS):
         raise Unsupported(f"{path}: config fields differ from this runtime's U-Net")
     try:
         spec = UNetSpec(sources=tuple(str(s) for s in config["sources"]),
                         **{f: config[f] for f in ("sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
-                                                  "base_channels")})
+                                                  "base_channels", "remask_fft", "remask_hop") if f in config})
     except TypeError as exc:
         raise Unsupported(f"{path}: malformed config") from exc
+    remask = (spec.remask_fft, spec.remask_hop)
+    if remask != (0, 0) and not (all(type(v) is int for v in remask) and 0 < spec.remask_hop <= spec.remask_fft // 2
+                                 and spec.remask_fft % spec.remask_hop == 0 and spec.remask_fft <= MAX_REMASK_FFT):
+        raise Unsupported(f"{path}: re-mask settings outside what this runtime reproduces")
     ints = (spec.sample_rate, spec.channels, spec.n_fft, spec.hop, spec.max_bins, spec.depth, spec.base_channels)
     if (not all(type(v) is int and v > 0 for v in ints) or not spec.sources or spec.n_fft % spec.hop
             or spec.hop > spec.n_fft // 2 or spec.depth >= spec.max_bins.bit_length()  # before 2**depth: see UNetConfig

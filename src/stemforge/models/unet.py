@@ -2,7 +2,8 @@
 
     mix (B, C, T) -> |STFT| (B, C, F', N), cropped to ``max_bins`` (F') and padded to a multiple of 2**depth frames
     -> U-Net (5x5 stride-2 convolutions, BatchNorm, LeakyReLU down; transposed convolutions, ReLU up, skips)
-    -> logits (B, S, C, F', N) -> softmax over stems -> masks, top bin repeated up to Nyquist -> iSTFT.
+    -> logits (B, S, C, F', N) -> softmax over stems -> masks, top bin repeated up to Nyquist -> iSTFT
+    [-> the stems re-split by their magnitude ratios in a longer STFT, when the config's ``remask_fft`` is set].
 
 Unlike Spleeter (one U-Net per stem) one network predicts every stem: the masks sum to one by construction,
 so the stems sum to the mix (``mask_based``), and 2/4/5 stems cost the same trunk.
@@ -16,10 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from stemforge.dsp.wiener import remask
 from stemforge.models.base import ModelConfig
 from stemforge.models.frontend import FrequencyNorm, Spectrogram, apply_masks, extend_bins, pad_to_multiple
 from stemforge.models.neural import NeuralStemModel, preset_factory
 from stemforge.models.registry import register
+
+
+#: Largest re-mask STFT: a checkpoint's config is untrusted, and its window is allocated per segment.
+MAX_REMASK_FFT = 2**16
 
 
 @dataclasses.dataclass
@@ -30,6 +36,10 @@ class UNetConfig(ModelConfig):
     depth: int = 6
     base_channels: int = 16  # doubles at every level
     dropout: float = 0.0  # on the three deepest decoder levels, as in Spleeter
+    # After the masks, the stems re-split by their magnitude ratios in an STFT of this size and hop
+    # (``dsp.wiener.remask``; 0: off). Part of the model, in training too: the bundled default has it.
+    remask_fft: int = 0
+    remask_hop: int = 0
 
     def __post_init__(self) -> None:
         # depth is checked against max_bins' bit length before 2**depth is formed: a checkpoint's config is
@@ -37,6 +47,11 @@ class UNetConfig(ModelConfig):
         if (not 0 <= self.depth < self.max_bins.bit_length() or self.max_bins % (2**self.depth)
                 or self.max_bins > self.n_fft // 2 + 1):
             raise ValueError(f"max_bins ({self.max_bins}) must divide by 2**depth and fit in n_fft // 2 + 1 bins")
+        if (self.remask_fft or self.remask_hop) and not (
+                0 < self.remask_hop <= self.remask_fft // 2 and self.remask_fft % self.remask_hop == 0
+                and self.remask_fft <= MAX_REMASK_FFT):
+            raise ValueError(f"remask_fft ({self.remask_fft}) must be a multiple of remask_hop ({self.remask_hop}), "
+                             f"at least twice it and at most {MAX_REMASK_FFT}")
 
 
 class _Down(nn.Module):
@@ -117,6 +132,13 @@ class UNetSeparator(NeuralStemModel):
         masks = torch.softmax(logits.float()[..., :frames], dim=1)
         masks = extend_bins(masks, spec.shape[-2])
         return self.spectrogram.inverse(apply_masks(masks, spec), length).to(spec.real.dtype)
+
+    def postfilter(self, stems: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """The config's re-mask (``remask_fft > 0``), then the optional Wiener EM: (B, S, C, T) -> (B, S, C, T)."""
+        if self.config.remask_fft:
+            # The masks sum to one: the stems add up to the mix, whose spectrum is then theirs summed (no STFT).
+            stems = remask(stems, None, self.config.remask_fft, self.config.remask_hop).to(stems.dtype)
+        return super().postfilter(stems, mix)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
