@@ -181,9 +181,9 @@ def test_unet_padded_length_is_what_analyse_computes_on(depth: int, hop: int) ->
     assert build("unet", preset="tiny", depth=6).padded_length(44100) == 65024  # the default's 1 s chunk: 128 frames
 
 
-def test_unet_remask_is_part_of_the_model_in_training_too() -> None:
-    """``remask_fft`` in the config: ``forward`` returns the plain network's stems re-masked (``dsp.wiener.remask``),
-    in eval and in train mode (gradients reach the weights through it); settings it cannot run are refused."""
+def test_unet_remask_applies_in_eval_mode() -> None:
+    """``remask_fft`` in the config: in eval mode ``forward`` returns the plain network's stems re-masked
+    (``dsp.wiener.remask``); in train mode the masks' own stems (what training fits); bad settings are refused."""
     from stemforge.dsp.wiener import remask
 
     model = build("unet", preset="tiny", remask_fft=4096, remask_hop=1024)
@@ -196,9 +196,9 @@ def test_unet_remask_is_part_of_the_model_in_training_too() -> None:
         got = model(mix)
         assert not torch.allclose(got, plain(mix), atol=1e-3)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-    model.train()
-    model(mix).pow(2).mean().backward()
-    assert model.head.weight.grad is not None and bool(model.head.weight.grad.isfinite().all())
+    model.train(), plain.train()
+    with torch.no_grad():
+        torch.testing.assert_close(model(mix), plain(mix), atol=0, rtol=0)
     for fft, hop in [(4096, 4096), (4096, 1000), (4096, 0), (0, 1024), (2**17, 2**15)]:
         with pytest.raises(ModelError, match="remask_fft"):
             build("unet", preset="tiny", remask_fft=fft, remask_hop=hop)
