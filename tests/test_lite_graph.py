@@ -66,7 +66,7 @@ def test_hostile_remask_settings_are_refused_on_both_paths(tmp_path: Path) -> No
     from stemforge.errors import ModelError
 
     _, path = randomized_unet(tmp_path)
-    for fft, hop in [(2**40, 2**38), (2048, 2048), (2048, 0), (2048, 600)]:
+    for fft, hop in [(2**40, 2**38), (2048, 2048), (2048, 0), (2048, 600), (2048.0, 512), ("2048", 512)]:
         meta = read_metadata(path)
         meta["config"].update(remask_fft=fft, remask_hop=hop)
         bad = tmp_path / f"remask{fft}_{hop}.safetensors"

@@ -13,7 +13,7 @@ IEEE/ACM TASLP 2016; implementation details follow ``norbert`` (the filter used 
 
 ``remask`` is the filter's first estimate alone (``softmask`` of magnitudes, no EM), applied to waveforms in an
 STFT of its own size: a network that masks a 2048-point STFT gets its stems re-split by their magnitude ratios in
-a 16384-point one, where the bass and the partials of held notes are resolved (issue #12).
+a 24576-point one, where the bass and the partials of held notes are resolved (issue #12).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def remask(stems: torch.Tensor, mix: torch.Tensor | None, n_fft: int, hop: int) 
     ``y_j = |Y_j| / sum_k |Y_k| * X`` per time-frequency bin, where ``Y_j`` is stem j's STFT summed in magnitude
     over the channels and ``X`` the mixture's: norbert's ``softmask`` with magnitudes, shared by the channels.
     The stems sum to the mixture (a bin where every stem is silent is split equally). On the 36 dev excerpts the
-    bundled U-Net (2048-point STFT) gains 0.13 dB SDR per stem with ``n_fft=16384, hop=4096`` (MODEL_CARD.md).
+    bundled U-Net (2048-point STFT) gains 0.13 dB mean SDR with ``n_fft=24576, hop=8192`` (MODEL_CARD.md).
 
     Written out rather than through ``wiener(iterations=0)``, which takes per-channel magnitude estimates: here
     the ratio is shared by the channels and computed in the STFT's own frame-major memory, and the last stem is

@@ -50,7 +50,8 @@ class UNetConfig(ModelConfig):
                 or self.max_bins > self.n_fft // 2 + 1):
             raise ValueError(f"max_bins ({self.max_bins}) must divide by 2**depth and fit in n_fft // 2 + 1 bins")
         if (self.remask_fft or self.remask_hop) and not (
-                0 < self.remask_hop <= self.remask_fft // 2 and self.remask_fft % self.remask_hop == 0
+                type(self.remask_fft) is int and type(self.remask_hop) is int  # a header may hold anything
+                and 0 < self.remask_hop <= self.remask_fft // 2 and self.remask_fft % self.remask_hop == 0
                 and self.remask_fft <= MAX_REMASK_FFT):
             raise ValueError(f"remask_fft ({self.remask_fft}) must be a multiple of remask_hop ({self.remask_hop}), "
                              f"at least twice it and at most {MAX_REMASK_FFT}")
