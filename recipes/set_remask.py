@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from stemforge.checkpoint import load_checkpoint, save_checkpoint
+from stemforge.errors import StemforgeError
 from stemforge.models.unet import UNetSeparator
 
 # Written by save_checkpoint itself from the model; everything else in the header is carried over.
@@ -26,9 +28,15 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--fft", type=int, required=True, help="re-mask STFT size (0: off)")
     parser.add_argument("--hop", type=int, required=True, help="re-mask STFT hop (0: off)")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     args = parser.parse_args()
-    model, meta = load_checkpoint(args.source)
-    if not isinstance(model, UNetSeparator):
+    if Path(args.out).exists() and not args.force:
+        parser.error(f"{args.out} exists (pass --force to overwrite it)")
+    try:
+        model, meta = load_checkpoint(args.source)
+    except StemforgeError as exc:
+        parser.error(str(exc))
+    if model.architecture != "unet":  # the causal U-Net refuses one: it would look a whole window ahead
         parser.error(f"{args.source} is a {model.architecture} checkpoint; the re-mask is a unet config setting")
     try:
         config = dataclasses.replace(model.config, remask_fft=args.fft, remask_hop=args.hop)

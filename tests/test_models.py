@@ -202,3 +202,5 @@ def test_unet_remask_applies_in_eval_mode() -> None:
     for fft, hop in [(4096, 4096), (4096, 1000), (4096, 0), (0, 1024), (2**17, 2**15)]:
         with pytest.raises(ModelError, match="remask_fft"):
             build("unet", preset="tiny", remask_fft=fft, remask_hop=hop)
+    with pytest.raises(ModelError, match="no re-mask"):  # the causal U-Net: a window of look-ahead
+        build("unet-causal", preset="tiny", remask_fft=4096, remask_hop=1024)

@@ -22,6 +22,7 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 
+from stemforge.errors import ModelError
 from stemforge.models.frontend import extend_bins
 from stemforge.models.neural import preset_factory
 from stemforge.models.registry import register
@@ -101,6 +102,11 @@ class CausalUNetSeparator(UNetSeparator):
 
     architecture = "unet_causal"
     config_class = UNetConfig
+
+    def __init__(self, config: UNetConfig) -> None:
+        if config.remask_fft:  # a whole long window of look-ahead, and stream_frame could not reproduce it
+            raise ModelError(f"{self.architecture} takes no re-mask (remask_fft must be 0, got {config.remask_fft})")
+        super().__init__(config)
 
     @property
     def latency_samples(self) -> int:
