@@ -14,9 +14,9 @@ from stemforge import lite, lite_graph
 from stemforge.checkpoint import FORMAT
 from stemforge.dsp.spectral import istft, stft
 from stemforge.dsp import overlap
+from stemforge.dsp.wiener import REMASK_FLOOR
 from stemforge.engine import EngineOptions, OverlapAdd
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.dsp.wiener import REMASK_FLOOR
 from stemforge.models.unet import MAX_REMASK_FFT, UNetConfig, UNetSeparator
 
 pytest.importorskip("onnxruntime")
