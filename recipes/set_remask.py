@@ -1,6 +1,6 @@
 """Write a copy of a ``unet`` checkpoint whose config re-masks its stems in a longer STFT (issue #12).
 
-    PYTHONPATH=src python recipes/set_remask.py IN.safetensors OUT.safetensors --fft 16384 --hop 4096
+    PYTHONPATH=src python recipes/set_remask.py IN.safetensors OUT.safetensors --fft 24576 --hop 8192
 
 Same weights (same ``weights_sha256``) and the same recorded training metadata; only the config's ``remask_fft``
 and ``remask_hop`` change (``models.unet.UNetConfig``; 0 and 0 turn it off). How the bundled default got its
