@@ -176,8 +176,6 @@ class LiteUNet:
         self.remask_window = hann_window(self.spec.remask_fft) if self.spec.remask_fft else None
         self._work_key: tuple[int, int, int] | None = None
         self._work: dict[str, Any] = {}
-        self._remask_key: tuple[int, int, int, int] | None = None
-        self._remask_work: dict[str, Any] = {}
         #: Threads synthesising stems side by side (the network has onnxruntime's own).
         self.lanes = max(1, min(len(self.spec.sources), threads or os.cpu_count() or 1, 2))
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
@@ -213,7 +211,7 @@ class LiteUNet:
         sources, bins = len(cfg.sources), cfg.max_bins
         frames, full = length // cfg.hop + 1, cfg.n_fft // 2 + 1
         # Every segment has the same shape: its buffers are made (and their pages faulted in) once.
-        work = self._workspace(batch, channels, frames)
+        work = self._workspace(batch, channels, length)
         spec = work["spec"]  # (B, C, N, F)
 
         split = min(self.lanes, channels)
@@ -248,26 +246,26 @@ class LiteUNet:
 
         self._side_by_side(synthesise, self.lanes)
         if cfg.remask_fft:
-            self._remask(wave)
+            self._remask(wave, work)
         return wave
 
-    def _remask(self, wave: np.ndarray) -> None:
+    def _remask(self, wave: np.ndarray, work: dict[str, Any]) -> None:
         """``dsp.wiener.remask(wave, None, ...)`` in place: wave (B, S, C, T) re-split by magnitude ratios."""
         cfg = self.spec
         n_fft, hop, window = cfg.remask_fft, cfg.remask_hop, self.remask_window
         batch, sources, channels, length = wave.shape
         frames = length // hop + 1
-        work = self._remask_workspace(batch, sources, channels, frames)
-        spec, mags, scratch = work["spec"], work["mags"], work["frames"]  # (B, S, C, N, F), (B, S, N, F), per lane
+        # (B, S, C, N, F), (B, S, N, F), and per lane (B, C, N, F) magnitudes and (B, C, N, n_fft) frames
+        spec, mags, absolute, scratch = (work[f"remask_{k}"] for k in ("spec", "mags", "abs", "frames"))
         mix = wave.sum(axis=1)  # the masks sum to one: the stems add up to the mix
 
         def analyse(lane: int) -> None:
             for s in range(lane, sources, self.lanes):
                 stft(wave[:, s], n_fft, hop, window, out=spec[:, s], scratch=scratch[lane])
-                np.abs(spec[:, s], out=work["abs"][lane])
+                np.abs(spec[:, s], out=absolute[lane])
                 # torch's sqrt(|Y|^2 + floor^2), to float32 rounding where |Y| > 1e-6 (np.hypot took 25 ms a segment)
-                np.maximum(work["abs"][lane], np.float32(REMASK_FLOOR), out=work["abs"][lane])
-                np.sum(work["abs"][lane], axis=1, out=mags[:, s])
+                np.maximum(absolute[lane], np.float32(REMASK_FLOOR), out=absolute[lane])
+                np.sum(absolute[lane], axis=1, out=mags[:, s])
 
         self._side_by_side(analyse, self.lanes)
         x = spec.sum(axis=1)  # (B, C, N, F): the mix's spectrum
@@ -283,21 +281,6 @@ class LiteUNet:
         self._side_by_side(synthesise, min(self.lanes, sources - 1))
         np.subtract(mix, wave[:, :-1].sum(axis=1), out=wave[:, -1])
 
-    def _remask_workspace(self, batch: int, sources: int, channels: int, frames: int) -> dict[str, Any]:
-        """The re-mask's buffers for segments of this shape, kept for the next one."""
-        key = (batch, sources, channels, frames)
-        if self._remask_key != key:
-            bins = self.spec.remask_fft // 2 + 1
-            self._remask_work = {
-                "spec": np.empty((batch, sources, channels, frames, bins), np.complex64),
-                "mags": np.empty((batch, sources, frames, bins), np.float32),
-                "abs": [np.empty((batch, channels, frames, bins), np.float32) for _ in range(self.lanes)],
-                "frames": [np.empty((batch, channels, frames, self.spec.remask_fft), np.float32)
-                           for _ in range(self.lanes)],
-            }
-            self._remask_key = key
-        return self._remask_work
-
     def _side_by_side(self, work: Callable[[int], None], lanes: int) -> None:
         """``work(lane)`` for each lane, lane 0 in this thread (numpy's FFTs and ufuncs release the GIL)."""
         futures = [self._pool().submit(_quietly, work, lane) for lane in range(1, lanes)]
@@ -307,11 +290,12 @@ class LiteUNet:
             for future in futures:
                 future.result()
 
-    def _workspace(self, batch: int, channels: int, frames: int) -> dict[str, Any]:
-        """Buffers for segments of this shape, kept for the next one (the last shape only)."""
-        key = (batch, channels, frames)
+    def _workspace(self, batch: int, channels: int, length: int) -> dict[str, Any]:
+        """Buffers for segments of this shape (the re-mask's too), kept for the next one (the last shape only)."""
+        key = (batch, channels, length)
         if self._work_key != key:
             cfg = self.spec
+            frames = length // cfg.hop + 1
             padded = -(-frames // 2**cfg.depth) * 2**cfg.depth
             self._work = {
                 "frames": np.empty((batch, channels, frames, cfg.n_fft), np.float32),
@@ -322,6 +306,15 @@ class LiteUNet:
                 **{f"frames{lane}": np.empty((batch, channels, frames, cfg.n_fft), np.float32)
                    for lane in range(1, self.lanes)},
             }
+            if cfg.remask_fft:
+                sources, frames, bins = len(cfg.sources), length // cfg.remask_hop + 1, cfg.remask_fft // 2 + 1
+                self._work.update({
+                    "remask_spec": np.empty((batch, sources, channels, frames, bins), np.complex64),
+                    "remask_mags": np.empty((batch, sources, frames, bins), np.float32),
+                    "remask_abs": [np.empty((batch, channels, frames, bins), np.float32) for _ in range(self.lanes)],
+                    "remask_frames": [np.empty((batch, channels, frames, cfg.remask_fft), np.float32)
+                                      for _ in range(self.lanes)],
+                })
             self._work_key = key
         return self._work
 
