@@ -153,10 +153,12 @@ def main() -> None:
 
 
 def model_key(meta: dict) -> str:
-    """A checkpoint's cache key: its weights, and its re-mask when the config has one (same weights, other stems)."""
+    """A checkpoint's cache key: its weights, and its re-mask (and the refiner's band) when the config has one (same
+    weights, other stems)."""
     config = meta.get("config") or {}
     remask = f"|remask {config['remask_fft']}/{config['remask_hop']}" if config.get("remask_fft") else ""
-    return "model:" + meta["weights_sha256"] + remask
+    refine = f"|refine {config['refine_bins']}" if config.get("refine_bins") else ""
+    return "model:" + meta["weights_sha256"] + remask + refine
 
 
 def speed_rows(models: dict[str, str], seconds: float) -> list[str]:

@@ -38,6 +38,9 @@ def main() -> None:
         parser.error(str(exc))
     if model.architecture != "unet":  # the causal U-Net refuses one: it would look a whole window ahead
         parser.error(f"{args.source} is a {model.architecture} checkpoint; the re-mask is a unet config setting")
+    if model.config.refine_bins and (args.fft, args.hop) != (model.config.remask_fft, model.config.remask_hop):
+        parser.error(f"{args.source}'s refiner was trained in its {model.config.remask_fft}/{model.config.remask_hop} "
+                     "re-mask STFT; train one for the new STFT with recipes/train_refiner.py")
     try:
         config = dataclasses.replace(model.config, remask_fft=args.fft, remask_hop=args.hop)
     except ValueError as exc:

@@ -17,7 +17,8 @@ from stemforge.dsp import overlap
 from stemforge.dsp.wiener import REMASK_FLOOR
 from stemforge.engine import EngineOptions, OverlapAdd
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.models.unet import MAX_REMASK_FFT, UNetConfig, UNetSeparator
+from stemforge.models.refiner import LOG_FLOOR
+from stemforge.models.unet import MAX_REFINE_LAYERS, MAX_REFINE_WIDTH, MAX_REMASK_FFT, UNetConfig, UNetSeparator
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -28,6 +29,8 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert lite.CONFIG_FIELDS == {f.name for f in dataclasses.fields(UNetConfig)}
     assert lite.SEGMENT == UNetSeparator.default_segment
     assert lite.REMASK_FLOOR == REMASK_FLOOR and lite_graph.MAX_REMASK_FFT == MAX_REMASK_FFT
+    assert (lite_graph.MAX_REFINE_WIDTH, lite_graph.MAX_REFINE_LAYERS) == (MAX_REFINE_WIDTH, MAX_REFINE_LAYERS)
+    assert lite_graph.REFINE_LOG_FLOOR == LOG_FLOOR
     assert lite.OVERLAP == EngineOptions().overlap
     bn = torch.nn.BatchNorm2d(1)
     assert lite.BN_EPS == bn.eps
@@ -68,13 +71,16 @@ def test_network_and_masks_equal_the_torch_model(tmp_path: Path, channels: int, 
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("channels,length,threads", [(2, 4000, 1), (2, 4000, 2), (1, 777, 2), (2, 1, 2)])
-def test_remask_equals_the_torch_model(tmp_path: Path, channels: int, length: int, threads: int) -> None:
-    """A checkpoint whose config re-masks its stems in a longer STFT: the numpy re-mask gives ``forward``'s stems,
-    stems split over two threads or not, for two segments in a row (buffers reused), and they sum to the mix."""
-    model, path = randomized_unet(tmp_path, channels, remask_fft=2048, remask_hop=512)
-    plain = UNetSeparator(dataclasses.replace(model.config, remask_fft=0, remask_hop=0)).eval()
-    plain.load_state_dict(model.state_dict())
+@pytest.mark.parametrize("refine", [0, 40])
+@pytest.mark.parametrize("channels,length,threads", [(2, 4000, 1), (2, 4000, 2), (1, 777, 2), (2, 1, 2), (3, 3000, 2)])
+def test_remask_equals_the_torch_model(tmp_path: Path, channels: int, length: int, threads: int, refine: int) -> None:
+    """A checkpoint whose config re-masks its stems in a longer STFT (with a refiner of its lowest bins or not):
+    the numpy re-mask gives ``forward``'s stems, stems split over two threads or not, for two segments in a row
+    (buffers reused), and they sum to the mix."""
+    model, path = randomized_unet(tmp_path, channels, remask_fft=2048, remask_hop=512, refine_bins=refine,
+                                  refine_width=6, refine_layers=3)
+    plain = UNetSeparator(dataclasses.replace(model.config, remask_fft=0, remask_hop=0, refine_bins=0)).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
     runtime = lite.LiteUNet(path, threads=threads)
     mix = np.random.default_rng(1).standard_normal((2, channels, length)).astype(np.float32) * 0.3
     with torch.inference_mode():
@@ -85,12 +91,19 @@ def test_remask_equals_the_torch_model(tmp_path: Path, channels: int, length: in
     assert got.shape == expected.shape == (2, 4, channels, length)
     if length > 1:
         assert np.abs(expected - unmasked).max() > 0.01  # the re-mask changes the stems
+    if refine and length > 1:  # and the refiner changes the re-mask
+        unrefined = UNetSeparator(dataclasses.replace(model.config, refine_bins=0)).eval()
+        unrefined.load_state_dict(model.state_dict(), strict=False)
+        with torch.inference_mode():
+            assert np.abs(expected - unrefined(torch.from_numpy(mix)).numpy()).max() > 0.01
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(got.sum(1), mix, atol=1e-5)
 
 
-def test_old_checkpoints_without_remask_fields_still_run(tmp_path: Path) -> None:
-    """A checkpoint written before ``remask_fft`` existed (no such config fields) loads on both paths, unmasked."""
+@pytest.mark.parametrize("generation", [0, 1])
+def test_old_checkpoints_without_later_fields_still_run(tmp_path: Path, generation: int) -> None:
+    """A checkpoint written before ``remask_fft`` (generation 0) or ``refine_bins`` (1) existed, without those
+    config fields, loads on both paths, unmasked."""
     import json
 
     from safetensors.numpy import load_file, save_file
@@ -99,7 +112,7 @@ def test_old_checkpoints_without_remask_fields_still_run(tmp_path: Path) -> None
 
     model, path = randomized_unet(tmp_path)
     meta = read_metadata(path)
-    for field in ("remask_fft", "remask_hop"):
+    for field in set().union(*lite_graph.LATER_FIELDS[generation:]):
         del meta["config"][field]
     old = tmp_path / "old.safetensors"
     save_file(load_file(str(path)), str(old), metadata={lite.HEADER_KEY: json.dumps(meta)})

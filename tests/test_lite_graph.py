@@ -78,6 +78,32 @@ def test_hostile_remask_settings_are_refused_on_both_paths(tmp_path: Path) -> No
         assert "\n" not in str(caught.value)
 
 
+def test_hostile_refiner_settings_are_refused_on_both_paths(tmp_path: Path) -> None:
+    """A header asking for a refiner of 10**9 layers or channels (built before any weight is read), one wider than
+    its STFT, one without a re-mask, or settings of the wrong type: refused on both paths, in one line."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from stemforge.checkpoint import load_checkpoint, read_metadata
+    from stemforge.errors import ModelError
+
+    _, path = randomized_unet(tmp_path, remask_fft=2048, remask_hop=512, refine_bins=40, refine_width=6,
+                              refine_layers=3)
+    assert lite_graph.read_unet(path)[0].refine_bins == 40
+    for i, change in enumerate([dict(refine_layers=10**9), dict(refine_width=10**9), dict(refine_bins=1026),
+                                dict(remask_fft=0, remask_hop=0), dict(refine_bins="40"), dict(refine_width=6.0)]):
+        meta = read_metadata(path)
+        meta["config"].update(change)
+        bad = tmp_path / f"refine{i}.safetensors"
+        save_file(load_file(str(path)), str(bad), metadata={lite_graph.HEADER_KEY: json.dumps(meta)})
+        with pytest.raises(lite_graph.Unsupported, match="refiner settings"):
+            lite_graph.read_unet(bad)
+        with pytest.raises(ModelError, match="refine_bins") as caught:
+            load_checkpoint(bad)
+        assert "\n" not in str(caught.value)
+
+
 def test_graph_is_valid_onnx(tmp_path: Path) -> None:
     """The in-memory graph passes onnx's checker and folds the encoder's BatchNorm (no BatchNormalization node)."""
     onnx = pytest.importorskip("onnx")

@@ -10,7 +10,9 @@ engine's overlap-add (``engine.OverlapAdd``) without torch, giving the same stem
     --|spec| of the lowest max_bins bins, log1p, per-bin shift and scale (FrequencyNorm)--> x (channels, F', N')
     --U-Net as an ONNX graph (onnxruntime), built in memory from the checkpoint's weights--> logits
     --softmax over stems, top bin repeated up to Nyquist--> masks --masks x spec, iSTFT (numpy)--> stems
-    [--re-split by magnitude ratios in a longer STFT (numpy), when the config's remask_fft is set--> stems]
+    [--re-split by magnitude ratios in a longer STFT (numpy), when the config's remask_fft is set; in its lowest
+        refine_bins bins the ratios corrected by the refiner (features in numpy, its convolutions in onnxruntime)
+        --> stems]
 
 ``stemforge.separate.open_separator`` uses it only where it gives the torch path's result (a ``unet``
 checkpoint on the CPU, fp32, no shifts, no Wiener filter, default segment and overlap); anything this module
@@ -40,10 +42,12 @@ from stemforge.lite_graph import (
     CONFIG_FIELDS,
     FORMAT,
     HEADER_KEY,
+    REFINE_LOG_FLOOR,
     REMASK_FLOOR,
     UNetSpec,
     Unsupported,
     build_graph,
+    build_refiner_graph,
     read_unet,
     weights_sha256,
 )
@@ -170,6 +174,9 @@ class LiteUNet:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            self.refiner = (ort.InferenceSession(build_refiner_graph(self.spec, state), options,
+                                                 providers=["CPUExecutionProvider"])
+                            if self.spec.refine_bins else None)
         except Exception as exc:  # an onnxruntime that cannot run this graph: the torch path can
             raise Unsupported(f"onnxruntime cannot run the graph ({type(exc).__name__}: {exc})") from exc
         self.window = hann_window(self.spec.n_fft)
@@ -270,7 +277,10 @@ class LiteUNet:
         self._side_by_side(analyse, self.lanes)
         x = spec.sum(axis=1)  # (B, C, N, F): the mix's spectrum
         with np.errstate(invalid="ignore", over="ignore"):  # see _quietly
+            low = self._refine(mags[..., :cfg.refine_bins], x[..., :cfg.refine_bins]) if self.refiner else None
             np.divide(mags, mags.sum(axis=1, keepdims=True), out=mags)
+            if low is not None:
+                mags[..., :cfg.refine_bins] = low
 
         def synthesise(lane: int) -> None:  # all stems but the last: the mix less the others
             for s in range(lane, sources - 1, self.lanes):
@@ -280,6 +290,24 @@ class LiteUNet:
 
         self._side_by_side(synthesise, min(self.lanes, sources - 1))
         np.subtract(mix, wave[:, :-1].sum(axis=1), out=wave[:, -1])
+
+    def _refine(self, mag: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``models.refiner.LowBandRefiner.masks``: mag (B, S, N, K), x (B, C, N, K) complex -> (B, S, N, K)."""
+        mixmag = np.abs(x).sum(axis=1)  # (B, N, K)
+        scale = np.maximum(mixmag.mean(axis=(-1, -2), keepdims=True), np.float32(1e-8))
+        floor = np.float32(REFINE_LOG_FLOOR) * scale
+        planes = [np.log((mag + floor[:, None]) / scale[:, None]), mag / mag.sum(axis=1, keepdims=True),
+                  np.log((mixmag + floor) / scale)[:, None]]
+        if x.shape[1] == 2:
+            planes.append((np.abs(x[:, 0] - x[:, 1]) / (mixmag + floor))[:, None])
+        else:
+            planes.append(np.zeros_like(mixmag)[:, None])
+        planes.append(np.broadcast_to(np.linspace(0, 1, mag.shape[-1], dtype=np.float32), mixmag.shape)[:, None])
+        features = np.concatenate(planes, axis=1, dtype=np.float32)
+        logits = np.log(mag) + self.refiner.run(None, {"features": features})[0]
+        logits -= logits.max(axis=1, keepdims=True)  # softmax over stems
+        np.exp(logits, out=logits)
+        return logits / logits.sum(axis=1, keepdims=True)
 
     def _side_by_side(self, work: Callable[[int], None], lanes: int) -> None:
         """``work(lane)`` for each lane, lane 0 in this thread (numpy's FFTs and ufuncs release the GIL)."""

@@ -25,12 +25,20 @@ HEADER_KEY = "stemforge"
 ARCHITECTURE = "unet"
 #: ``models.unet.UNetConfig``'s fields (tests check they agree): a checkpoint with others takes the torch path.
 CONFIG_FIELDS = frozenset({"sources", "sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
-                           "base_channels", "dropout", "remask_fft", "remask_hop"})
-#: Fields a checkpoint written before them lacks (their defaults, 0, turn the re-mask off).
-LATER_FIELDS = frozenset({"remask_fft", "remask_hop"})
-#: ``models.unet.MAX_REMASK_FFT`` and ``dsp.wiener.REMASK_FLOOR`` (tests check they agree).
+                           "base_channels", "dropout", "remask_fft", "remask_hop", "refine_bins", "refine_width",
+                           "refine_layers"})
+#: Fields added later, in order: a checkpoint written before a group lacks it and every later one (their defaults,
+#: 0, turn the re-mask and its refiner off).
+LATER_FIELDS = (frozenset({"remask_fft", "remask_hop"}), frozenset({"refine_bins", "refine_width", "refine_layers"}))
+#: The field sets of checkpoints this runtime reads: today's, and each older generation's.
+_KNOWN_FIELDS = tuple(CONFIG_FIELDS.difference(*LATER_FIELDS[i:]) for i in range(len(LATER_FIELDS) + 1))
+#: ``models.unet.MAX_REMASK_FFT``, ``MAX_REFINE_WIDTH``, ``MAX_REFINE_LAYERS``, ``dsp.wiener.REMASK_FLOOR`` and
+#: ``models.refiner.LOG_FLOOR`` (tests check they agree).
 MAX_REMASK_FFT = 2**16
+MAX_REFINE_WIDTH = 256
+MAX_REFINE_LAYERS = 8
 REMASK_FLOOR = 1e-10
+REFINE_LOG_FLOOR = 1e-4
 #: torch.nn.BatchNorm2d's epsilon, the encoder's LeakyReLU slope, and the U-Net's kernel sizes.
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.2
@@ -61,6 +69,9 @@ class UNetSpec:
     base_channels: int
     remask_fft: int = 0  # 0: no re-mask (``models.unet.UNetConfig``)
     remask_hop: int = 0
+    refine_bins: int = 0  # 0: no refiner (``models.refiner``)
+    refine_width: int = 32
+    refine_layers: int = 5
 
     @property
     def widths(self) -> list[int]:
@@ -86,6 +97,14 @@ class UNetSpec:
         outputs = len(self.sources) * self.channels
         out["head.weight"] = (outputs, self.base_channels + self.channels, HEAD_KERNEL, HEAD_KERNEL)
         out["head.bias"] = (outputs,)
+        if self.refine_bins:  # models.refiner.LowBandRefiner: Conv, ReLU pairs (body.0, body.2, ...) and a head
+            cin = 2 * len(self.sources) + 3
+            for i in range(self.refine_layers - 1):
+                out[f"refiner.body.{2 * i}.weight"] = (self.refine_width, cin, HEAD_KERNEL, HEAD_KERNEL)
+                out[f"refiner.body.{2 * i}.bias"] = (self.refine_width,)
+                cin = self.refine_width
+            out["refiner.head.weight"] = (len(self.sources), cin, HEAD_KERNEL, HEAD_KERNEL)
+            out["refiner.head.bias"] = (len(self.sources),)
         return out
 
 
@@ -141,18 +160,25 @@ def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndar
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("architecture") != ARCHITECTURE:
         raise Unsupported(f"{path}: not a stemforge {ARCHITECTURE} checkpoint")
     config = meta.get("config")
-    if not isinstance(config, dict) or set(config) not in (CONFIG_FIELDS, CONFIG_FIELDS - LATER_FIELDS):
+    if not isinstance(config, dict) or set(config) not in _KNOWN_FIELDS:
         raise Unsupported(f"{path}: config fields differ from this runtime's U-Net")
     try:
         spec = UNetSpec(sources=tuple(str(s) for s in config["sources"]),
                         **{f: config[f] for f in ("sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
-                                                  "base_channels", "remask_fft", "remask_hop") if f in config})
+                                                  "base_channels", "remask_fft", "remask_hop", "refine_bins",
+                                                  "refine_width", "refine_layers") if f in config})
     except TypeError as exc:
         raise Unsupported(f"{path}: malformed config") from exc
     remask = (spec.remask_fft, spec.remask_hop)
     if remask != (0, 0) and not (all(type(v) is int for v in remask) and 0 < spec.remask_hop <= spec.remask_fft // 2
                                  and spec.remask_fft % spec.remask_hop == 0 and spec.remask_fft <= MAX_REMASK_FFT):
         raise Unsupported(f"{path}: re-mask settings outside what this runtime reproduces")
+    refine = (spec.refine_bins, spec.refine_width, spec.refine_layers)
+    if spec.refine_bins and not (all(type(v) is int for v in refine) and spec.remask_fft
+                                 and 0 < spec.refine_bins <= spec.remask_fft // 2 + 1
+                                 and 0 < spec.refine_width <= MAX_REFINE_WIDTH
+                                 and 0 < spec.refine_layers <= MAX_REFINE_LAYERS):
+        raise Unsupported(f"{path}: refiner settings outside what this runtime reproduces")
     ints = (spec.sample_rate, spec.channels, spec.n_fft, spec.hop, spec.max_bins, spec.depth, spec.base_channels)
     if (not all(type(v) is int and v > 0 for v in ints) or not spec.sources or spec.n_fft % spec.hop
             or spec.hop > spec.n_fft // 2 or spec.depth >= spec.max_bins.bit_length()  # before 2**depth: see UNetConfig
@@ -228,6 +254,47 @@ def build_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
         nodes, "stemforge-unet",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", spec.channels, spec.max_bins, "frames"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", outputs, spec.max_bins, "frames"])],
+        weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")
+    model.ir_version = IR_VERSION
+    return model.SerializeToString()
+
+
+def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
+    """``models.refiner.LowBandRefiner`` after its ``features`` as a serialised ONNX graph (opset 17).
+
+    Args:
+        spec: the U-Net's settings (``refine_bins`` > 0).
+        state: its weights (``read_unet``).
+
+    Returns:
+        The graph, input ``features`` (batch, 2 * sources + 3, frames, refine_bins), output ``delta`` (batch,
+        sources, frames, refine_bins): the corrections of the logits ``log |Y_j|``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list[Any] = []
+    weights: list[Any] = []
+    x = "features"
+    for i in range(spec.refine_layers):
+        last = i == spec.refine_layers - 1
+        prefix = "refiner.head" if last else f"refiner.body.{2 * i}"
+        dilation = 1 if last else 2**i
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(state[f"{prefix}.weight"]), f"{prefix}.w"))
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(state[f"{prefix}.bias"]), f"{prefix}.b"))
+        out = "delta" if last else f"{prefix}.conv"
+        nodes.append(helper.make_node("Conv", [x, f"{prefix}.w", f"{prefix}.b"], [out], name=out,
+                                      kernel_shape=[HEAD_KERNEL, HEAD_KERNEL], dilations=[1, dilation],
+                                      pads=[1, dilation, 1, dilation]))
+        if not last:
+            x = f"{prefix}.relu"
+            nodes.append(helper.make_node("Relu", [out], [x], name=x))
+    sources = len(spec.sources)
+    graph = helper.make_graph(
+        nodes, "stemforge-refiner",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT,
+                                       ["batch", 2 * sources + 3, "frames", spec.refine_bins])],
+        [helper.make_tensor_value_info("delta", TensorProto.FLOAT, ["batch", sources, "frames", spec.refine_bins])],
         weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")
     model.ir_version = IR_VERSION

@@ -19,6 +19,7 @@ a 24576-point one, where the bass and the partials of held notes are resolved (i
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -127,7 +128,8 @@ def wiener_refine(
 REMASK_FLOOR = 1e-10
 
 
-def remask(stems: torch.Tensor, mix: torch.Tensor | None, n_fft: int, hop: int) -> torch.Tensor:
+def remask(stems: torch.Tensor, mix: torch.Tensor | None, n_fft: int, hop: int,
+           adjust: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None, bins: int = 0) -> torch.Tensor:
     """Re-split the mixture by the stems' magnitude ratios in an ``n_fft``-point STFT (waveforms in and out).
 
     ``y_j = |Y_j| / sum_k |Y_k| * X`` per time-frequency bin, where ``Y_j`` is stem j's STFT summed in magnitude
@@ -145,6 +147,10 @@ def remask(stems: torch.Tensor, mix: torch.Tensor | None, n_fft: int, hop: int) 
             stems add up to its input), taken from their spectra without another STFT.
         n_fft: STFT size (a multiple of ``hop``).
         hop: STFT hop (at most ``n_fft // 2``).
+        adjust: in the lowest ``bins`` bins the ratios become ``softmax_j(log |Y_j| + adjust(mag, x))``, where
+            mag (batch, sources, frames, bins) are the magnitudes summed over channels and x (batch, channels,
+            frames, bins) the mixture's spectrum (a learnt correction: ``models.refiner``); None: plain ratios.
+        bins: how many of the lowest bins ``adjust`` corrects.
 
     Returns:
         (batch, sources, channels, time) float32 stems.
@@ -171,6 +177,9 @@ def remask(stems: torch.Tensor, mix: torch.Tensor | None, n_fft: int, hop: int) 
         mag = torch.hypot(parts[..., 0], parts[..., 1]).clamp_min_(REMASK_FLOOR)
     mag = mag.sum(2)  # (B, S, N, F)
     ratio = mag / mag.sum(1, keepdim=True)
+    if adjust is not None and bins:
+        low = torch.softmax(torch.log(mag[..., :bins]) + adjust(mag[..., :bins], x[..., :bins]), 1)
+        ratio = torch.cat([low, ratio[..., bins:]], -1)
     # All but the last stem through the inverse STFT; the ratios sum to one, so the last is the mix less the rest.
     out = x.unsqueeze(1) * ratio[:, :-1].unsqueeze(2)  # (B, S-1, C, N, F) complex (7x faster than on real views)
     out = out.view(-1, *x.shape[-2:]).transpose(-1, -2)

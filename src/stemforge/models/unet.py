@@ -3,7 +3,8 @@
     mix (B, C, T) -> |STFT| (B, C, F', N), cropped to ``max_bins`` (F') and padded to a multiple of 2**depth frames
     -> U-Net (5x5 stride-2 convolutions, BatchNorm, LeakyReLU down; transposed convolutions, ReLU up, skips)
     -> logits (B, S, C, F', N) -> softmax over stems -> masks, top bin repeated up to Nyquist -> iSTFT
-    [-> the stems re-split by their magnitude ratios in a longer STFT, when the config's ``remask_fft`` is set].
+    [-> the stems re-split by their magnitude ratios in a longer STFT, when the config's ``remask_fft`` is set;
+        in its lowest ``refine_bins`` bins the ratios corrected by a small learnt network, ``models.refiner``].
 
 Unlike Spleeter (one U-Net per stem) one network predicts every stem: the masks sum to one by construction,
 so the stems sum to the mix (``mask_based``), and 2/4/5 stems cost the same trunk.
@@ -21,11 +22,15 @@ from stemforge.dsp.wiener import remask
 from stemforge.models.base import ModelConfig
 from stemforge.models.frontend import FrequencyNorm, Spectrogram, apply_masks, extend_bins, pad_to_multiple
 from stemforge.models.neural import NeuralStemModel, preset_factory
+from stemforge.models.refiner import LowBandRefiner
 from stemforge.models.registry import register
 
 
 #: Largest re-mask STFT: a checkpoint's config is untrusted, and its window is allocated per segment.
 MAX_REMASK_FFT = 2**16
+#: Bounds of the re-mask's refiner (its dilations reach 2**(layers - 2) bins).
+MAX_REFINE_WIDTH = 256
+MAX_REFINE_LAYERS = 8
 
 
 @dataclasses.dataclass
@@ -42,6 +47,11 @@ class UNetConfig(ModelConfig):
     # training step of batch 4 x 2.96 s took 2.3 times as long on one thread).
     remask_fft: int = 0
     remask_hop: int = 0
+    # A learnt correction of the re-mask's ratios in its lowest ``refine_bins`` bins (``models.refiner``; 0: none),
+    # trained on the frozen network's stems (``recipes/train_refiner.py``).
+    refine_bins: int = 0
+    refine_width: int = 32
+    refine_layers: int = 5
 
     def __post_init__(self) -> None:
         # depth is checked against max_bins' bit length before 2**depth is formed: a checkpoint's config is
@@ -55,6 +65,12 @@ class UNetConfig(ModelConfig):
                 and self.remask_fft <= MAX_REMASK_FFT):
             raise ValueError(f"remask_fft ({self.remask_fft}) must be a multiple of remask_hop ({self.remask_hop}), "
                              f"at least twice it and at most {MAX_REMASK_FFT}")
+        if self.refine_bins and not (
+                type(self.refine_bins) is int and type(self.refine_width) is int and type(self.refine_layers) is int
+                and self.remask_fft and 0 < self.refine_bins <= self.remask_fft // 2 + 1
+                and 0 < self.refine_width <= MAX_REFINE_WIDTH and 0 < self.refine_layers <= MAX_REFINE_LAYERS):
+            raise ValueError(f"refine_bins ({self.refine_bins}) needs a re-mask and at most remask_fft // 2 + 1 bins; "
+                             f"refine_width 1..{MAX_REFINE_WIDTH}, refine_layers 1..{MAX_REFINE_LAYERS}")
 
 
 class _Down(nn.Module):
@@ -100,6 +116,8 @@ class UNetSeparator(NeuralStemModel):
             ups.append(_Up(cin, cout, config.dropout if level >= config.depth - 3 else 0.0))
         self.up = nn.ModuleList(ups)
         self.head = nn.Conv2d(config.base_channels + config.channels, len(config.sources) * config.channels, 3, padding=1)
+        self.refiner = (LowBandRefiner(len(config.sources), config.refine_width, config.refine_layers)
+                        if config.refine_bins else None)
 
     def padded_length(self, samples: int) -> int:
         # Centred STFT frames (samples // hop + 1), padded by ``analyse`` to a multiple of 2**depth: a 1 s chunk
@@ -140,7 +158,8 @@ class UNetSeparator(NeuralStemModel):
         """The config's re-mask (``remask_fft > 0``, eval mode), then the optional Wiener EM: (B, S, C, T) -> same."""
         if self.config.remask_fft and not self.training:
             # The masks sum to one: the stems add up to the mix, whose spectrum is then theirs summed (no STFT).
-            stems = remask(stems, None, self.config.remask_fft, self.config.remask_hop).to(stems.dtype)
+            stems = remask(stems, None, self.config.remask_fft, self.config.remask_hop, self.refiner,
+                           self.config.refine_bins).to(stems.dtype)
         return super().postfilter(stems, mix)
 
 

@@ -1,0 +1,75 @@
+"""A small learnt correction of the re-mask's ratios in the low band (``dsp.wiener.remask``'s ``adjust``).
+
+The re-mask splits the mix by the stems' magnitude ratios ``|Y_j| / sum_k |Y_k|`` in a long STFT; its gain on the
+bundled U-Net comes mostly from below 500 Hz, where the network's 2048-point STFT cannot resolve bass notes.
+``LowBandRefiner`` sees, for the lowest ``bins`` bins of that long STFT, the stems' log magnitudes and ratios and
+the mix's log magnitude and stereo width, and adds a correction to the ratio's logits:
+
+    mask_j = softmax_j(log |Y_j| + refiner(features)_j)
+
+Its last convolution starts at zero, so an untrained refiner is exactly the plain re-mask. Convolutions run over
+(frames, bins) with dilations 1, 2, 4, ... along frequency (a bass note's partials lie tens of bins apart).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Input planes: per stem its log magnitude and its ratio, then the mix's log magnitude, its side/mid width and
+#: the bin's place in the band.
+def feature_planes(sources: int) -> int:
+    return 2 * sources + 3
+
+
+#: The log magnitudes' floor, relative to the excerpt's mean mix magnitude in the band.
+LOG_FLOOR = 1e-4
+
+
+def features(mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The refiner's input planes.
+
+    Args:
+        mag: (batch, sources, frames, bins) the stems' magnitudes summed over channels (floored above zero).
+        x: (batch, channels, frames, bins) complex, the mixture's spectrum.
+
+    Returns:
+        (batch, 2 * sources + 3, frames, bins) float32.
+    """
+    mixmag = x.abs().sum(1)  # (B, N, K)
+    scale = mixmag.mean((-1, -2), keepdim=True).clamp_min(1e-8)
+    floor = LOG_FLOOR * scale
+    logmag = torch.log((mag + floor[:, None]) / scale[:, None])
+    ratio = mag / mag.sum(1, keepdim=True)
+    logmix = torch.log((mixmag + floor) / scale)
+    if x.shape[1] == 2:
+        side = (x[:, 0] - x[:, 1]).abs() / (mixmag + floor)
+    else:  # one channel (or more than two): no width
+        side = torch.zeros_like(mixmag)
+    place = torch.linspace(0, 1, mag.shape[-1], device=mag.device, dtype=mag.dtype).expand_as(mixmag)
+    return torch.cat([logmag, ratio, logmix[:, None], side[:, None], place[:, None]], 1)
+
+
+class LowBandRefiner(nn.Module):
+    """(mag, x) of the band -> logit corrections (batch, sources, frames, bins); zero before training."""
+
+    def __init__(self, sources: int, width: int, layers: int) -> None:
+        super().__init__()
+        convs: list[nn.Module] = []
+        cin = feature_planes(sources)
+        for i in range(layers - 1):
+            dilation = 2**i
+            convs += [nn.Conv2d(cin, width, 3, padding=(1, dilation), dilation=(1, dilation)), nn.ReLU()]
+            cin = width
+        self.body = nn.Sequential(*convs)
+        self.head = nn.Conv2d(cin, sources, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """mag: (B, S, N, K), x: (B, C, N, K) complex -> (B, S, N, K) corrections of the logits log |Y_j|."""
+        return self.head(self.body(features(mag, x)))
+
+    def masks(self, mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The corrected ratios: (B, S, N, K), summing to one over the stems."""
+        return torch.softmax(torch.log(mag) + self(mag, x), 1)
