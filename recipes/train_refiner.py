@@ -39,21 +39,21 @@ OWN_KEYS = {"format", "architecture", "config", "sources", "sample_rate", "chann
 
 def bands(separator: Separator, model: UNetSeparator, folders: list[str], seconds: float, bins: int) -> BandSet:
     """Every song under ``folders`` (its first ``seconds``) reduced to the band; songs shorter than that are skipped."""
-    cfg, sources = model.config, list(model.config.sources)
-    parts, rate = [], cfg.sample_rate
-    for song in discover_songs(folders, sources):
-        frames = int(seconds * rate)
-        if song.length * rate / song.sample_rate < frames:
-            continue
+    cfg, sources, rate = model.config, list(model.config.sources), model.config.sample_rate
+    frames = int(seconds * rate)
+    songs = [song for song in discover_songs(folders, sources) if song.length * rate / song.sample_rate >= frames]
+    if not songs:
+        raise StemforgeError(f"no song of at least {seconds} s under {', '.join(folders)}")
+
+    def reduce(song) -> BandSet:  # noqa: ANN001 - a data.songs.Song
         truth = read_stems(song, sources, 0, frames, rate, channels=cfg.channels)
         mix = truth.sum(0)
         out = separator.separate_array(mix, rate)
         stems = torch.from_numpy(np.stack([out[s] for s in sources]).astype(np.float32))
-        parts.append(band_example(stems, torch.from_numpy(mix), torch.from_numpy(truth), cfg.remask_fft,
-                                  cfg.remask_hop, bins, torch.as_tensor(audible(truth))))
-    if not parts:
-        raise StemforgeError(f"no song of at least {seconds} s under {', '.join(folders)}")
-    return BandSet.stack(parts)
+        return band_example(stems, torch.from_numpy(mix), torch.from_numpy(truth), cfg.remask_fft, cfg.remask_hop,
+                            bins, torch.as_tensor(audible(truth)))
+
+    return BandSet.gather(map(reduce, songs), len(songs))
 
 
 def main() -> None:

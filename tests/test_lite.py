@@ -17,7 +17,7 @@ from stemforge.dsp import overlap
 from stemforge.dsp.wiener import REMASK_FLOOR
 from stemforge.engine import EngineOptions, OverlapAdd
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.models.refiner import LOG_FLOOR
+from stemforge.models.refiner import ACTIVE, LOG_FLOOR
 from stemforge.models.unet import MAX_REFINE_LAYERS, MAX_REFINE_WIDTH, MAX_REMASK_FFT, UNetConfig, UNetSeparator
 
 pytest.importorskip("onnxruntime")
@@ -30,7 +30,7 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert lite.SEGMENT == UNetSeparator.default_segment
     assert lite.REMASK_FLOOR == REMASK_FLOOR and lite_graph.MAX_REMASK_FFT == MAX_REMASK_FFT
     assert (lite_graph.MAX_REFINE_WIDTH, lite_graph.MAX_REFINE_LAYERS) == (MAX_REFINE_WIDTH, MAX_REFINE_LAYERS)
-    assert lite_graph.REFINE_LOG_FLOOR == LOG_FLOOR
+    assert lite_graph.REFINE_LOG_FLOOR == LOG_FLOOR and lite_graph.REFINE_ACTIVE == ACTIVE
     assert lite.OVERLAP == EngineOptions().overlap
     bn = torch.nn.BatchNorm2d(1)
     assert lite.BN_EPS == bn.eps
@@ -83,6 +83,7 @@ def test_remask_equals_the_torch_model(tmp_path: Path, channels: int, length: in
     plain.load_state_dict(model.state_dict(), strict=False)
     runtime = lite.LiteUNet(path, threads=threads)
     mix = np.random.default_rng(1).standard_normal((2, channels, length)).astype(np.float32) * 0.3
+    mix[1, :, length // 2:] = 0  # a song's last segment, zero-padded: the refiner's level leaves the silence out
     with torch.inference_mode():
         expected = model(torch.from_numpy(mix)).numpy()
         unmasked = plain(torch.from_numpy(mix)).numpy()

@@ -76,3 +76,13 @@ def test_the_unet_applies_its_refiner_in_eval_mode_only() -> None:
 def test_bad_refiner_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError, match="refine_bins"):
         UNetConfig(n_fft=512, hop=128, max_bins=64, depth=3, base_channels=4, **bad)
+
+
+def test_silent_frames_leave_the_features_of_the_sounding_ones_alone() -> None:
+    """The engine zero-pads a song's last segment: its sounding frames must look as they would unpadded."""
+    gen = torch.Generator().manual_seed(3)
+    mag = torch.rand(1, 4, 20, 30, generator=gen) + 0.01
+    x = torch.complex(torch.randn(1, 2, 20, 30, generator=gen), torch.randn(1, 2, 20, 30, generator=gen))
+    padded_mag = torch.cat([mag, torch.full((1, 4, 20, 30), 1e-10)], 2)
+    padded_x = torch.cat([x, torch.zeros(1, 2, 20, 30, dtype=x.dtype)], 2)
+    torch.testing.assert_close(features(padded_mag, padded_x)[:, :, :20], features(mag, x))

@@ -44,7 +44,7 @@ def test_band_sdr_of_the_plain_ratios_is_close_to_the_waveforms() -> None:
 
 
 def test_the_refiner_learns_a_song_and_keeps_the_best_step() -> None:
-    songs = BandSet.stack([example(1), example(2)])
+    songs = BandSet.gather([example(1), example(2)], 2)
     refiner = LowBandRefiner(4, width=8, layers=3)
     before = float(mean_sdr(refiner, songs).mean())
     lines: list[str] = []

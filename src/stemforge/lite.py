@@ -42,6 +42,7 @@ from stemforge.lite_graph import (
     CONFIG_FIELDS,
     FORMAT,
     HEADER_KEY,
+    REFINE_ACTIVE,
     REFINE_LOG_FLOOR,
     REMASK_FLOOR,
     UNetSpec,
@@ -294,7 +295,10 @@ class LiteUNet:
     def _refine(self, mag: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``models.refiner.LowBandRefiner.masks``: mag (B, S, N, K), x (B, C, N, K) complex -> (B, S, N, K)."""
         mixmag = np.abs(x).sum(axis=1)  # (B, N, K)
-        scale = np.maximum(mixmag.mean(axis=(-1, -2), keepdims=True), np.float32(1e-8))
+        frame = mixmag.sum(axis=-1)  # models.refiner.active_mean: the frames that sound
+        active = frame > np.float32(REFINE_ACTIVE) * frame.max(axis=-1, keepdims=True)
+        count = np.maximum(active.sum(axis=-1) * mixmag.shape[-1], 1)
+        scale = np.maximum((frame * active).sum(axis=-1) / count, np.float32(1e-8)).astype(np.float32)[:, None, None]
         floor = np.float32(REFINE_LOG_FLOOR) * scale
         planes = [np.log((mag + floor[:, None]) / scale[:, None]), mag / mag.sum(axis=1, keepdims=True),
                   np.log((mixmag + floor) / scale)[:, None]]

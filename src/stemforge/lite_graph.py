@@ -33,12 +33,13 @@ LATER_FIELDS = (frozenset({"remask_fft", "remask_hop"}), frozenset({"refine_bins
 #: The field sets of checkpoints this runtime reads: today's, and each older generation's.
 _KNOWN_FIELDS = tuple(CONFIG_FIELDS.difference(*LATER_FIELDS[i:]) for i in range(len(LATER_FIELDS) + 1))
 #: ``models.unet.MAX_REMASK_FFT``, ``MAX_REFINE_WIDTH``, ``MAX_REFINE_LAYERS``, ``dsp.wiener.REMASK_FLOOR`` and
-#: ``models.refiner.LOG_FLOOR`` (tests check they agree).
+#: ``models.refiner.LOG_FLOOR`` and ``ACTIVE`` (tests check they agree).
 MAX_REMASK_FFT = 2**16
 MAX_REFINE_WIDTH = 256
 MAX_REFINE_LAYERS = 8
 REMASK_FLOOR = 1e-10
 REFINE_LOG_FLOOR = 1e-4
+REFINE_ACTIVE = 1e-3
 #: torch.nn.BatchNorm2d's epsilon, the encoder's LeakyReLU slope, and the U-Net's kernel sizes.
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.2

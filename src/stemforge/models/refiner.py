@@ -24,6 +24,20 @@ def feature_planes(sources: int) -> int:
 
 #: The log magnitudes' floor, relative to the excerpt's mean mix magnitude in the band.
 LOG_FLOOR = 1e-4
+#: Frames quieter than this fraction of the loudest (band magnitude summed) are left out of the mean.
+ACTIVE = 1e-3
+
+
+def active_mean(mixmag: torch.Tensor) -> torch.Tensor:
+    """mixmag: (batch, frames, bins) -> (batch, 1, 1) mean magnitude over the frames that sound.
+
+    A segment's reference level: the engine's last segment of a song is zero-padded (half of it, for a 20 s
+    song), and a plain mean would shift every log magnitude of that segment.
+    """
+    frame = mixmag.sum(-1)  # (B, N)
+    active = frame > ACTIVE * frame.amax(-1, keepdim=True)
+    mean = (frame * active).sum(-1) / (active.sum(-1) * mixmag.shape[-1]).clamp_min(1)
+    return mean.clamp_min(1e-8)[:, None, None]
 
 
 def features(mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +51,7 @@ def features(mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         (batch, 2 * sources + 3, frames, bins) float32.
     """
     mixmag = x.abs().sum(1)  # (B, N, K)
-    scale = mixmag.mean((-1, -2), keepdim=True).clamp_min(1e-8)
+    scale = active_mean(mixmag)
     floor = LOG_FLOOR * scale
     logmag = torch.log((mag + floor[:, None]) / scale[:, None])
     ratio = mag / mag.sum(1, keepdim=True)

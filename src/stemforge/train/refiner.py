@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -49,8 +49,25 @@ class BandSet:
         return BandSet(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
     @staticmethod
-    def stack(parts: list["BandSet"]) -> "BandSet":
-        return BandSet(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(BandSet)))
+    def gather(parts: Iterable["BandSet"], count: int) -> "BandSet":
+        """Up to ``count`` sets (of one song each, say) in one, filled into tensors allocated once.
+
+        Not ``torch.cat`` of a list: a few MB kept per song between the hundreds of MB each song's separation
+        allocates and frees fragmented glibc's heap, and the process grew by 40-80 MB a song.
+        """
+        out: BandSet | None = None
+        filled = 0
+        for part in parts:
+            if out is None:
+                out = BandSet(*(torch.empty((count, *getattr(part, f.name).shape[1:]),
+                                            dtype=getattr(part, f.name).dtype)
+                                for f in dataclasses.fields(BandSet)))
+            for f in dataclasses.fields(BandSet):
+                getattr(out, f.name)[filled:filled + len(part)] = getattr(part, f.name)
+            filled += len(part)
+        if out is None:
+            raise ValueError("no songs")
+        return out.take(torch.arange(filled)) if filled < count else out
 
 
 def band_example(stems: torch.Tensor, mix: torch.Tensor, truth: torch.Tensor, n_fft: int, hop: int,
