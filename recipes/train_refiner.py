@@ -45,7 +45,10 @@ def bands(separator: Separator, model: UNetSeparator, folders: list[str], second
     if not songs:
         raise StemforgeError(f"no song of at least {seconds} s under {', '.join(folders)}")
 
-    def reduce(song) -> BandSet:  # noqa: ANN001 - a data.songs.Song
+    def reduce(numbered) -> BandSet:  # noqa: ANN001 - (index, data.songs.Song)
+        index, song = numbered
+        if index and index % 100 == 0:
+            print(f"  {index} of {len(songs)} songs reduced", file=sys.stderr, flush=True)
         truth = read_stems(song, sources, 0, frames, rate, channels=cfg.channels)
         mix = truth.sum(0)
         out = separator.separate_array(mix, rate)
@@ -53,7 +56,7 @@ def bands(separator: Separator, model: UNetSeparator, folders: list[str], second
         return band_example(stems, torch.from_numpy(mix), torch.from_numpy(truth), cfg.remask_fft, cfg.remask_hop,
                             bins, torch.as_tensor(audible(truth)))
 
-    return BandSet.gather(map(reduce, songs), len(songs))
+    return BandSet.gather(map(reduce, enumerate(songs)), len(songs))
 
 
 def main() -> None:
