@@ -55,9 +55,9 @@ def test_other_checkpoints_are_left_to_torch(tmp_path: Path) -> None:
             lite_graph.read_unet(bad)
 
 
-def test_hostile_remask_settings_are_refused_on_both_paths(tmp_path: Path) -> None:
-    """A header asking for a 2**40-point re-mask STFT (a window allocated per segment) is refused before any
-    allocation: the numpy runtime leaves the file to torch, whose loader says what is wrong in one line."""
+def assert_refused_on_both_paths(path: Path, out: Path, change: dict, runtime_says: str, loader_says: str) -> None:
+    """A copy of ``path`` whose header's config has ``change``: the numpy runtime leaves it to torch, whose loader
+    refuses it in one line."""
     import json
 
     from safetensors.numpy import load_file, save_file
@@ -65,43 +65,35 @@ def test_hostile_remask_settings_are_refused_on_both_paths(tmp_path: Path) -> No
     from stemforge.checkpoint import load_checkpoint, read_metadata
     from stemforge.errors import ModelError
 
+    meta = read_metadata(path)
+    meta["config"].update(change)
+    save_file(load_file(str(path)), str(out), metadata={lite_graph.HEADER_KEY: json.dumps(meta)})
+    with pytest.raises(lite_graph.Unsupported, match=runtime_says):
+        lite_graph.read_unet(out)
+    with pytest.raises(ModelError, match=loader_says) as caught:
+        load_checkpoint(out)
+    assert "\n" not in str(caught.value)
+
+
+def test_hostile_remask_settings_are_refused_on_both_paths(tmp_path: Path) -> None:
+    """A header asking for a 2**40-point re-mask STFT (a window allocated per segment) is refused before any
+    allocation: the numpy runtime leaves the file to torch, whose loader says what is wrong in one line."""
     _, path = randomized_unet(tmp_path)
     for fft, hop in [(2**40, 2**38), (2048, 2048), (2048, 0), (2048, 600), (2048.0, 512), ("2048", 512)]:
-        meta = read_metadata(path)
-        meta["config"].update(remask_fft=fft, remask_hop=hop)
-        bad = tmp_path / f"remask{fft}_{hop}.safetensors"
-        save_file(load_file(str(path)), str(bad), metadata={lite_graph.HEADER_KEY: json.dumps(meta)})
-        with pytest.raises(lite_graph.Unsupported, match="re-mask"):
-            lite_graph.read_unet(bad)
-        with pytest.raises(ModelError, match="remask_fft") as caught:
-            load_checkpoint(bad)
-        assert "\n" not in str(caught.value)
+        assert_refused_on_both_paths(path, tmp_path / f"remask{fft}_{hop}.safetensors",
+                                     dict(remask_fft=fft, remask_hop=hop), "re-mask", "remask_fft")
 
 
 def test_hostile_refiner_settings_are_refused_on_both_paths(tmp_path: Path) -> None:
     """A header asking for a refiner of 10**9 layers or channels (built before any weight is read), one wider than
     its STFT, one without a re-mask, or settings of the wrong type: refused on both paths, in one line."""
-    import json
-
-    from safetensors.numpy import load_file, save_file
-
-    from stemforge.checkpoint import load_checkpoint, read_metadata
-    from stemforge.errors import ModelError
-
     _, path = randomized_unet(tmp_path, remask_fft=2048, remask_hop=512, refine_bins=40, refine_width=6,
                               refine_layers=3)
     assert lite_graph.read_unet(path)[0].refine_bins == 40
     for i, change in enumerate([dict(refine_layers=10**9), dict(refine_width=10**9), dict(refine_bins=1026),
                                 dict(remask_fft=0, remask_hop=0), dict(refine_bins="40"), dict(refine_width=6.0)]):
-        meta = read_metadata(path)
-        meta["config"].update(change)
-        bad = tmp_path / f"refine{i}.safetensors"
-        save_file(load_file(str(path)), str(bad), metadata={lite_graph.HEADER_KEY: json.dumps(meta)})
-        with pytest.raises(lite_graph.Unsupported, match="refiner settings"):
-            lite_graph.read_unet(bad)
-        with pytest.raises(ModelError, match="refine_bins") as caught:
-            load_checkpoint(bad)
-        assert "\n" not in str(caught.value)
+        assert_refused_on_both_paths(path, tmp_path / f"refine{i}.safetensors", change, "refiner settings",
+                                     "refine_bins")
 
 
 def test_graph_is_valid_onnx(tmp_path: Path) -> None:
@@ -112,3 +104,16 @@ def test_graph_is_valid_onnx(tmp_path: Path) -> None:
     onnx.checker.check_model(graph, full_check=True)
     ops = [node.op_type for node in graph.graph.node]
     assert "BatchNormalization" not in ops and ops.count("Conv") == 3 + 1 and ops.count("ConvTranspose") == 3
+
+
+def test_refiner_graph_is_valid_onnx(tmp_path: Path) -> None:
+    """The refiner's graph passes onnx's checker: one Conv per layer, ReLU between them, dilations 1, 2, 4 ..."""
+    onnx = pytest.importorskip("onnx")
+    _, path = randomized_unet(tmp_path, remask_fft=2048, remask_hop=512, refine_bins=40, refine_width=6,
+                              refine_layers=4)
+    graph = onnx.load_from_string(lite_graph.build_refiner_graph(*lite_graph.read_unet(path)))
+    onnx.checker.check_model(graph, full_check=True)
+    convs = [node for node in graph.graph.node if node.op_type == "Conv"]
+    assert len(convs) == 4 and sum(node.op_type == "Relu" for node in graph.graph.node) == 3
+    dilations = [next(a.ints for a in node.attribute if a.name == "dilations") for node in convs]
+    assert [list(d) for d in dilations] == [[1, 1], [1, 2], [1, 4], [1, 1]]
