@@ -301,12 +301,8 @@ class LiteUNet:
         scale = np.maximum((frame * active).sum(axis=-1) / count, np.float32(1e-8)).astype(np.float32)[:, None, None]
         floor = np.float32(REFINE_LOG_FLOOR) * scale
         planes = [np.log((mag + floor[:, None]) / scale[:, None]), mag / mag.sum(axis=1, keepdims=True),
-                  np.log((mixmag + floor) / scale)[:, None]]
-        if x.shape[1] == 2:
-            planes.append((np.abs(x[:, 0] - x[:, 1]) / (mixmag + floor))[:, None])
-        else:
-            planes.append(np.zeros_like(mixmag)[:, None])
-        planes.append(np.broadcast_to(np.linspace(0, 1, mag.shape[-1], dtype=np.float32), mixmag.shape)[:, None])
+                  np.log((mixmag + floor) / scale)[:, None],
+                  np.broadcast_to(np.linspace(0, 1, mag.shape[-1], dtype=np.float32), mixmag.shape)[:, None]]
         features = np.concatenate(planes, axis=1, dtype=np.float32)
         logits = np.log(mag) + self.refiner.run(None, {"features": features})[0]
         logits -= logits.max(axis=1, keepdims=True)  # softmax over stems

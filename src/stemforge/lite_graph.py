@@ -99,7 +99,7 @@ class UNetSpec:
         out["head.weight"] = (outputs, self.base_channels + self.channels, HEAD_KERNEL, HEAD_KERNEL)
         out["head.bias"] = (outputs,)
         if self.refine_bins:  # models.refiner.LowBandRefiner: Conv, ReLU pairs (body.0, body.2, ...) and a head
-            cin = 2 * len(self.sources) + 3
+            cin = 2 * len(self.sources) + 2
             for i in range(self.refine_layers - 1):
                 out[f"refiner.body.{2 * i}.weight"] = (self.refine_width, cin, HEAD_KERNEL, HEAD_KERNEL)
                 out[f"refiner.body.{2 * i}.bias"] = (self.refine_width,)
@@ -269,7 +269,7 @@ def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
         state: its weights (``read_unet``).
 
     Returns:
-        The graph, input ``features`` (batch, 2 * sources + 3, frames, refine_bins), output ``delta`` (batch,
+        The graph, input ``features`` (batch, 2 * sources + 2, frames, refine_bins), output ``delta`` (batch,
         sources, frames, refine_bins): the corrections of the logits ``log |Y_j|``.
     """
     from onnx import TensorProto, helper, numpy_helper
@@ -294,7 +294,7 @@ def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
     graph = helper.make_graph(
         nodes, "stemforge-refiner",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT,
-                                       ["batch", 2 * sources + 3, "frames", spec.refine_bins])],
+                                       ["batch", 2 * sources + 2, "frames", spec.refine_bins])],
         [helper.make_tensor_value_info("delta", TensorProto.FLOAT, ["batch", sources, "frames", spec.refine_bins])],
         weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")

@@ -3,7 +3,7 @@
 The re-mask splits the mix by the stems' magnitude ratios ``|Y_j| / sum_k |Y_k|`` in a long STFT; its gain on the
 bundled U-Net comes mostly from below 500 Hz, where the network's 2048-point STFT cannot resolve bass notes.
 ``LowBandRefiner`` sees, for the lowest ``bins`` bins of that long STFT, the stems' log magnitudes and ratios and
-the mix's log magnitude and stereo width, and adds a correction to the ratio's logits:
+the mix's log magnitude, and the bin's place in the band, and adds a correction to the ratio's logits:
 
     mask_j = softmax_j(log |Y_j| + refiner(features)_j)
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Input planes: per stem its log magnitude and its ratio, then the mix's log magnitude, its side/mid width and
-#: the bin's place in the band.
+#: Input planes: per stem its log magnitude and its ratio, then the mix's log magnitude and the bin's place in the
+#: band. No stereo width: a refiner given |L - R| learnt that a centred bin is bass, and lost 1.7 dB of bass on songs
+#: whose bass was wide (MODEL_CARD.md).
 def feature_planes(sources: int) -> int:
-    return 2 * sources + 3
+    return 2 * sources + 2
 
 
 #: The log magnitudes' floor, relative to the excerpt's mean mix magnitude in the band.
@@ -48,7 +49,7 @@ def features(mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x: (batch, channels, frames, bins) complex, the mixture's spectrum.
 
     Returns:
-        (batch, 2 * sources + 3, frames, bins) float32.
+        (batch, 2 * sources + 2, frames, bins) float32.
     """
     mixmag = x.abs().sum(1)  # (B, N, K)
     scale = active_mean(mixmag)
@@ -56,12 +57,8 @@ def features(mag: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     logmag = torch.log((mag + floor[:, None]) / scale[:, None])
     ratio = mag / mag.sum(1, keepdim=True)
     logmix = torch.log((mixmag + floor) / scale)
-    if x.shape[1] == 2:
-        side = (x[:, 0] - x[:, 1]).abs() / (mixmag + floor)
-    else:  # one channel (or more than two): no width
-        side = torch.zeros_like(mixmag)
     place = torch.linspace(0, 1, mag.shape[-1], device=mag.device, dtype=mag.dtype).expand_as(mixmag)
-    return torch.cat([logmag, ratio, logmix[:, None], side[:, None], place[:, None]], 1)
+    return torch.cat([logmag, ratio, logmix[:, None], place[:, None]], 1)
 
 
 class LowBandRefiner(nn.Module):
