@@ -1,15 +1,15 @@
 """Train the re-mask's low-band refiner of a ``unet`` checkpoint on its frozen network's stems (issue #12).
 
     PYTHONPATH=src python recipes/train_refiner.py src/stemforge/assets/default.safetensors OUT.safetensors \
-        --train runs/data/realistic_train5 --train runs/data/realistic_train6 \
-        --dev runs/data/realistic_dev --dev runs/data/realistic_dev2 --bins 280 --steps 1500
+        --train runs/data/realistic_train6 --train runs/data/realistic_train \
+        --dev runs/data/realistic_dev --dev runs/data/realistic_dev2 --bins 280 --steps 800 --threads 2
 
 The checkpoint must re-mask its stems (``remask_fft`` > 0, e.g. the bundled default). Each song's first
 ``--seconds`` are separated by the network alone (no re-mask), reduced to the refiner's band of the re-mask's STFT
 (``train.refiner.band_example``), and ``models.refiner.LowBandRefiner`` is trained on those bands with the songs'
 SDR as the loss; the step scoring best on the dev songs is written into a copy of the checkpoint (same network
-weights; the config gains ``refine_bins`` / ``refine_width`` / ``refine_layers``). How the bundled default got its
-refiner: MODEL_CARD.md.
+weights; the config gains ``refine_bins`` / ``refine_width`` / ``refine_layers``). What the refiners it trained
+measured, and why none ships yet: MODEL_CARD.md ("A learnt refiner of the re-mask below 500 Hz").
 """
 
 from __future__ import annotations
