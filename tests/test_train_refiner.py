@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from stemforge.dsp.wiener import remask
@@ -53,3 +54,11 @@ def test_the_refiner_learns_a_song_and_keeps_the_best_step() -> None:
     assert lines[0].startswith("step 0 dev") and len(lines) == 4
     refiner.load_state_dict(state)
     assert abs(float(mean_sdr(refiner, songs).mean()) - score) < 1e-4  # the state returned is the step it names
+
+
+@pytest.mark.parametrize("steps", [1, 2, 20, 21])
+def test_any_number_of_steps_runs(steps: int) -> None:
+    """The one-cycle schedule's warm-up never has zero length (it divides by it)."""
+    lines: list[str] = []
+    train_refiner(LowBandRefiner(4, 4, 2), example(3), example(3), steps=steps, batch=1, every=10, log=lines.append)
+    assert lines[-1].startswith(f"step {steps} ")

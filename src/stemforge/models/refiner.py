@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Input planes: per stem its log magnitude and its ratio, then the mix's log magnitude and the bin's place in the
-#: band. No stereo width: a refiner given |L - R| learnt that a centred bin is bass, and lost 1.7 dB of bass on songs
-#: whose bass was wide (MODEL_CARD.md).
 def feature_planes(sources: int) -> int:
+    """The refiner's input planes: per stem its log magnitude and its ratio, then the mix's log magnitude and the
+    bin's place in the band. No stereo width: a refiner given |L - R| learnt that a centred bin is bass, and lost
+    1.7 dB of bass on songs whose bass was wide (MODEL_CARD.md)."""
     return 2 * sources + 2
 
 

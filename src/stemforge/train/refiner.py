@@ -132,8 +132,9 @@ def train_refiner(refiner: LowBandRefiner, train: BandSet, dev: BandSet, steps: 
     """
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(refiner.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=max(steps, 2),
-                                                   pct_start=min(0.05, 1 / max(steps, 2)) if steps < 40 else 0.05)
+    total = max(steps, 2)
+    warm_up = max(1, round(0.05 * total)) + 0.5  # OneCycleLR divides by each phase's length: neither may be 0
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=total, pct_start=warm_up / total)
     score = float(mean_sdr(refiner, dev).mean())
     best = ({k: v.clone() for k, v in refiner.state_dict().items()}, 0, score)
     log(f"step 0 dev {score:.4f} (the plain re-mask)")
