@@ -73,7 +73,7 @@ def main() -> None:
                     scores.setdefault(name, {}).setdefault(stem, []).append(
                         float(mdx_sdr(torch.from_numpy(truth[j]), out[j])))
     print("Wide bass (12 dev songs, bass right channel delayed 12 ms), energy-ratio SDR:\n")
-    print("| | " + " | ".join(STEMS) + " | mean |\n|---" * 1 + "|---" * (len(STEMS) + 1) + "|")
+    print("| | " + " | ".join(STEMS) + " | mean |\n" + "|---" * (len(STEMS) + 2) + "|")
     for name, per in scores.items():
         values = [float(np.mean(per[s])) for s in STEMS]
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {np.mean(values):.3f} |")
@@ -87,7 +87,7 @@ def main() -> None:
             shares.setdefault(name, []).append(low_shares(out))
     count = len(next(iter(shares.values()), []))
     print(f"\nReal music ({count} game-music excerpts): share of the energy below 500 Hz\n")
-    print("| | " + " | ".join(STEMS) + " |\n|---" + "|---" * len(STEMS) + "|")
+    print("| | " + " | ".join(STEMS) + " |\n" + "|---" * (len(STEMS) + 1) + "|")
     for name, rows in shares.items():
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in np.mean(rows, axis=0)) + " |")
 

@@ -94,8 +94,9 @@ def main() -> None:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")}  # the network's
     network = UNetSeparator(dataclasses.replace(model.config, remask_fft=0, remask_hop=0, refine_bins=0)).eval()
-    network.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")})
+    network.load_state_dict(weights)
     separator = Separator(network, threads=args.threads)
     tic = time.perf_counter()
     try:
@@ -109,8 +110,7 @@ def main() -> None:
     state, step, score = train_refiner(refiner, train, dev, args.steps, args.batch, args.lr, args.seed,
                                        log=lambda line: print(line, file=sys.stderr, flush=True))
     refined = UNetSeparator(config)
-    refined.load_state_dict({**{k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")},
-                             **{f"refiner.{k}": v for k, v in state.items()}})
+    refined.load_state_dict({**weights, **{f"refiner.{k}": v for k, v in state.items()}})
     record = {"songs": len(train), "dev_songs": len(dev), "steps": args.steps, "best_step": step,
               "dev_band_sdr": round(score, 4), "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "seconds": args.seconds, "train": args.train, "dev": args.dev}

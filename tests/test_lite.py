@@ -17,7 +17,7 @@ from stemforge.dsp import overlap
 from stemforge.dsp.wiener import REMASK_FLOOR
 from stemforge.engine import EngineOptions, OverlapAdd
 from stemforge.models.base import ModelConfig, StemModel
-from stemforge.models.refiner import ACTIVE, LOG_FLOOR
+from stemforge.models.refiner import ACTIVE, LOG_FLOOR, feature_planes
 from stemforge.models.unet import MAX_REFINE_LAYERS, MAX_REFINE_WIDTH, MAX_REMASK_FFT, UNetConfig, UNetSeparator
 
 pytest.importorskip("onnxruntime")
@@ -31,6 +31,7 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert lite.REMASK_FLOOR == REMASK_FLOOR and lite_graph.MAX_REMASK_FFT == MAX_REMASK_FFT
     assert (lite_graph.MAX_REFINE_WIDTH, lite_graph.MAX_REFINE_LAYERS) == (MAX_REFINE_WIDTH, MAX_REFINE_LAYERS)
     assert lite_graph.REFINE_LOG_FLOOR == LOG_FLOOR and lite_graph.REFINE_ACTIVE == ACTIVE
+    assert all(lite_graph.refine_planes(n) == feature_planes(n) for n in (2, 4, 6))
     assert lite.OVERLAP == EngineOptions().overlap
     bn = torch.nn.BatchNorm2d(1)
     assert lite.BN_EPS == bn.eps

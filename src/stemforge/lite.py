@@ -238,9 +238,7 @@ class LiteUNet:
             np.add(x, self.shift, out=x)
             np.multiply(x, self.scale, out=x)
             logits = self.session.run(None, {"x": x})[0].reshape(batch, sources, channels, bins, padded)[..., :frames]
-            masks = np.subtract(logits, logits.max(axis=1, keepdims=True), out=work["masks"])  # softmax over stems
-            np.exp(masks, out=masks)
-            masks *= np.reciprocal(masks.sum(axis=1, keepdims=True))
+            masks = _softmax_over_stems(logits, out=work["masks"])
         masks = masks.transpose(0, 1, 2, 4, 3)  # (B, S, C, N, F'), like the spectra
         wave = np.empty((batch, sources, channels, length), np.float32)
 
@@ -305,9 +303,7 @@ class LiteUNet:
                   np.broadcast_to(np.linspace(0, 1, mag.shape[-1], dtype=np.float32), mixmag.shape)[:, None]]
         features = np.concatenate(planes, axis=1, dtype=np.float32)
         logits = np.log(mag) + self.refiner.run(None, {"features": features})[0]
-        logits -= logits.max(axis=1, keepdims=True)  # softmax over stems
-        np.exp(logits, out=logits)
-        return logits / logits.sum(axis=1, keepdims=True)
+        return _softmax_over_stems(logits, out=logits)
 
     def _side_by_side(self, work: Callable[[int], None], lanes: int) -> None:
         """``work(lane)`` for each lane, lane 0 in this thread (numpy's FFTs and ufuncs release the GIL)."""
@@ -345,6 +341,14 @@ class LiteUNet:
                 })
             self._work_key = key
         return self._work
+
+
+def _softmax_over_stems(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 (the stems) of (B, S, ...) logits, written into ``out`` (may be ``logits``)."""
+    np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out *= np.reciprocal(out.sum(axis=1, keepdims=True))
+    return out
 
 
 def _quietly(work: Callable[[int], None], lane: int) -> None:

@@ -40,6 +40,13 @@ MAX_REFINE_LAYERS = 8
 REMASK_FLOOR = 1e-10
 REFINE_LOG_FLOOR = 1e-4
 REFINE_ACTIVE = 1e-3
+
+
+def refine_planes(sources: int) -> int:
+    """``models.refiner.feature_planes`` (tests check they agree): the refiner's input planes."""
+    return 2 * sources + 2
+
+
 #: torch.nn.BatchNorm2d's epsilon, the encoder's LeakyReLU slope, and the U-Net's kernel sizes.
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.2
@@ -99,7 +106,7 @@ class UNetSpec:
         out["head.weight"] = (outputs, self.base_channels + self.channels, HEAD_KERNEL, HEAD_KERNEL)
         out["head.bias"] = (outputs,)
         if self.refine_bins:  # models.refiner.LowBandRefiner: Conv, ReLU pairs (body.0, body.2, ...) and a head
-            cin = 2 * len(self.sources) + 2
+            cin = refine_planes(len(self.sources))
             for i in range(self.refine_layers - 1):
                 out[f"refiner.body.{2 * i}.weight"] = (self.refine_width, cin, HEAD_KERNEL, HEAD_KERNEL)
                 out[f"refiner.body.{2 * i}.bias"] = (self.refine_width,)
@@ -269,7 +276,7 @@ def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
         state: its weights (``read_unet``).
 
     Returns:
-        The graph, input ``features`` (batch, 2 * sources + 2, frames, refine_bins), output ``delta`` (batch,
+        The graph, input ``features`` (batch, refine_planes(sources), frames, refine_bins), output ``delta`` (batch,
         sources, frames, refine_bins): the corrections of the logits ``log |Y_j|``.
     """
     from onnx import TensorProto, helper, numpy_helper
@@ -294,7 +301,7 @@ def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
     graph = helper.make_graph(
         nodes, "stemforge-refiner",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT,
-                                       ["batch", 2 * sources + 2, "frames", spec.refine_bins])],
+                                       ["batch", refine_planes(sources), "frames", spec.refine_bins])],
         [helper.make_tensor_value_info("delta", TensorProto.FLOAT, ["batch", sources, "frames", spec.refine_bins])],
         weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")

@@ -105,12 +105,13 @@ def band_sdr(masks: torch.Tensor, songs: BandSet) -> torch.Tensor:
 
 def mean_sdr(refiner: LowBandRefiner, songs: BandSet, batch: int = 8) -> torch.Tensor:
     """(sources,) mean SDR over the songs in which each stem plays."""
+    scores = []
     with torch.no_grad():
-        scores = torch.cat([band_sdr(refiner.masks(part.mag, part.mix), part)
-                            for part in (songs.take(torch.arange(i, min(i + batch, len(songs))))
-                                         for i in range(0, len(songs), batch))])
+        for start in range(0, len(songs), batch):
+            part = songs.take(torch.arange(start, min(start + batch, len(songs))))
+            scores.append(band_sdr(refiner.masks(part.mag, part.mix), part))
     plays = songs.plays
-    return torch.where(plays, scores, 0.0).sum(0) / plays.sum(0).clamp_min(1)
+    return torch.where(plays, torch.cat(scores), 0.0).sum(0) / plays.sum(0).clamp_min(1)
 
 
 def train_refiner(refiner: LowBandRefiner, train: BandSet, dev: BandSet, steps: int, batch: int = 8,
