@@ -2,14 +2,17 @@
 
     PYTHONPATH=src python recipes/train_refiner.py src/stemforge/assets/default.safetensors OUT.safetensors \
         --train runs/data/realistic_train6 --train runs/data/realistic_train \
-        --dev runs/data/realistic_dev --dev runs/data/realistic_dev2 --bins 280 --steps 800 --threads 2
+        --dev runs/data/realistic_dev --dev runs/data/realistic_dev2 --bins 280 --steps 800 --threads 2 \
+        --widen-bass 15
 
 The checkpoint must re-mask its stems (``remask_fft`` > 0, e.g. the bundled default). Each song's first
 ``--seconds`` are separated by the network alone (no re-mask), reduced to the refiner's band of the re-mask's STFT
 (``train.refiner.band_example``), and ``models.refiner.LowBandRefiner`` is trained on those bands with the songs'
 SDR as the loss; the step scoring best on the dev songs is written into a copy of the checkpoint (same network
-weights; the config gains ``refine_bins`` / ``refine_width`` / ``refine_layers``). What the refiners it trained
-measured, and why none ships yet: MODEL_CARD.md ("A learnt refiner of the re-mask below 500 Hz").
+weights; the config gains ``refine_bins`` / ``refine_width`` / ``refine_layers``). ``--widen-bass MS`` delays the
+right channel of every other training song's bass by up to MS ms before mixing (``data.augment.widen``): the
+synthetic songs' bass is always centred, and a refiner trained on them alone learns that a centred low bin is bass.
+What the refiners it trained measured: MODEL_CARD.md ("A learnt refiner of the re-mask below 500 Hz").
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from stemforge.checkpoint import load_checkpoint, save_checkpoint
+from stemforge.data.augment import widen
 from stemforge.data.songs import discover_songs, read_stems
 from stemforge.errors import StemforgeError
 from stemforge.metrics.simple import audible
@@ -37,9 +41,16 @@ OWN_KEYS = {"format", "architecture", "config", "sources", "sample_rate", "chann
             "weights_sha256"}
 
 
-def bands(separator: Separator, model: UNetSeparator, folders: list[str], seconds: float, bins: int) -> BandSet:
-    """Every song under ``folders`` (its first ``seconds``) reduced to the band; songs shorter than that are skipped."""
+def bands(separator: Separator, model: UNetSeparator, folders: list[str], seconds: float, bins: int,
+          widen_ms: float = 0.0, seed: int = 0) -> BandSet:
+    """Every song under ``folders`` (its first ``seconds``) reduced to the band; songs shorter than that are skipped.
+
+    ``widen_ms`` > 0: every other song's bass has its right channel delayed by a delay drawn uniformly from
+    [0, widen_ms] ms (the same for a given ``seed`` and song).
+    """
     cfg, sources, rate = model.config, list(model.config.sources), model.config.sample_rate
+    if widen_ms and (cfg.channels != 2 or "bass" not in sources):
+        raise StemforgeError("--widen-bass needs a stereo model with a bass stem")
     frames = int(seconds * rate)
     songs = [song for song in discover_songs(folders, sources) if song.length * rate / song.sample_rate >= frames]
     if not songs:
@@ -50,6 +61,10 @@ def bands(separator: Separator, model: UNetSeparator, folders: list[str], second
         if index and index % 100 == 0:
             print(f"  {index} of {len(songs)} songs reduced", file=sys.stderr, flush=True)
         truth = read_stems(song, sources, 0, frames, rate, channels=cfg.channels)
+        if widen_ms and index % 2:
+            delay = int(np.random.default_rng((seed, index)).uniform(0, widen_ms / 1000 * rate))
+            bass = sources.index("bass")
+            truth[bass] = widen(torch.from_numpy(truth[bass]), delay).numpy()
         mix = truth.sum(0)
         out = separator.separate_array(mix, rate)
         stems = torch.from_numpy(np.stack([out[s] for s in sources]).astype(np.float32))
@@ -74,10 +89,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=20.0, help="song excerpt (s)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--widen-bass", type=float, default=0.0, metavar="MS",
+                        help="delay every other training song's bass right channel by up to MS ms (0: off)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     args = parser.parse_args()
     if Path(args.out).exists() and not args.force:
         parser.error(f"{args.out} exists (pass --force to overwrite it)")
+    if not 0 <= args.widen_bass <= 1000:
+        parser.error(f"--widen-bass must be between 0 and 1000 ms, got {args.widen_bass}")
     for folder in args.train + args.dev:
         if not Path(folder).exists():
             parser.error(f"songs not found: {folder}")
@@ -100,7 +119,7 @@ def main() -> None:
     separator = Separator(network, threads=args.threads)
     tic = time.perf_counter()
     try:
-        train = bands(separator, model, args.train, args.seconds, args.bins)
+        train = bands(separator, model, args.train, args.seconds, args.bins, args.widen_bass, args.seed)
         dev = bands(separator, model, args.dev, args.seconds, args.bins)
     except StemforgeError as exc:
         parser.error(str(exc))
@@ -113,7 +132,7 @@ def main() -> None:
     refined.load_state_dict({**weights, **{f"refiner.{k}": v for k, v in state.items()}})
     record = {"songs": len(train), "dev_songs": len(dev), "steps": args.steps, "best_step": step,
               "dev_band_sdr": round(score, 4), "batch": args.batch, "lr": args.lr, "seed": args.seed,
-              "seconds": args.seconds, "train": args.train, "dev": args.dev}
+              "seconds": args.seconds, "widen_bass_ms": args.widen_bass, "train": args.train, "dev": args.dev}
     extra = {k: v for k, v in meta.items() if k not in OWN_KEYS}
     saved = save_checkpoint(refined, args.out, **{**extra, "refiner": record})
     print(f"{args.out}: refine_bins={args.bins}, best step {step} (dev {score:.4f}), "

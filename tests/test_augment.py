@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stemforge.data.augment import Augment, AugmentConfig, pitch_shift, time_stretch
+from stemforge.data.augment import Augment, AugmentConfig, pitch_shift, time_stretch, widen
 
 RATE = 16000
 
@@ -77,3 +77,20 @@ def test_combined_tempo_and_pitch_change() -> None:
     out = change_tempo_and_pitch(_sine(440, 1.0), tempo=1.25, semitones=-3.0)
     assert abs(out.shape[-1] - RATE / 1.25) <= 2
     assert abs(_peak_hz(out[2000:-2000]) - 440 * 2 ** (-3 / 12)) < 4
+
+
+def test_widen_delays_the_right_channel_only_and_keeps_the_length() -> None:
+    stem = torch.randn(2, 1000)
+    out = widen(stem, 30)
+    assert out.shape == stem.shape
+    assert torch.equal(out[0], stem[0])
+    assert torch.equal(out[1, 30:], stem[1, :970]) and not out[1, :30].any()
+    assert torch.equal(widen(stem, 0), stem)
+    assert not widen(stem, 5000)[1].any()
+
+
+@pytest.mark.parametrize("stem, frames", [(torch.zeros(1, 100), 3), (torch.zeros(2, 2, 100), 3),
+                                          (torch.zeros(2, 100), -1)])
+def test_widen_refuses_what_it_cannot_delay(stem: torch.Tensor, frames: int) -> None:
+    with pytest.raises(ValueError, match="widen needs"):
+        widen(stem, frames)

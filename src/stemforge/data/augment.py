@@ -90,6 +90,23 @@ def change_tempo_and_pitch(x: torch.Tensor, tempo: float, semitones: float) -> t
     return stretched if factor == 1.0 else resample(stretched, 1.0 / factor)
 
 
+def widen(stem: torch.Tensor, frames: int) -> torch.Tensor:
+    """stem (2, time) -> (2, time): the right channel delayed by ``frames`` (zeros in front, its end cut).
+
+    A centred source moves off the centre, as a stereo synth bass or a Haas-widened part sits in real mixes;
+    ``frames = 0`` returns it unchanged.
+    """
+    if stem.dim() != 2 or stem.shape[0] != 2:
+        raise ValueError(f"widen needs a stereo stem (2, time), got {tuple(stem.shape)}")
+    if frames < 0:
+        raise ValueError(f"widen needs a delay of 0 frames or more, got {frames}")
+    out = stem.clone()
+    out[1] = 0
+    if frames < stem.shape[-1]:
+        out[1, frames:] = stem[1, : stem.shape[-1] - frames]
+    return out
+
+
 def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
     if x.shape[-1] >= length:
         return x[..., :length]
