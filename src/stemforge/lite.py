@@ -161,10 +161,7 @@ class LiteUNet:
             raise Unsupported("onnxruntime is not installed") from exc
         self.path = Path(path)
         self.spec, state = read_unet(path)
-        try:
-            graph = build_graph(self.spec, state)
-        except ImportError as exc:
-            raise Unsupported("onnx is not installed") from exc
+        graph = build_graph(self.spec, state)
         self.shift, self.scale = state["norm.shift"], state["norm.scale"]  # (max_bins, 1) each
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings are not the user's business

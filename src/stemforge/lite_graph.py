@@ -3,10 +3,10 @@
 ``read_unet`` reads a stemforge ``unet`` checkpoint through safetensors' numpy loader (tensors and a JSON header, no
 pickle) and checks its weights against the ``weights_sha256`` in its header exactly as ``stemforge.checkpoint``
 checks them; anything it does not recognise in full raises ``Unsupported`` (the torch path then takes the file
-and reports what is wrong). ``build_graph`` turns the weights into ``UNetSeparator.network`` as an ONNX graph with
-``onnx.helper``: BatchNorm folded into the encoder's convolutions; the decoder's BatchNorm, which follows its
-ReLU, is a per-channel scale and shift. The graph is returned as bytes for onnxruntime; it never touches the disk.
-Nothing here imports torch.
+and reports what is wrong). ``build_graph`` turns the weights into ``UNetSeparator.network`` as an ONNX graph
+(``stemforge.onnx_writer``, without the ``onnx`` package): BatchNorm folded into the encoder's convolutions; the
+decoder's BatchNorm, which follows its ReLU, is a per-channel scale and shift. The graph is returned as bytes for
+onnxruntime; it never touches the disk. Nothing here imports torch or onnx.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 from typing import Any
 
 import numpy as np
+
+from stemforge import onnx_writer
 
 #: ``stemforge.checkpoint.FORMAT`` and its header key (tests check they agree).
 FORMAT = "stemforge-checkpoint/1"
@@ -51,7 +53,7 @@ def refine_planes(sources: int) -> int:
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.2
 KERNEL, HEAD_KERNEL = 5, 3
-OPSET, IR_VERSION = 17, 8
+OPSET, IR_VERSION, PRODUCER = 17, 8, "stemforge.lite"
 
 #: numpy dtype -> the name ``checkpoint.weights_sha256`` hashes (``str(torch_tensor.dtype)``).
 _TORCH_DTYPE_NAMES = {"float32": "torch.float32", "float64": "torch.float64", "float16": "torch.float16",
@@ -221,17 +223,15 @@ def build_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
         The graph, input ``x`` (batch, channels, max_bins, frames) with frames a multiple of 2**depth, output
         ``logits`` (batch, sources * channels, max_bins, frames).
     """
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes: list[Any] = []
-    weights: list[Any] = []
+    nodes: list[bytes] = []
+    weights: list[bytes] = []
 
     def const(name: str, array: np.ndarray) -> str:
-        weights.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        weights.append(onnx_writer.tensor(name, array))
         return name
 
     def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        nodes.append(onnx_writer.node(op, inputs, [output], output, **attrs))
         return output
 
     pads, stride = [KERNEL // 2] * 4, [2, 2]
@@ -258,14 +258,10 @@ def build_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
     node("Conv", [x, const("head.w", state["head.weight"]), const("head.b", state["head.bias"])], "logits",
          kernel_shape=[HEAD_KERNEL, HEAD_KERNEL], pads=[HEAD_KERNEL // 2] * 4)
     outputs = len(spec.sources) * spec.channels
-    graph = helper.make_graph(
-        nodes, "stemforge-unet",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", spec.channels, spec.max_bins, "frames"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", outputs, spec.max_bins, "frames"])],
-        weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")
-    model.ir_version = IR_VERSION
-    return model.SerializeToString()
+    return onnx_writer.model(
+        nodes, "stemforge-unet", [onnx_writer.value_info("x", ["batch", spec.channels, spec.max_bins, "frames"])],
+        [onnx_writer.value_info("logits", ["batch", outputs, spec.max_bins, "frames"])], weights, OPSET, IR_VERSION,
+        PRODUCER)
 
 
 def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
@@ -279,31 +275,25 @@ def build_refiner_graph(spec: UNetSpec, state: dict[str, np.ndarray]) -> bytes:
         The graph, input ``features`` (batch, refine_planes(sources), frames, refine_bins), output ``delta`` (batch,
         sources, frames, refine_bins): the corrections of the logits ``log |Y_j|``.
     """
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes: list[Any] = []
-    weights: list[Any] = []
+    nodes: list[bytes] = []
+    weights: list[bytes] = []
     x = "features"
     for i in range(spec.refine_layers):
         last = i == spec.refine_layers - 1
         prefix = "refiner.head" if last else f"refiner.body.{2 * i}"
         dilation = 1 if last else 2**i
-        weights.append(numpy_helper.from_array(np.ascontiguousarray(state[f"{prefix}.weight"]), f"{prefix}.w"))
-        weights.append(numpy_helper.from_array(np.ascontiguousarray(state[f"{prefix}.bias"]), f"{prefix}.b"))
+        weights.append(onnx_writer.tensor(f"{prefix}.w", state[f"{prefix}.weight"]))
+        weights.append(onnx_writer.tensor(f"{prefix}.b", state[f"{prefix}.bias"]))
         out = "delta" if last else f"{prefix}.conv"
-        nodes.append(helper.make_node("Conv", [x, f"{prefix}.w", f"{prefix}.b"], [out], name=out,
+        nodes.append(onnx_writer.node("Conv", [x, f"{prefix}.w", f"{prefix}.b"], [out], out,
                                       kernel_shape=[HEAD_KERNEL, HEAD_KERNEL], dilations=[1, dilation],
                                       pads=[1, dilation, 1, dilation]))
         if not last:
             x = f"{prefix}.relu"
-            nodes.append(helper.make_node("Relu", [out], [x], name=x))
+            nodes.append(onnx_writer.node("Relu", [out], [x], x))
     sources = len(spec.sources)
-    graph = helper.make_graph(
+    return onnx_writer.model(
         nodes, "stemforge-refiner",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT,
-                                       ["batch", refine_planes(sources), "frames", spec.refine_bins])],
-        [helper.make_tensor_value_info("delta", TensorProto.FLOAT, ["batch", sources, "frames", spec.refine_bins])],
-        weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="stemforge.lite")
-    model.ir_version = IR_VERSION
-    return model.SerializeToString()
+        [onnx_writer.value_info("features", ["batch", refine_planes(sources), "frames", spec.refine_bins])],
+        [onnx_writer.value_info("delta", ["batch", sources, "frames", spec.refine_bins])], weights, OPSET, IR_VERSION,
+        PRODUCER)
