@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from stemforge.lite_graph import IR_VERSION, OPSET, PRODUCER, build_graph, build
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-DEFAULT = "src/stemforge/assets/default.safetensors"
+DEFAULT = str(Path(__file__).resolve().parents[1] / "src" / "stemforge" / "assets" / "default.safetensors")
 
 
 @pytest.mark.parametrize("attributes", [{}, {"alpha": 0.2}, {"axis": 1}, {"axis": -3},
@@ -30,6 +31,11 @@ def test_a_node_is_helpers(attributes: dict) -> None:
 def test_a_tensor_is_numpy_helpers(shape: tuple[int, ...]) -> None:
     array = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     assert onnx_writer.tensor("w", array) == numpy_helper.from_array(array, "w").SerializeToString()
+
+
+def test_other_attribute_values_are_refused() -> None:
+    with pytest.raises(TypeError, match="attribute mode: a float, an int or a list of ints"):
+        onnx_writer.node("Pad", ["x"], ["y"], "pad", mode="reflect")
 
 
 def test_value_info_and_model_are_helpers() -> None:

@@ -49,8 +49,10 @@ def _attribute(name: str, value: float | int | Sequence[int]) -> bytes:
         kind = _ATTRIBUTE_FLOAT
     elif isinstance(value, int):
         body, kind = _int(3, value), _ATTRIBUTE_INT
-    else:
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
         body, kind = b"".join(_int(8, v) for v in value), _ATTRIBUTE_INTS
+    else:
+        raise TypeError(f"attribute {name}: a float, an int or a list of ints, not {value!r}")
     return _text(1, name) + body + _int(20, kind)
 
 
