@@ -24,6 +24,8 @@ then all their tracks pooled: the paired standard error of a difference between 
 ``--speed SECONDS`` (default 600; 0 skips) also times every ``--model`` end to end, as users run it: ``stemforge
 separate SONG -n CHECKPOINT --threads 2`` as a fresh process on a ``SECONDS``-long song (``examples/example.flac``
 tiled, FLAC; decode, model and writing four stems included), the same measurement as ``benchmarks/end_to_end.py``.
+``--speed-runs N`` times them in turn N times and adds each model's median; ``--speed-only`` scores no split (without
+it, a run with no ``--realistic`` scores ``runs/data/realistic_valid``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -95,14 +98,24 @@ def main() -> None:
     parser.add_argument("--cache", help="JSON file keeping per-track scores between runs")
     parser.add_argument("--speed", type=float, default=600.0,
                         help="song length (s) for each model's end-to-end speed row; 0 skips it")
+    parser.add_argument("--speed-runs", type=int, default=1, metavar="N",
+                        help="time the models in turn N times (old, new, old, new...) and print each model's median")
+    parser.add_argument("--speed-only", action="store_true", help="time the models; score no split")
     args = parser.parse_args()
+    if args.speed_runs < 1:
+        parser.error(f"--speed-runs must be 1 or more, got {args.speed_runs}")
+    if args.speed_only and args.speed <= 0:
+        parser.error("--speed-only needs --speed > 0")
     realistic = args.realistic or ["runs/data/realistic_valid"]
-    for folder in realistic + ([args.synthetic] if args.synthetic else []):
+    for folder in [] if args.speed_only else realistic + ([args.synthetic] if args.synthetic else []):
         if not Path(folder).is_dir():  # before minutes of timing and model loading, not after
             parser.error(f"split not found: {folder} (make it with the commands in this script's docstring)")
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in (args.model or ["default=src/stemforge/assets/default.safetensors"]))
-    speed = speed_rows(models, args.speed) if args.speed > 0 else []
+    speed = speed_rows(models, args.speed, args.speed_runs) if args.speed > 0 else []
+    if args.speed_only:
+        print_speed(speed, args.speed)
+        return
     systems = {name: Separator(path, threads=args.threads) for name, path in models.items()}
     systems["classical"] = Separator("classical")
     keys = {name: model_key(read_metadata(path)) for name, path in models.items()}
@@ -145,11 +158,15 @@ def main() -> None:
                 print(f"{other} - {first} on {title}: " + ", ".join(f"{s} {g:+.2f}" for s, g in zip(STEMS, gains))
                       + f", mean {np.mean(gains):+.2f} dB")
     if speed:
-        print(f"\nEnd to end: `stemforge separate SONG -n CHECKPOINT --threads 2`, {args.speed:.0f} s song, "
-              f"{os.cpu_count()} cores (measured first, before this process loaded the models)\n")
-        print("| model | x real time | wall s | CPU s | peak RSS MB | load |")
-        print("|---|---|---|---|---|---|")
-        print("\n".join(speed))
+        print_speed(speed, args.speed)
+
+
+def print_speed(rows: list[str], seconds: float) -> None:
+    print(f"\nEnd to end: `stemforge separate SONG -n CHECKPOINT --threads 2`, {seconds:.0f} s song, "
+          f"{os.cpu_count()} cores (measured first, before this process loaded the models)\n")
+    print("| model | x real time | wall s | CPU s | peak RSS MB | load |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 def model_key(meta: dict) -> str:
@@ -161,19 +178,27 @@ def model_key(meta: dict) -> str:
     return "model:" + meta["weights_sha256"] + remask + refine
 
 
-def speed_rows(models: dict[str, str], seconds: float) -> list[str]:
+def speed_rows(models: dict[str, str], seconds: float, runs: int = 1) -> list[str]:
     """Each model's ``stemforge separate`` end to end on a ``seconds``-long song, 2 threads, fresh process.
 
-    Run before this process loads any model: a child's peak RSS (``ru_maxrss``) starts from its parent's at fork.
+    With ``runs`` > 1 the models take turns ``runs`` times (so a change of load falls on all of them alike), and a
+    median row per model follows. Run before this process loads any model: a child's peak RSS (``ru_maxrss``)
+    starts from its parent's at fork.
     """
-    rows = []
+    rows, speeds = [], {name: [] for name in models}
     with tempfile.TemporaryDirectory() as tmp:
         song = make_song(Path(tmp), seconds)
-        for name, path in models.items():
-            wall, cpu, rss = run_cli(["separate", str(song), "-n", str(Path(path).resolve()), "-o",
-                                      str(Path(tmp) / name), "--threads", "2"])
-            rows.append(f"| {name} | {seconds / wall:.1f}x | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {load()} |")
-            print(f"  timed {name}", file=sys.stderr, flush=True)
+        for run in range(runs):
+            for name, path in models.items():
+                out = Path(tmp) / f"{name}{run}"
+                wall, cpu, rss = run_cli(["separate", str(song), "-n", str(Path(path).resolve()), "-o", str(out),
+                                          "--threads", "2"])
+                shutil.rmtree(out, ignore_errors=True)
+                speeds[name].append(seconds / wall)
+                rows.append(f"| {name} | {seconds / wall:.1f}x | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {load()} |")
+                print(f"  timed {name}", file=sys.stderr, flush=True)
+    if runs > 1:
+        rows += [f"| {name}, median of {runs} | {np.median(v):.1f}x | | | | |" for name, v in speeds.items()]
     return rows
 
 
