@@ -4,7 +4,8 @@ Written by hand, on purpose: the torch-free runtime used ``onnx.helper`` only to
 operator types), and importing the ``onnx`` package took 1.05 s of a 1.8 s ``stemforge separate`` of a one-second
 file (ml_dtypes 0.7's extension, which onnx imports, alone 0.98 s), while the first separated audio is meant to come
 within 1 s (issue #18). onnxruntime reads the bytes; ``tests/test_onnx_writer.py`` checks them byte for byte against
-``onnx.helper``'s for every message kind and for both graphs. Field numbers are onnx.proto's (proto2: repeated
+``onnx.helper``'s for every message kind, and both graphs of the bundled model against onnx's checker and its own
+serialisation of what it read (they were also byte for byte what ``onnx.helper`` wrote before). Field numbers are onnx.proto's (proto2: repeated
 integers unpacked, as onnx writes them). Nothing here imports onnx or torch.
 """
 
