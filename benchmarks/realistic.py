@@ -170,12 +170,13 @@ def print_speed(rows: list[str], seconds: float) -> None:
 
 
 def model_key(meta: dict) -> str:
-    """A checkpoint's cache key: its weights, and its re-mask (and the refiner's band) when the config has one (same
-    weights, other stems)."""
+    """A checkpoint's cache key: its weights, and its re-mask (and the refiner's band) and overlap when the config
+    has them (same weights, other stems); the keys of checkpoints without them are as before they existed."""
     config = meta.get("config") or {}
     remask = f"|remask {config['remask_fft']}/{config['remask_hop']}" if config.get("remask_fft") else ""
     refine = f"|refine {config['refine_bins']}" if config.get("refine_bins") else ""
-    return "model:" + meta["weights_sha256"] + remask + refine
+    overlap = f"|overlap {config['overlap']}" if config.get("overlap", 0.25) != 0.25 else ""
+    return "model:" + meta["weights_sha256"] + remask + refine + overlap
 
 
 def speed_rows(models: dict[str, str], seconds: float, runs: int = 1) -> list[str]:

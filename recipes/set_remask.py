@@ -1,10 +1,12 @@
-"""Write a copy of a ``unet`` checkpoint whose config re-masks its stems in a longer STFT (issue #12).
+"""Write a copy of a ``unet`` checkpoint with other inference settings: its re-mask STFT (issue #12), its overlap (#18).
 
     PYTHONPATH=src python recipes/set_remask.py IN.safetensors OUT.safetensors --fft 24576 --hop 8192
+    PYTHONPATH=src python recipes/set_remask.py IN.safetensors OUT.safetensors --overlap 0.15
 
 Same weights (same ``weights_sha256``) and the same recorded training metadata; only the config's ``remask_fft``
-and ``remask_hop`` change (``models.unet.UNetConfig``; 0 and 0 turn it off). How the bundled default got its
-re-mask: MODEL_CARD.md.
+and ``remask_hop`` (the re-mask in a longer STFT; 0 and 0 turn it off) and ``overlap`` (the engine's overlap
+between segments when the user does not choose one) change, each only when given (``models.unet.UNetConfig``).
+How the bundled default got its re-mask and its overlap: MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source")
     parser.add_argument("out")
-    parser.add_argument("--fft", type=int, required=True, help="re-mask STFT size (0: off)")
-    parser.add_argument("--hop", type=int, required=True, help="re-mask STFT hop (0: off)")
+    parser.add_argument("--fft", type=int, help="re-mask STFT size (0: off; default: keep)")
+    parser.add_argument("--hop", type=int, help="re-mask STFT hop (0: off; default: keep)")
+    parser.add_argument("--overlap", type=float, help="overlap between segments, in [0, 1) (default: keep)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     args = parser.parse_args()
+    if (args.fft is None) != (args.hop is None):
+        parser.error("--fft and --hop go together")
+    if args.fft is None and args.overlap is None:
+        parser.error("nothing to set: give --fft and --hop, or --overlap")
     if Path(args.out).exists() and not args.force:
         parser.error(f"{args.out} exists (pass --force to overwrite it)")
     try:
@@ -37,19 +44,21 @@ def main() -> None:
     except StemforgeError as exc:
         parser.error(str(exc))
     if model.architecture != "unet":  # the causal U-Net refuses one: it would look a whole window ahead
-        parser.error(f"{args.source} is a {model.architecture} checkpoint; the re-mask is a unet config setting")
-    if model.config.refine_bins and (args.fft, args.hop) != (model.config.remask_fft, model.config.remask_hop):
+        parser.error(f"{args.source} is a {model.architecture} checkpoint; this recipe sets unet checkpoints only")
+    fft, hop = (model.config.remask_fft, model.config.remask_hop) if args.fft is None else (args.fft, args.hop)
+    overlap = model.config.overlap if args.overlap is None else args.overlap
+    if model.config.refine_bins and (fft, hop) != (model.config.remask_fft, model.config.remask_hop):
         parser.error(f"{args.source}'s refiner was trained in its {model.config.remask_fft}/{model.config.remask_hop} "
                      "re-mask STFT; train one for the new STFT with recipes/train_refiner.py")
     try:
-        config = dataclasses.replace(model.config, remask_fft=args.fft, remask_hop=args.hop)
+        config = dataclasses.replace(model.config, remask_fft=fft, remask_hop=hop, overlap=overlap)
     except ValueError as exc:
         parser.error(str(exc))
     copy = UNetSeparator(config)
     copy.load_state_dict(model.state_dict())
     saved = save_checkpoint(copy, args.out, **{k: v for k, v in meta.items() if k not in OWN_KEYS})
     assert saved["weights_sha256"] == meta["weights_sha256"]
-    print(f"{args.out}: remask_fft={args.fft} remask_hop={args.hop}, weights {saved['weights_sha256'][:12]}")
+    print(f"{args.out}: remask_fft={fft} remask_hop={hop} overlap={overlap}, weights {saved['weights_sha256'][:12]}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_constants_agree_with_the_torch_side() -> None:
     assert (lite_graph.MAX_REFINE_WIDTH, lite_graph.MAX_REFINE_LAYERS) == (MAX_REFINE_WIDTH, MAX_REFINE_LAYERS)
     assert lite_graph.REFINE_LOG_FLOOR == LOG_FLOOR and lite_graph.REFINE_ACTIVE == ACTIVE
     assert all(lite_graph.refine_planes(n) == feature_planes(n) for n in (2, 4, 6))
-    assert lite.OVERLAP == EngineOptions().overlap
+    assert lite.OVERLAP == StemModel.default_overlap == UNetConfig().overlap == lite_graph.UNetSpec.overlap
     bn = torch.nn.BatchNorm2d(1)
     assert lite.BN_EPS == bn.eps
     # One cross-fade for both overlap-adds (comparing values would compare the function with itself).
@@ -102,10 +102,10 @@ def test_remask_equals_the_torch_model(tmp_path: Path, channels: int, length: in
     np.testing.assert_allclose(got.sum(1), mix, atol=1e-5)
 
 
-@pytest.mark.parametrize("generation", [0, 1])
+@pytest.mark.parametrize("generation", [0, 1, 2])
 def test_old_checkpoints_without_later_fields_still_run(tmp_path: Path, generation: int) -> None:
-    """A checkpoint written before ``remask_fft`` (generation 0) or ``refine_bins`` (1) existed, without those
-    config fields, loads on both paths, unmasked."""
+    """A checkpoint written before ``remask_fft`` (generation 0), ``refine_bins`` (1) or ``overlap`` (2) existed,
+    without those config fields, loads on both paths, unmasked, with the overlap every model had then."""
     import json
 
     from safetensors.numpy import load_file, save_file
@@ -119,11 +119,50 @@ def test_old_checkpoints_without_later_fields_still_run(tmp_path: Path, generati
     old = tmp_path / "old.safetensors"
     save_file(load_file(str(path)), str(old), metadata={lite.HEADER_KEY: json.dumps(meta)})
     loaded, _ = load_checkpoint(old)
-    assert loaded.config.remask_fft == 0
+    assert loaded.config.remask_fft == 0 and loaded.default_overlap == lite.LiteUNet(old).spec.overlap == 0.25
     mix = np.random.default_rng(2).standard_normal((1, 2, 3000)).astype(np.float32) * 0.3
     with torch.inference_mode():
         expected = model(torch.from_numpy(mix)).numpy()
     np.testing.assert_allclose(lite.LiteUNet(old)(mix), expected, atol=1e-5)
+
+
+def test_the_checkpoints_overlap_is_the_default_on_both_paths(tmp_path: Path) -> None:
+    """A config's ``overlap`` is the engine's default on the torch path and the runtime's (#18); an explicit
+    overlap on the torch path overrides it."""
+    from stemforge.separate import LiteSeparator, Separator, open_separator
+
+    model, path = randomized_unet(tmp_path, overlap=0.15)
+    assert model.default_overlap == 0.15
+    mix = np.random.default_rng(5).standard_normal((2, 44100 * 23)).astype(np.float32) * 0.3  # three segments
+    runtime = open_separator(path)
+    assert isinstance(runtime, LiteSeparator)
+    got = np.stack(list(runtime.separate_array(mix, 44100).values()))
+    expected = np.stack(list(Separator(path).separate_array(mix, 44100).values()))
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # float32 rounding over 10 s segments: 4e-5 at 0.25 too
+    usual = np.stack(list(Separator(path, overlap=0.25).separate_array(mix, 44100).values()))
+    assert np.abs(usual - expected).max() > 1e-3  # the cuts moved
+    np.testing.assert_allclose(usual, np.stack(list(Separator(randomized_unet(tmp_path, name="b.safetensors")[1])
+                                                     .separate_array(mix, 44100).values())), atol=1e-6)
+
+
+@pytest.mark.parametrize("overlap", [1.0, -0.1, "0.2", True, float("nan")])
+def test_a_bad_overlap_in_a_config_is_refused_on_both_paths(tmp_path: Path, overlap: object) -> None:
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from stemforge.checkpoint import load_checkpoint, read_metadata
+    from stemforge.errors import ModelError
+
+    _, path = randomized_unet(tmp_path)
+    meta = read_metadata(path)
+    meta["config"]["overlap"] = overlap
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(path)), str(bad), metadata={lite.HEADER_KEY: json.dumps(meta)})
+    with pytest.raises(lite.Unsupported, match="overlap"):
+        lite.LiteUNet(bad)
+    with pytest.raises(ModelError, match="overlap"):
+        load_checkpoint(bad)
 
 
 class Ramp(StemModel):

@@ -35,7 +35,7 @@ class EngineOptions:
     """How to cut and batch the signal. Lengths are in seconds at the model's rate."""
 
     segment: float | None = None  # None: the model's default_segment
-    overlap: float = 0.25  # fraction of a segment shared with the next one, in [0, 1)
+    overlap: float | None = None  # fraction of a segment shared with the next one, in [0, 1); None: the model's
     shifts: int = 0  # random-shift test-time augmentation passes (0: off)
     max_shift: float = 0.5
     batch_size: int = 1  # segments per model call
@@ -46,7 +46,7 @@ class EngineOptions:
     def validate(self) -> None:
         if self.segment is not None and not self.segment > 0:
             raise StemforgeError(f"segment must be positive, got {self.segment}")
-        if not 0 <= self.overlap < 1:
+        if self.overlap is not None and not 0 <= self.overlap < 1:
             raise StemforgeError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.shifts < 0:
             raise StemforgeError(f"shifts must be >= 0, got {self.shifts}")
@@ -130,7 +130,8 @@ class OverlapAdd:
         rate = model.sample_rate
         seconds = options.segment if options.segment is not None else model.default_segment
         self.segment = max(1, int(round(seconds * rate)))
-        self.stride = max(1, int(round(self.segment * (1 - options.overlap))))
+        overlap = options.overlap if options.overlap is not None else model.default_overlap
+        self.stride = max(1, int(round(self.segment * (1 - overlap))))
         self.max_shift = int(round(options.max_shift * rate)) if options.shifts > 0 else 0
         self.window = self.segment + self.max_shift
         self.weights = triangle_weights(self.segment)

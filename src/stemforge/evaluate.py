@@ -69,7 +69,7 @@ class EvaluateOptions:
     resume: bool = True
     device: str = "cpu"
     segment: float | None = None
-    overlap: float = 0.25
+    overlap: float | None = None  # None: the model's default_overlap
     shifts: int = 0
     progress: bool = True
 

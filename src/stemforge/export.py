@@ -131,6 +131,7 @@ class OnnxModel(StemModel):
         self.architecture = model.architecture  # instance attribute: the class itself stays unregistered
         self.mask_based = model.mask_based
         self.default_segment = model.default_segment
+        self.default_overlap = model.default_overlap
         self.torch_model = model.eval()
         self.onnx_path = Path(onnx_path)
         options = ort.SessionOptions()

@@ -4,8 +4,8 @@
 first separated audio (issue #18). This module runs the bundled U-Net (``models.unet.UNetSeparator``) and the
 engine's overlap-add (``engine.OverlapAdd``) without torch, giving the same stems to float32 rounding:
 
-    blocks (groups, channels, n) --cut as engine.OverlapAdd cuts (the model's 10 s segment, 25 % overlap,
-    triangular cross-fades)--> segment (channels, W)
+    blocks (groups, channels, n) --cut as engine.OverlapAdd cuts (the model's 10 s segment, its overlap (0.25 unless
+    its config says), triangular cross-fades)--> segment (channels, W)
     --STFT (numpy; dsp.spectral.stft: periodic Hann, centred, zero padded)--> spec (channels, frames, bins)
     --|spec| of the lowest max_bins bins, log1p, per-bin shift and scale (FrequencyNorm)--> x (channels, F', N')
     --U-Net as an ONNX graph (onnxruntime), built in memory from the checkpoint's weights--> logits
@@ -15,7 +15,7 @@ engine's overlap-add (``engine.OverlapAdd``) without torch, giving the same stem
         --> stems]
 
 ``stemforge.separate.open_separator`` uses it only where it gives the torch path's result (a ``unet``
-checkpoint on the CPU, fp32, no shifts, no Wiener filter, default segment and overlap); anything this module
+checkpoint on the CPU, fp32, no shifts, no Wiener filter, the model's own segment and overlap); anything this module
 does not recognise in full raises ``Unsupported`` and takes the torch path, which also reports bad files.
 
 What is read, and how the graph is made, is ``stemforge.lite_graph``: the checkpoint only, through safetensors'
@@ -57,7 +57,7 @@ __all__ = ["ARCHITECTURE", "BN_EPS", "CONFIG_FIELDS", "FORMAT", "HEADER_KEY", "O
            "OverlapAdd", "UNetSpec", "Unsupported", "build_graph", "hann_window", "istft", "read_unet",
            "separate_blocks", "stft", "triangle_weights", "weights_sha256"]
 
-#: ``UNetSeparator.default_segment`` (seconds) and ``EngineOptions.overlap``'s default.
+#: ``UNetSeparator.default_segment`` (seconds) and ``StemModel.default_overlap``.
 SEGMENT = 10.0
 OVERLAP = 0.25
 
@@ -430,5 +430,5 @@ def separate_blocks(model: LiteUNet, blocks: Iterable[np.ndarray], groups: int,
         An iterator of (groups, sources, channels, m) output blocks, as many samples in all as came in.
     """
     engine = OverlapAdd(model, groups, model.channels, len(model.sources),
-                        int(round(model.segment_seconds * model.sample_rate)))
+                        int(round(model.segment_seconds * model.sample_rate)), float(model.spec.overlap))
     yield from drain(engine, blocks, on_output)

@@ -28,10 +28,11 @@ ARCHITECTURE = "unet"
 #: ``models.unet.UNetConfig``'s fields (tests check they agree): a checkpoint with others takes the torch path.
 CONFIG_FIELDS = frozenset({"sources", "sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
                            "base_channels", "dropout", "remask_fft", "remask_hop", "refine_bins", "refine_width",
-                           "refine_layers"})
-#: Fields added later, in order: a checkpoint written before a group lacks it and every later one (their defaults,
-#: 0, turn the re-mask and its refiner off).
-LATER_FIELDS = (frozenset({"remask_fft", "remask_hop"}), frozenset({"refine_bins", "refine_width", "refine_layers"}))
+                           "refine_layers", "overlap"})
+#: Fields added later, in order: a checkpoint written before a group lacks it and every later one (their defaults:
+#: 0 turns the re-mask and its refiner off; the overlap was 0.25 for every model).
+LATER_FIELDS = (frozenset({"remask_fft", "remask_hop"}), frozenset({"refine_bins", "refine_width", "refine_layers"}),
+                frozenset({"overlap"}))
 #: The field sets of checkpoints this runtime reads: today's, and each older generation's.
 _KNOWN_FIELDS = tuple(CONFIG_FIELDS.difference(*LATER_FIELDS[i:]) for i in range(len(LATER_FIELDS) + 1))
 #: ``models.unet.MAX_REMASK_FFT``, ``MAX_REFINE_WIDTH``, ``MAX_REFINE_LAYERS``, ``dsp.wiener.REMASK_FLOOR`` and
@@ -82,6 +83,7 @@ class UNetSpec:
     refine_bins: int = 0  # 0: no refiner (``models.refiner``)
     refine_width: int = 32
     refine_layers: int = 5
+    overlap: float = 0.25  # the engine's overlap between segments (``models.unet.UNetConfig``)
 
     @property
     def widths(self) -> list[int]:
@@ -176,7 +178,7 @@ def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndar
         spec = UNetSpec(sources=tuple(str(s) for s in config["sources"]),
                         **{f: config[f] for f in ("sample_rate", "channels", "n_fft", "hop", "max_bins", "depth",
                                                   "base_channels", "remask_fft", "remask_hop", "refine_bins",
-                                                  "refine_width", "refine_layers") if f in config})
+                                                  "refine_width", "refine_layers", "overlap") if f in config})
     except TypeError as exc:
         raise Unsupported(f"{path}: malformed config") from exc
     remask = (spec.remask_fft, spec.remask_hop)
@@ -189,6 +191,8 @@ def read_unet(path: str | os.PathLike[str]) -> tuple[UNetSpec, dict[str, np.ndar
                                  and 0 < spec.refine_width <= MAX_REFINE_WIDTH
                                  and 0 < spec.refine_layers <= MAX_REFINE_LAYERS):
         raise Unsupported(f"{path}: refiner settings outside what this runtime reproduces")
+    if type(spec.overlap) not in (int, float) or not 0 <= spec.overlap < 1:
+        raise Unsupported(f"{path}: overlap outside what this runtime reproduces")
     ints = (spec.sample_rate, spec.channels, spec.n_fft, spec.hop, spec.max_bins, spec.depth, spec.base_channels)
     if (not all(type(v) is int and v > 0 for v in ints) or not spec.sources or spec.n_fft % spec.hop
             or spec.hop > spec.n_fft // 2 or spec.depth >= spec.max_bins.bit_length()  # before 2**depth: see UNetConfig

@@ -375,7 +375,7 @@ class Separator(FileSeparator):
     """Separate with any model through torch. ``model`` is "default", a registered name, a checkpoint path or a StemModel."""
 
     def __init__(self, model: str | Path | StemModel = DEFAULT_MODEL, *, segment: float | None = None,
-                 overlap: float = 0.25, shifts: int = 0, batch_size: int = 1, device: str = "cpu",
+                 overlap: float | None = None, shifts: int = 0, batch_size: int = 1, device: str = "cpu",
                  precision: str = "fp32", threads: int | None = None, backend: str = "torch", wiener: int = 0,
                  seed: int = 0) -> None:
         import torch
@@ -461,7 +461,7 @@ class LiteSeparator(FileSeparator):
 
 
 #: ``Separator``'s engine options at their defaults: the only ones ``LiteSeparator`` reproduces.
-_LITE_DEFAULTS = {"segment": None, "overlap": 0.25, "shifts": 0, "batch_size": 1, "device": "cpu", "precision": "fp32",
+_LITE_DEFAULTS = {"segment": None, "overlap": None, "shifts": 0, "batch_size": 1, "device": "cpu", "precision": "fp32",
                   "wiener": 0}
 
 

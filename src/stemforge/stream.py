@@ -42,7 +42,7 @@ class StreamOptions:
 
     mode: str = "auto"  # "auto": frames when the model can (``stream_frame``), else segments
     segment: float | None = None  # seconds; None: the model's default_segment
-    overlap: float = 0.25
+    overlap: float | None = None  # None: the model's default_overlap
     shifts: int = 0
     batch_size: int = 1
     device: str = "cpu"

@@ -31,7 +31,7 @@ class SeparationSpec:
     model: str
     output: Any  # stemforge.separate.OutputOptions (typed loosely: importing it here would import torch)
     segment: float | None = None
-    overlap: float = 0.25
+    overlap: float | None = None  # None: the model's default_overlap
     shifts: int = 0
     batch_size: int = 1
     device: str = "cpu"

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=float, default=1.0, metavar="S", help="BSS Eval window in seconds (default 1)")
     p.add_argument("--hop", type=float, default=1.0, metavar="S", help="BSS Eval hop in seconds (default 1)")
     p.add_argument("--segment", type=float, metavar="S", help="separation segment length (default: the model's)")
-    p.add_argument("--overlap", type=float, default=0.25, help="separation overlap (default 0.25)")
+    p.add_argument("--overlap", type=float, help="separation overlap, 0..1 (default: the model's, 0.25 for most)")
     p.add_argument("--shifts", type=int, default=0, help="random-shift passes (default 0)")
     p.add_argument("-d", "--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

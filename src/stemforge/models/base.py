@@ -62,6 +62,8 @@ class StemModel(nn.Module):
     trainable: ClassVar[bool] = True
     #: The segment length (seconds) the model was trained on or works best with.
     default_segment: ClassVar[float] = 10.0
+    #: The fraction of a segment shared with the next one when the caller does not choose (Demucs' 0.25).
+    default_overlap: ClassVar[float] = 0.25
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

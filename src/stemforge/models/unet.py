@@ -52,6 +52,9 @@ class UNetConfig(ModelConfig):
     refine_bins: int = 0
     refine_width: int = 32
     refine_layers: int = 5
+    # The engine's overlap between segments unless the caller chooses one (``StemModel.default_overlap``): a
+    # measured choice per checkpoint (MODEL_CARD.md), as the re-mask is.
+    overlap: float = 0.25
 
     def __post_init__(self) -> None:
         # depth is checked against max_bins' bit length before 2**depth is formed: a checkpoint's config is
@@ -71,6 +74,8 @@ class UNetConfig(ModelConfig):
                 and 0 < self.refine_width <= MAX_REFINE_WIDTH and 0 < self.refine_layers <= MAX_REFINE_LAYERS):
             raise ValueError(f"refine_bins ({self.refine_bins}) needs a re-mask and at most remask_fft // 2 + 1 bins; "
                              f"refine_width 1..{MAX_REFINE_WIDTH}, refine_layers 1..{MAX_REFINE_LAYERS}")
+        if type(self.overlap) not in (int, float) or not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap ({self.overlap!r}) must be a number in [0, 1)")
 
 
 class _Down(nn.Module):
@@ -105,6 +110,7 @@ class UNetSeparator(NeuralStemModel):
     def __init__(self, config: UNetConfig) -> None:
         super().__init__(config)
         self.config: UNetConfig = config
+        self.default_overlap = float(config.overlap)  # type: ignore[misc]
         self.spectrogram = Spectrogram(config.n_fft, config.hop)
         self.norm = FrequencyNorm(config.max_bins)
         widths = [config.channels] + [config.base_channels * 2**i for i in range(config.depth)]
