@@ -355,7 +355,7 @@ def test_default_model_separates_without_importing_torch(tmp_path: Path) -> None
     """``stemforge separate`` with the bundled model never imports torch (it starts in under a second, issue #18),
     and writes what ``--backend torch`` writes: the same files, samples within 1e-4, the same progress bar."""
     song = tmp_path / "song.wav"
-    audio.save(song, toy_mix(8.0), SR, bits="32f")
+    audio.save(song, toy_mix(12.0), SR, bits="32f")
     code = ("import sys; from stemforge.cli import main; status = main(sys.argv[1:]); "
             "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(status)")
     results = {}
@@ -368,13 +368,13 @@ def test_default_model_separates_without_importing_torch(tmp_path: Path) -> None
     assert results["auto"].stdout.splitlines()[-1] == "no torch"
     assert results["torch"].stdout.splitlines()[-1] == "torch imported"  # the check can see torch
     assert results["auto"].stdout.splitlines()[0] == f"{song}: 4 stems -> {tmp_path / 'auto' / 'default' / 'song'}"
-    for result in results.values():  # the same bar: the first segment's 7.5 s out of 8 s, then the rest
-        assert "song.wav:  94%|" in result.stderr and "| 7.5/8.0s [" in result.stderr
+    for result in results.values():  # the same bar: the first segment's 8.5 s (15 % overlap) of 12 s, then the rest
+        assert "song.wav:  71%|" in result.stderr and "| 8.5/12.0s [" in result.stderr
     assert wavs(tmp_path / "auto") == wavs(tmp_path / "torch") == [f"default/song/{s}.wav" for s in
                                                                      ("bass", "drums", "other", "vocals")]
     for name in wavs(tmp_path / "auto"):
         ours, theirs = audio.load(tmp_path / "auto" / name)[0], audio.load(tmp_path / "torch" / name)[0]
-        assert ours.shape == theirs.shape == (2, 8 * SR)
+        assert ours.shape == theirs.shape == (2, 12 * SR)
         np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
