@@ -238,6 +238,44 @@ def test_rerun_redoes_changed_inputs_options_and_outputs_and_never_overwrites_ot
     assert soundfile.info(str(out / "hpss" / "a" / "drums.wav")).subtype == "PCM_24"
 
 
+def test_a_new_bundled_model_redoes_its_tracks(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundled model's file is part of what a track was made with: a stemforge upgrade that replaces it (a new
+    default) redoes the tracks it separated; an unchanged one leaves them alone."""
+    from stemforge.batch.driver import checkpoint_file
+    from stemforge.hub import bundled_checkpoint
+
+    assert checkpoint_file("default") == bundled_checkpoint("default") is not None
+    assert checkpoint_file("lowlatency") == bundled_checkpoint("lowlatency") is not None
+    assert checkpoint_file("hpss") is None and checkpoint_file("htdemucs") is None
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"")
+    assert checkpoint_file(str(mine)) == mine
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    audio.save(lib / "a.wav", toy_mix(0.5), SR, bits=16)
+    common = ["batch", str(lib), "-o", str(tmp_path / "out"), "--workers", "1", "-n", "lowlatency", "--json"]
+
+    def batch() -> dict:
+        capsys.readouterr()
+        assert main(common) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert batch()["done"] == 1
+    assert batch()["unchanged"] == 1
+    from safetensors.numpy import load_file, save_file
+
+    from stemforge.checkpoint import read_metadata
+
+    meta = read_metadata(bundled_checkpoint("lowlatency"))  # the same model with one more line in its header
+    upgraded = tmp_path / "upgraded.safetensors"
+    save_file(load_file(str(bundled_checkpoint("lowlatency"))), str(upgraded),
+              metadata={"stemforge": json.dumps({**meta, "note": "a later release"})})
+    monkeypatch.setattr("stemforge.hub.bundled_checkpoint", lambda name="default": upgraded)
+    assert batch()["done"] == 1
+
+
 def test_a_musdb_tree_gives_one_folder_per_song(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lib = tmp_path / "musdb"
     for split, song, seed in (("train", "Song A", 0), ("test", "Song B", 1)):

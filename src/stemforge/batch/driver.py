@@ -94,13 +94,25 @@ class BatchReport:
         return "\n".join(lines)
 
 
+def checkpoint_file(model: str) -> Path | None:
+    """The file whose bytes decide ``model``'s stems: a checkpoint path, or a bundled model's own file (a stemforge
+    upgrade may replace it, and the tracks it separated must then be redone), else None (a published checkpoint's
+    files are pinned by their catalogue hashes; the classical models have none)."""
+    from stemforge.hub import bundled_checkpoint, catalogue
+
+    path = Path(model)
+    if path.is_file():
+        return path
+    return bundled_checkpoint(model) if model in catalogue.BUNDLED else None
+
+
 def options_fingerprint(spec: SeparationSpec, template: str, model_sha256: str | None) -> dict[str, Any]:
     """Every setting that changes a track's outputs (a change redoes the track); device, threads and jobs do not.
 
     Args:
         spec: the batch's settings.
         template: the track's output name template.
-        model_sha256: the checkpoint file's hash when ``spec.model`` is a file, else None.
+        model_sha256: the hash of the file behind ``spec.model`` (``checkpoint_file``), else None.
 
     Returns:
         Plain data, compared as is with the manifest's.
@@ -224,8 +236,8 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
                                precision=spec.precision, wiener=spec.wiener)
     outcomes: dict[TrackJob, TrackOutcome] = {}
     with ManifestStore(spec.output.directory) as store:
-        model_file = Path(spec.model)
-        model_sha256 = stamp_file(model_file)["sha256"] if model_file.is_file() else None
+        model_file = checkpoint_file(spec.model)
+        model_sha256 = stamp_file(model_file)["sha256"] if model_file is not None else None
         plans = [_plan_track(t, spec, separator, store, filename, skip_existing, model_sha256) for t in tracks]
         _check_collisions(plans)
         todo = {}
