@@ -4,8 +4,10 @@
     PYTHONPATH=src python benchmarks/refiner_checks.py --model runs/refine/r280ns/refined.safetensors \
         --network runs/default_88f07a4.safetensors
 
-1. Wide bass: the first 12 songs of ``--dev`` with the bass stem's right channel delayed 12 ms (a wide stereo bass),
-   separated whole by the network alone, then re-masked plainly and with the refiner; energy-ratio SDR per stem.
+1. Wide bass: the first 12 songs of ``--dev`` with the bass stem's right channel delayed 12 ms (a wide stereo bass;
+   ``data.augment.widen``, zeros in front: until the eleventh session ``np.roll``, whose last 12 ms wrapped to the
+   front), separated whole by the network alone, then re-masked plainly and with the refiner; energy-ratio SDR per
+   stem.
 2. Real music: ``--real`` mixtures (game music, no stems; 30 s from 30 s in, every 9th track, those at least 10 s
    long), the share of the energy below 500 Hz (8192-point STFT, bins 0-92) each stem gets, plainly and refined.
 
@@ -22,6 +24,7 @@ import soundfile as sf
 import torch
 
 from stemforge.checkpoint import load_checkpoint
+from stemforge.data.augment import widen
 from stemforge.data.songs import discover_songs, read_stems
 from stemforge.dsp.spectral import stft
 from stemforge.dsp.wiener import remask
@@ -65,7 +68,7 @@ def main() -> None:
     delay = int(0.012 * RATE)
     for song in discover_songs([args.dev], STEMS)[:12]:
         truth = read_stems(song, STEMS, 0, 20 * RATE, RATE, channels=2)
-        truth[1, 1] = np.roll(truth[1, 1], delay)
+        truth[1] = widen(torch.from_numpy(truth[1]), delay).numpy()  # as recipes/train_refiner.py --widen-bass
         plays = audible(truth)
         for name, out in both(truth.sum(0)).items():
             for j, stem in enumerate(STEMS):
