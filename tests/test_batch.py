@@ -276,6 +276,20 @@ def test_a_new_bundled_model_redoes_its_tracks(tmp_path: Path, capsys: pytest.Ca
     assert batch()["done"] == 1
 
 
+def test_the_overlap_is_recorded_as_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Without ``--overlap`` the model's own is recorded (0.25 for hpss), so asking for that same value changes nothing
+    and another value redoes the track."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    audio.save(lib / "a.wav", toy_mix(0.5), SR, bits=16)
+    common = [str(lib), "-o", str(tmp_path / "out"), "--workers", "1"]
+    assert batch_json(capsys, *common)[1]["done"] == 1
+    assert batch_json(capsys, *common, "--overlap", "0.25")[1]["unchanged"] == 1
+    assert batch_json(capsys, *common, "--overlap", "0.5")[1]["done"] == 1
+    with ManifestStore(tmp_path / "out") as store:
+        assert [r.options["overlap"] for r in store.records()] == [0.5]
+
+
 def test_a_musdb_tree_gives_one_folder_per_song(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lib = tmp_path / "musdb"
     for split, song, seed in (("train", "Song A", 0), ("test", "Song B", 1)):

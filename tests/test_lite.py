@@ -136,6 +136,7 @@ def test_the_checkpoints_overlap_is_the_default_on_both_paths(tmp_path: Path) ->
     mix = np.random.default_rng(5).standard_normal((2, 44100 * 23)).astype(np.float32) * 0.3  # three segments
     runtime = open_separator(path)
     assert isinstance(runtime, LiteSeparator)
+    assert runtime.overlap == Separator(path).overlap == 0.15 and Separator(path, overlap=0.25).overlap == 0.25
     got = np.stack(list(runtime.separate_array(mix, 44100).values()))
     expected = np.stack(list(Separator(path).separate_array(mix, 44100).values()))
     np.testing.assert_allclose(got, expected, atol=1e-4)  # float32 rounding over 10 s segments: 4e-5 at 0.25 too

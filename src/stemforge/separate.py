@@ -134,6 +134,11 @@ class FileSeparator:
         """The model's channels (a file's channels are mapped to groups of these by ``layout.ChannelPlan``)."""
         return self.model.channels
 
+    @property
+    def overlap(self) -> float:
+        """The fraction of a segment shared with the next one that this separator cuts with."""
+        raise NotImplementedError
+
     def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
                          report: Callable[[int], None] | None) -> Iterator[np.ndarray]:
         """Stream (groups, channels, n) blocks at the model's rate -> (groups, sources, channels, m) blocks.
@@ -423,6 +428,10 @@ class Separator(FileSeparator):
 
         return separate_blocks(self.model, blocks, groups, self.options, report)
 
+    @property
+    def overlap(self) -> float:
+        return self.options.overlap if self.options.overlap is not None else float(self.model.default_overlap)
+
     def separate_tensor(self, wav: torch.Tensor, sr: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """demucs.api style: ``wav`` (channels, time) at ``sr`` (default: the model's) -> (wav, {stem: (channels, time)})."""
         import torch
@@ -452,6 +461,10 @@ class LiteSeparator(FileSeparator):
 
     def __init__(self, model: LiteUNet, name: str) -> None:
         self.model, self.name = model, name
+
+    @property
+    def overlap(self) -> float:
+        return float(self.model.spec.overlap)
 
     def _separate_blocks(self, blocks: Iterator[np.ndarray], groups: int,
                          report: Callable[[int], None] | None) -> Iterator[np.ndarray]:

@@ -235,10 +235,12 @@ def run_batch(tracks: list[Track], spec: SeparationSpec, runner: Runner, *, file
                                overlap=spec.overlap, shifts=spec.shifts, batch_size=spec.batch_size,
                                precision=spec.precision, wiener=spec.wiener)
     outcomes: dict[TrackJob, TrackOutcome] = {}
+    # Recorded as used: a manifest of any release compares equal while the model's own overlap stays the same.
+    planned = dataclasses.replace(spec, overlap=separator.overlap)
     with ManifestStore(spec.output.directory) as store:
         model_file = checkpoint_file(spec.model)
         model_sha256 = stamp_file(model_file)["sha256"] if model_file is not None else None
-        plans = [_plan_track(t, spec, separator, store, filename, skip_existing, model_sha256) for t in tracks]
+        plans = [_plan_track(t, planned, separator, store, filename, skip_existing, model_sha256) for t in tracks]
         _check_collisions(plans)
         todo = {}
         for plan in plans:
