@@ -57,6 +57,10 @@ class EngineOptions:
         if self.precision == "int8" and torch.device(self.device).type != "cpu":
             raise StemforgeError(f"precision int8 is a CPU fast path; on {self.device} use bf16")
 
+    def overlap_for(self, model: StemModel) -> float:
+        """The overlap ``model``'s input is cut with: this one if given, else the model's own."""
+        return self.overlap if self.overlap is not None else float(model.default_overlap)
+
 
 #: glibc's allocator unmaps freed blocks over its (dynamic, at most 32 MB) threshold and trims the heap top,
 #: so every segment's ~60 MB spectra and frames are fresh pages, faulted in and zeroed by the kernel again:
@@ -130,8 +134,7 @@ class OverlapAdd:
         rate = model.sample_rate
         seconds = options.segment if options.segment is not None else model.default_segment
         self.segment = max(1, int(round(seconds * rate)))
-        overlap = options.overlap if options.overlap is not None else model.default_overlap
-        self.stride = max(1, int(round(self.segment * (1 - overlap))))
+        self.stride = max(1, int(round(self.segment * (1 - options.overlap_for(model)))))
         self.max_shift = int(round(options.max_shift * rate)) if options.shifts > 0 else 0
         self.window = self.segment + self.max_shift
         self.weights = triangle_weights(self.segment)

@@ -430,7 +430,7 @@ class Separator(FileSeparator):
 
     @property
     def overlap(self) -> float:
-        return self.options.overlap if self.options.overlap is not None else float(self.model.default_overlap)
+        return self.options.overlap_for(self.model)
 
     def separate_tensor(self, wav: torch.Tensor, sr: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """demucs.api style: ``wav`` (channels, time) at ``sr`` (default: the model's) -> (wav, {stem: (channels, time)})."""
