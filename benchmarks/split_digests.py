@@ -57,12 +57,12 @@ def main() -> int:
     if missing:
         parser.error(f"not a folder: {missing[0]}")
     record = Path(args.check or args.write)
+    if args.check and not record.exists():
+        parser.error(f"{record}: no such file")
     try:
         known = json.loads(record.read_text()) if record.exists() else {}
     except (OSError, ValueError) as exc:
         parser.error(f"{record}: not a digest file ({exc})")
-    if args.check and not record.exists():
-        parser.error(f"{record}: no such file")
     failed = False
     for split in map(Path, args.splits):
         found = split_digests(split)
