@@ -31,7 +31,10 @@ def song_digest(folder: Path) -> str:
     """sha256 of the decoded float32 samples of every wav and flac in ``folder``, in name order, names included."""
     digest = hashlib.sha256()
     for path in audio_files(folder):
-        wav, rate = sf.read(path, dtype="float32", always_2d=True)
+        try:
+            wav, rate = sf.read(path, dtype="float32", always_2d=True)
+        except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
+            raise ValueError(f"{path}: not readable audio ({exc})") from exc
         digest.update(f"{path.name}:{rate}:{wav.shape}".encode())
         digest.update(np.ascontiguousarray(wav).tobytes())
     return digest.hexdigest()
@@ -65,7 +68,10 @@ def main() -> int:
         parser.error(f"{record}: not a digest file ({exc})")
     failed = False
     for split in map(Path, args.splits):
-        found = split_digests(split)
+        try:
+            found = split_digests(split)
+        except ValueError as exc:
+            parser.error(str(exc))
         if args.write:
             known[split.name] = found
             print(f"{split.name}: {len(found)} songs recorded")

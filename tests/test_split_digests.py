@@ -52,7 +52,9 @@ def test_missing_songs_splits_and_files_fail(tmp_path: Path) -> None:
     assert done.returncode == 1 and "0 differ, 1 missing" in done.stdout
     other = split(tmp_path / "other")
     assert run("--check", record, other).returncode == 1
+    (valid / "song0" / "bass.wav").write_bytes(b"RIFFjunk")
     for args, message in ((["--check", tmp_path / "none.json", valid], "no such file"),
+                          (["--check", record, valid], "bass.wav: not readable audio"),
                           (["--check", record, tmp_path / "nowhere"], "not a folder"),
                           (["--write", record], "the following arguments are required")):
         done = run(*args)
